@@ -1,0 +1,22 @@
+// The live appliance: two ports (client side, server side), `workers` worker lcores each owning
+// one RX and one TX queue per port and its own pipeline, the main lcore doing stats only.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "sluice/config.hpp"
+
+namespace sluice {
+
+struct BridgeOptions {
+  double duration_s = 0;  // 0: until SIGINT/SIGTERM
+  std::vector<std::string> extra_eal_args;
+};
+
+// Runs until stopped; returns the process exit code. Start-up problems are thrown as
+// StartupError with a message naming the port or argument at fault.
+int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<bool>& stop);
+
+}  // namespace sluice

@@ -1,0 +1,35 @@
+// Offline replay: the worker pipeline over a capture, in order, on one worker, with time taken
+// from the packet timestamps, writing what Sluice emits toward each side. Deterministic: the
+// same capture and config give byte-identical outputs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "sluice/classify.hpp"
+#include "sluice/config.hpp"
+
+namespace sluice {
+
+struct Cidr {
+  IpAddress address{};  // see classify.hpp: IPv4 in the first 4 bytes
+  uint8_t family = 4;
+  uint8_t prefix = 0;
+  bool contains(const IpAddress& candidate, uint8_t candidate_family) const;
+};
+
+// "198.18.0.0/15", "2001:2::/48"; throws std::invalid_argument with the reason.
+Cidr parse_cidr(const std::string& text);
+
+struct ReplayOptions {
+  std::string input;
+  std::string out_client;
+  std::string out_server;
+  std::vector<Cidr> server_nets;
+  bool quiet = false;
+};
+
+// Returns the process exit code; problems with the files are thrown as StartupError.
+int run_replay(const Config& config, const ReplayOptions& options);
+
+}  // namespace sluice

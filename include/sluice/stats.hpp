@@ -1,0 +1,30 @@
+// Reading the workers' counters from the main lcore: the live stats line and the summary table.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sluice/counters.hpp"
+
+namespace sluice {
+
+// What one worker publishes; written only by that worker.
+struct alignas(64) WorkerStats {
+  Counters counters;
+  std::atomic<uint32_t> active_flows{0};
+};
+
+// "stats: client rx 1.20 kpps 3.4 Mbit/s tx … | server … | flows 12 | drops midstream=3 …"
+std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& before,
+                            double seconds, uint64_t active_flows);
+
+// The table printed at exit: every non-zero counter, then the extra gauges, one per line
+// ("  name  value"), so scripts can read it.
+void print_summary(std::FILE* out, const CounterSnapshot& totals,
+                   const std::vector<std::pair<std::string, uint64_t>>& gauges);
+
+}  // namespace sluice

@@ -1,0 +1,42 @@
+// Per-flow TCP tracking state, embedded in each flow table entry.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace sluice {
+
+enum class Direction : uint8_t { kToServer = 0, kToClient = 1 };
+
+// What was delivered: one entry per delivered piece, so a retransmission of those bytes can be
+// compared without keeping the bytes themselves (16 bytes per piece instead of up to 1460).
+struct SegmentDigest {
+  uint32_t seq = 0;
+  uint32_t length = 0;
+  uint64_t hash = 0;  // XXH3-64 of the bytes
+};
+
+// 16 pieces cover a typical HTTP request (≈ 23 KB at a 1448-byte MSS) while unacknowledged;
+// older bytes that the receiver has acknowledged no longer need checking (it discards them).
+inline constexpr std::size_t kDigestHistory = 16;
+inline constexpr uint32_t kNoBlock = UINT32_MAX;
+
+struct TcpDirectionState {
+  bool initialized = false;  // its SYN has been seen
+  bool fin_received = false;
+  bool acked_valid = false;
+  uint32_t next_seq = 0;  // the next byte to deliver
+  uint32_t acked = 0;     // highest acknowledgement the receiver has sent for these bytes
+  uint32_t reassembly_block = kNoBlock;  // out-of-order bytes held for this direction
+  uint8_t history_next = 0;
+  uint8_t history_count = 0;
+  std::array<SegmentDigest, kDigestHistory> history{};
+};
+
+struct TcpFlowState {
+  std::array<TcpDirectionState, 2> direction{};  // indexed by Direction
+  TcpDirectionState& of(Direction d) { return direction[static_cast<std::size_t>(d)]; }
+  const TcpDirectionState& of(Direction d) const { return direction[static_cast<std::size_t>(d)]; }
+};
+
+}  // namespace sluice

@@ -1,0 +1,106 @@
+// TCP tracking for flows on inspected ports: who is the client (the SYN sender), the next
+// expected sequence number of each direction, and in-order delivery of payload to the stream
+// consumer. Segments that arrive ahead of a hole are copied into a bounded per-worker
+// reassembly pool and forwarded (they cannot complete anything at the receiver before the hole
+// is filled, and the segment that fills it passes the consumer first). Retransmissions are
+// compared with what was delivered: identical ones pass, differing ones kill the flow.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sluice/classify.hpp"
+#include "sluice/counters.hpp"
+#include "sluice/flow_table.hpp"
+#include "sluice/stream_consumer.hpp"
+
+namespace sluice {
+
+struct TcpConfig {
+  uint32_t reassembly_bytes = 16384;  // out-of-order bytes held per direction
+  uint32_t reassembly_segments = 8;   // out-of-order segments held per direction (≤ 32)
+  uint32_t reassembly_blocks = 1024;  // directions that may hold out-of-order data at once
+};
+
+enum class TcpVerdict : uint8_t {
+  kForward,
+  kDrop,  // drop this packet, keep the flow
+  kKill,  // drop this packet, reset both sides, drop the flow's later packets
+};
+
+struct TcpResult {
+  TcpVerdict verdict = TcpVerdict::kForward;
+  Counter reason = Counter::drop_tcp_unexpected;  // why, when not forwarded
+};
+
+class TcpTracker {
+ public:
+  TcpTracker(const TcpConfig& config, FlowTable& table, StreamConsumer& consumer,
+             Counters& counters);
+
+  // True when this packet may start tracking a new flow (a SYN without ACK).
+  static bool opens_flow(const PacketInfo& info);
+
+  // A flow was just inserted for its SYN: tells the consumer.
+  void open(Flow& flow);
+
+  // A packet of a flow already in the table, or of one just inserted for its SYN.
+  TcpResult on_packet(Flow& flow, const PacketInfo& info, std::span<const uint8_t> payload,
+                      bool from_client, uint64_t now_ns);
+
+  // Called before the flow leaves the table: gives back its reassembly blocks, tells the
+  // consumer.
+  void release(Flow& flow);
+
+  uint32_t blocks_in_use() const { return blocks_in_use_; }
+
+ private:
+  struct HeldSegment {
+    uint32_t seq;
+    uint32_t length;
+    uint32_t offset;  // into the block's bytes
+    bool fin;
+  };
+  struct Block {
+    uint32_t next_free = kNoBlock;
+    uint32_t used_bytes = 0;
+    uint32_t segment_count = 0;
+    HeldSegment segments[32];
+  };
+
+  TcpResult on_syn(Flow& flow, const PacketInfo& info, std::span<const uint8_t> payload,
+                   bool from_client, uint64_t now_ns);
+  TcpResult on_data(Flow& flow, Direction direction, uint32_t seq, std::span<const uint8_t> payload,
+                    bool fin, uint64_t now_ns);
+  // Compares bytes [seq, seq + bytes.size()) that lie before next_seq with what was delivered.
+  enum class Check : uint8_t { kIdentical, kDiffers, kUnverifiable };
+  Check check_delivered(const TcpDirectionState& state, uint32_t seq,
+                        std::span<const uint8_t> bytes) const;
+  StreamVerdict deliver(Flow& flow, Direction direction, std::span<const uint8_t> bytes,
+                        uint64_t now_ns);
+  void deliver_fin(Flow& flow, Direction direction, uint64_t now_ns);
+  TcpResult hold(Flow& flow, Direction direction, uint32_t seq, std::span<const uint8_t> bytes,
+                 bool fin, uint64_t now_ns);
+  TcpResult drain_held(Flow& flow, Direction direction, uint64_t now_ns);
+  TcpResult kill(Flow& flow, Counter reason, uint64_t now_ns);
+  void reset_tracking(Flow& flow, uint64_t now_ns);
+  uint32_t flow_id(const Flow& flow) const { return table_.index_of(flow); }
+
+  uint32_t allocate_block();
+  void free_block(uint32_t index);
+  uint8_t* block_bytes(uint32_t index) {
+    return block_bytes_.data() + std::size_t{index} * config_.reassembly_bytes;
+  }
+
+  TcpConfig config_;
+  FlowTable& table_;
+  StreamConsumer& consumer_;
+  Counters& counters_;
+  std::vector<Block> blocks_;
+  std::vector<uint8_t> block_bytes_;
+  uint32_t free_blocks_ = kNoBlock;
+  uint32_t blocks_in_use_ = 0;
+};
+
+}  // namespace sluice

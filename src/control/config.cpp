@@ -1,0 +1,250 @@
+#include "sluice/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+namespace sluice {
+namespace {
+
+constexpr std::string_view kEmbeddedDefault =
+    R"(# Sluice embedded default: the demo topology (tools/topology.sh).
+dataplane:
+  client_port: "net_af_packet0,iface=sl-client"
+  server_port: "net_af_packet1,iface=sl-server"
+  workers: 1
+  eal_args: ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
+  flow_capacity: 65536
+inspect:
+  tcp_ports: [8000]
+  other_traffic: pass
+  midstream: drop
+  on_flow_table_full: drop
+  fragments: drop
+  bad_checksum: drop
+stats:
+  interval: 1
+)";
+
+// Walks one YAML mapping, remembering the dotted path so every message can name the key.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string path, const std::string& source)
+      : node_(node), path_(std::move(path)), source_(source) {
+    if (!node_.IsMap()) fail(node_, "expected a mapping");
+  }
+
+  // Rejects keys outside `known`, naming the ones that are allowed.
+  void allow_only(std::initializer_list<std::string_view> known) const {
+    for (const auto& entry : node_) {
+      const std::string key = entry.first.as<std::string>();
+      bool found = false;
+      for (std::string_view k : known) found = found || k == key;
+      if (!found) {
+        std::string expected;
+        for (std::string_view k : known)
+          expected += (expected.empty() ? "" : ", ") + std::string(k);
+        fail(entry.first,
+             "unknown key '" + qualified(key) + "' (expected one of: " + expected + ")");
+      }
+    }
+  }
+
+  YAML::Node get(std::string_view key) const { return node_[std::string(key)]; }
+
+  Section child(std::string_view key) const { return Section(get(key), qualified(key), source_); }
+  bool has(std::string_view key) const { return static_cast<bool>(get(key)); }
+
+  std::string string(std::string_view key, const std::string& fallback) const {
+    const YAML::Node value = get(key);
+    if (!value) return fallback;
+    if (!value.IsScalar()) fail(value, qualified(key) + ": expected a string");
+    return value.as<std::string>();
+  }
+
+  uint64_t integer(std::string_view key, uint64_t fallback, uint64_t low, uint64_t high) const {
+    const YAML::Node value = get(key);
+    if (!value) return fallback;
+    const std::string range =
+        "an integer in [" + std::to_string(low) + ", " + std::to_string(high) + "]";
+    uint64_t parsed = 0;
+    if (!value.IsScalar() || !YAML::convert<uint64_t>::decode(value, parsed) ||
+        value.Scalar().find_first_not_of("0123456789") != std::string::npos) {
+      fail(value, qualified(key) + ": expected " + range + ", got '" + describe(value) + "'");
+    }
+    if (parsed < low || parsed > high) {
+      fail(value, qualified(key) + ": expected " + range + ", got " + std::to_string(parsed));
+    }
+    return parsed;
+  }
+
+  double seconds(std::string_view key, double fallback, double low, double high) const {
+    const YAML::Node value = get(key);
+    if (!value) return fallback;
+    double parsed = 0;
+    if (!value.IsScalar() || !YAML::convert<double>::decode(value, parsed) ||
+        !std::isfinite(parsed) || parsed < low || parsed > high) {
+      std::ostringstream expected;
+      expected << "a number of seconds in [" << low << ", " << high << "]";
+      fail(value,
+           qualified(key) + ": expected " + expected.str() + ", got '" + describe(value) + "'");
+    }
+    return parsed;
+  }
+
+  Policy policy(std::string_view key, Policy fallback) const {
+    const YAML::Node value = get(key);
+    if (!value) return fallback;
+    const std::string text = value.IsScalar() ? value.Scalar() : "";
+    if (text == "pass") return Policy::kPass;
+    if (text == "drop") return Policy::kDrop;
+    fail(value, qualified(key) + ": expected pass or drop, got '" + describe(value) + "'");
+  }
+
+  std::vector<std::string> strings(std::string_view key, std::vector<std::string> fallback) const {
+    const YAML::Node value = get(key);
+    if (!value) return fallback;
+    if (!value.IsSequence()) fail(value, qualified(key) + ": expected a list of strings");
+    std::vector<std::string> result;
+    for (const auto& item : value) {
+      if (!item.IsScalar()) fail(item, qualified(key) + ": expected a list of strings");
+      result.push_back(item.Scalar());
+    }
+    return result;
+  }
+
+  std::vector<uint16_t> ports(std::string_view key, std::vector<uint16_t> fallback) const {
+    const YAML::Node value = get(key);
+    if (!value) return fallback;
+    if (!value.IsSequence()) fail(value, qualified(key) + ": expected a list of TCP ports");
+    std::vector<uint16_t> result;
+    for (const auto& item : value) {
+      uint32_t port = 0;
+      if (!item.IsScalar() || !YAML::convert<uint32_t>::decode(item, port) || port == 0 ||
+          port > 65535) {
+        fail(item,
+             qualified(key) + ": expected TCP ports in [1, 65535], got '" + describe(item) + "'");
+      }
+      result.push_back(static_cast<uint16_t>(port));
+    }
+    return result;
+  }
+
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
+    const YAML::Mark mark = at.Mark();
+    std::string where = source_;
+    if (mark.line >= 0)
+      where += ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+    throw ConfigError(where + ": " + message);
+  }
+
+ private:
+  std::string qualified(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+  static std::string describe(const YAML::Node& value) {
+    if (value.IsScalar()) return value.Scalar();
+    if (value.IsSequence()) return "a list";
+    if (value.IsMap()) return "a mapping";
+    return "nothing";
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  const std::string& source_;
+};
+
+Config parse(const YAML::Node& root, const std::string& source) {
+  Config config;
+  config.source = source;
+  if (!root || root.IsNull()) return config;  // an empty file: every default
+  const Section top(root, "", source);
+  top.allow_only({"dataplane", "inspect", "stats"});
+
+  if (top.has("dataplane")) {
+    const Section s = top.child("dataplane");
+    s.allow_only({"client_port", "server_port", "workers", "eal_args", "flow_capacity",
+                  "burst_size", "rx_ring_size", "tx_ring_size", "mbufs", "tx_drain_us"});
+    DataplaneConfig& d = config.dataplane;
+    d.client_port = s.string("client_port", d.client_port);
+    d.server_port = s.string("server_port", d.server_port);
+    d.workers = static_cast<uint32_t>(s.integer("workers", d.workers, 1, 64));
+    d.eal_args = s.strings("eal_args", d.eal_args);
+    d.flow_capacity =
+        static_cast<uint32_t>(s.integer("flow_capacity", d.flow_capacity, 1, 1u << 26));
+    d.burst_size = static_cast<uint32_t>(s.integer("burst_size", d.burst_size, 1, 512));
+    d.rx_ring_size = static_cast<uint32_t>(s.integer("rx_ring_size", d.rx_ring_size, 64, 16384));
+    d.tx_ring_size = static_cast<uint32_t>(s.integer("tx_ring_size", d.tx_ring_size, 64, 16384));
+    d.mbufs = static_cast<uint32_t>(s.integer("mbufs", d.mbufs, 0, 1u << 24));
+    d.tx_drain_us = static_cast<uint32_t>(s.integer("tx_drain_us", d.tx_drain_us, 1, 100000));
+    if (d.client_port.empty())
+      s.fail(s.get("client_port"), "dataplane.client_port: must not be empty");
+    if (d.server_port.empty())
+      s.fail(s.get("server_port"), "dataplane.server_port: must not be empty");
+  }
+
+  if (top.has("inspect")) {
+    const Section s = top.child("inspect");
+    s.allow_only({"tcp_ports", "other_traffic", "midstream", "on_flow_table_full", "fragments",
+                  "bad_checksum", "reassembly_bytes", "reassembly_segments", "reassembly_blocks",
+                  "timeouts"});
+    InspectConfig& i = config.inspect;
+    i.tcp_ports = s.ports("tcp_ports", i.tcp_ports);
+    i.other_traffic = s.policy("other_traffic", i.other_traffic);
+    i.midstream = s.policy("midstream", i.midstream);
+    i.on_flow_table_full = s.policy("on_flow_table_full", i.on_flow_table_full);
+    i.fragments = s.policy("fragments", i.fragments);
+    i.bad_checksum = s.policy("bad_checksum", i.bad_checksum);
+    i.reassembly_bytes =
+        static_cast<uint32_t>(s.integer("reassembly_bytes", i.reassembly_bytes, 0, 1u << 20));
+    i.reassembly_segments =
+        static_cast<uint32_t>(s.integer("reassembly_segments", i.reassembly_segments, 0, 32));
+    i.reassembly_blocks =
+        static_cast<uint32_t>(s.integer("reassembly_blocks", i.reassembly_blocks, 0, 1u << 20));
+    if (s.has("timeouts")) {
+      const Section t = s.child("timeouts");
+      t.allow_only({"half_open", "established", "closing"});
+      constexpr double kDay = 86400;
+      i.half_open_timeout_s = t.seconds("half_open", i.half_open_timeout_s, 0.001, kDay);
+      i.established_timeout_s = t.seconds("established", i.established_timeout_s, 0.001, kDay);
+      i.closing_timeout_s = t.seconds("closing", i.closing_timeout_s, 0.001, kDay);
+    }
+  }
+
+  if (top.has("stats")) {
+    const Section s = top.child("stats");
+    s.allow_only({"interval"});
+    config.stats.interval_s = s.seconds("interval", config.stats.interval_s, 0, 3600);
+  }
+  return config;
+}
+
+}  // namespace
+
+Config load_config_text(std::string_view text, const std::string& source_name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
+                      std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+  }
+  return parse(root, source_name);
+}
+
+Config load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open config file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return load_config_text(text.str(), path);
+}
+
+std::string_view embedded_default_config() {
+  return kEmbeddedDefault;
+}
+
+}  // namespace sluice

@@ -1,0 +1,413 @@
+#include "sluice/bridge.hpp"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include <xxhash.h>
+
+#include "sluice/classify.hpp"
+#include "sluice/eal.hpp"
+#include "sluice/pipeline.hpp"
+#include "sluice/stats.hpp"
+
+namespace sluice {
+namespace {
+
+constexpr uint32_t kMaxBurst = 512;
+constexpr uint32_t kRedistributeRingSize = 4096;
+constexpr uint32_t kExpiryBudgetPerLoop = 8;
+constexpr uint32_t kMbufCache = 256;
+
+// The well-known symmetric Toeplitz key (0x6d5a repeated): the hash of (a→b) equals the hash of
+// (b→a), so both directions of a flow land in the same queue index on every port.
+constexpr uint8_t kSymmetricRssKey[40] = {
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a};
+
+enum class Distribution { kSingleWorker, kSymmetricRss, kSoftware };
+
+const char* describe(Distribution d) {
+  switch (d) {
+    case Distribution::kSingleWorker:
+      return "one worker (no distribution needed)";
+    case Distribution::kSymmetricRss:
+      return "symmetric RSS in the NICs";
+    default:
+      return "software symmetric-hash distributor (the devices have no RSS)";
+  }
+}
+
+struct Port {
+  uint16_t id = 0;
+  std::string devargs;
+  bool rss = false;
+};
+
+Port find_port(const std::string& devargs, const char* role) {
+  Port port;
+  port.devargs = devargs;
+  if (rte_eth_dev_get_port_by_name(port_name(devargs).c_str(), &port.id) != 0) {
+    throw StartupError(std::string("dataplane.") + role + "_port: no DPDK port named '" +
+                       port_name(devargs) + "' after EAL start-up (devargs '" + devargs + "')");
+  }
+  return port;
+}
+
+void start_port(Port& port, const char* role, const Config& config, rte_mempool* pool) {
+  const uint16_t queues = static_cast<uint16_t>(config.dataplane.workers);
+  rte_eth_dev_info info{};
+  if (rte_eth_dev_info_get(port.id, &info) != 0) {
+    throw StartupError(std::string(role) + " port: cannot read device info");
+  }
+  if (info.max_rx_queues < queues || info.max_tx_queues < queues) {
+    throw StartupError(std::string("dataplane.") + role + "_port '" + port.devargs + "' has " +
+                       std::to_string(info.max_rx_queues) + " RX / " +
+                       std::to_string(info.max_tx_queues) + " TX queues but workers is " +
+                       std::to_string(queues) +
+                       " (each worker owns one queue per port; for net_af_packet add qpairs=" +
+                       std::to_string(queues) + ")");
+  }
+  rte_eth_conf conf{};
+  const uint64_t rss_types =
+      info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+  port.rss = queues > 1 && rss_types != 0;
+  if (port.rss) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_key = const_cast<uint8_t*>(kSymmetricRssKey);
+    conf.rx_adv_conf.rss_conf.rss_key_len = sizeof kSymmetricRssKey;
+    conf.rx_adv_conf.rss_conf.rss_hf = rss_types;
+  }
+  const auto check = [&](int rc, const char* what) {
+    if (rc < 0) {
+      throw StartupError(std::string(role) + " port '" + port.devargs + "': " + what +
+                         " failed: " + rte_strerror(-rc));
+    }
+  };
+  check(rte_eth_dev_configure(port.id, queues, queues, &conf), "configure");
+  uint16_t rx_ring = static_cast<uint16_t>(config.dataplane.rx_ring_size);
+  uint16_t tx_ring = static_cast<uint16_t>(config.dataplane.tx_ring_size);
+  check(rte_eth_dev_adjust_nb_rx_tx_desc(port.id, &rx_ring, &tx_ring), "ring size adjustment");
+  const int socket = rte_eth_dev_socket_id(port.id);
+  for (uint16_t q = 0; q < queues; ++q) {
+    check(rte_eth_rx_queue_setup(port.id, q, rx_ring, socket, nullptr, pool), "RX queue setup");
+    check(rte_eth_tx_queue_setup(port.id, q, tx_ring, socket, nullptr), "TX queue setup");
+  }
+  check(rte_eth_dev_start(port.id), "start");
+  rte_eth_promiscuous_enable(port.id);  // a bridge sees every MAC; not all devices need it
+}
+
+// Per-port, per-worker TX buffering: bursts leave when full or when the drain timer fires.
+class BufferedSink final : public PacketSink {
+ public:
+  BufferedSink(const std::array<uint16_t, 2>& ports, uint16_t queue, uint32_t burst,
+               Counters& counters)
+      : ports_(ports), queue_(queue), counters_(counters) {
+    for (std::size_t s = 0; s < 2; ++s) {
+      buffers_[s].reset(static_cast<rte_eth_dev_tx_buffer*>(
+          rte_zmalloc("tx_buffer", RTE_ETH_TX_BUFFER_SIZE(burst), 0)));
+      if (!buffers_[s]) throw StartupError("cannot allocate TX buffers");
+      rte_eth_tx_buffer_init(buffers_[s].get(), static_cast<uint16_t>(burst));
+      unsent_context_[s] = {this, s};
+      rte_eth_tx_buffer_set_err_callback(buffers_[s].get(), &BufferedSink::on_unsent,
+                                         &unsent_context_[s]);
+    }
+  }
+
+  void send(Side toward, rte_mbuf* mbuf) override {
+    const auto s = static_cast<std::size_t>(toward);
+    pending_[s].packets += 1;
+    pending_[s].bytes += rte_pktmbuf_pkt_len(mbuf);
+    // A non-zero return means the buffer was full and went out, this mbuf included.
+    if (rte_eth_tx_buffer(ports_[s], queue_, buffers_[s].get(), mbuf) > 0) account(s);
+  }
+
+  void flush() {
+    for (std::size_t s = 0; s < 2; ++s) {
+      rte_eth_tx_buffer_flush(ports_[s], queue_, buffers_[s].get());
+      account(s);
+    }
+  }
+
+ private:
+  struct Pending {
+    uint64_t packets = 0;
+    uint64_t bytes = 0;
+  };
+
+  // Counts what left: everything buffered since the last flush, less what the device refused
+  // (on_unsent has already taken those out of pending_).
+  void account(std::size_t s) {
+    const bool client = s == static_cast<std::size_t>(Side::kClient);
+    counters_.add(client ? Counter::tx_client_packets : Counter::tx_server_packets,
+                  pending_[s].packets);
+    counters_.add(client ? Counter::tx_client_bytes : Counter::tx_server_bytes, pending_[s].bytes);
+    pending_[s] = {};
+  }
+
+  struct UnsentContext {
+    BufferedSink* self = nullptr;
+    std::size_t side = 0;
+  };
+
+  static void on_unsent(rte_mbuf** unsent, uint16_t count, void* argument) {
+    const auto& context = *static_cast<UnsentContext*>(argument);
+    BufferedSink* self = context.self;
+    const std::size_t s = context.side;
+    for (uint16_t i = 0; i < count; ++i) {
+      self->pending_[s].packets -= 1;
+      self->pending_[s].bytes -= rte_pktmbuf_pkt_len(unsent[i]);
+      rte_pktmbuf_free(unsent[i]);
+    }
+    self->counters_.add(Counter::drop_tx_full, count);
+  }
+
+  struct Free {
+    void operator()(rte_eth_dev_tx_buffer* b) const { rte_free(b); }
+  };
+  std::array<uint16_t, 2> ports_;
+  uint16_t queue_;
+  Counters& counters_;
+  std::array<std::unique_ptr<rte_eth_dev_tx_buffer, Free>, 2> buffers_;
+  std::array<Pending, 2> pending_{};
+  std::array<UnsentContext, 2> unsent_context_{};
+};
+
+struct WorkerContext;
+
+struct Shared {
+  const Config* config = nullptr;
+  std::array<uint16_t, 2> ports{};
+  Distribution distribution = Distribution::kSingleWorker;
+  rte_mempool* pool = nullptr;
+  std::atomic<bool>* stop = nullptr;
+  uint64_t distribution_seed = 0;
+  std::vector<rte_ring*> inboxes;  // software distribution: one multi-producer inbox per worker
+  std::vector<std::unique_ptr<WorkerStats>> stats;
+};
+
+struct alignas(64) WorkerContext {
+  Shared* shared = nullptr;
+  uint16_t index = 0;
+};
+
+// Software distribution: the symmetric flow hash picks the worker; both directions agree.
+uint16_t owner_of(const rte_mbuf* mbuf, const Shared& shared) {
+  const std::span<const uint8_t> frame{rte_pktmbuf_mtod(mbuf, const uint8_t*),
+                                       rte_pktmbuf_data_len(mbuf)};
+  const Classification c = classify(frame);
+  if (c.malformed || (c.info.l3 != L3::kIpv4 && c.info.l3 != L3::kIpv6)) return UINT16_MAX;
+  const KeyedPacket keyed = make_flow_key(c.info);
+  const uint64_t hash =
+      XXH3_64bits_withSeed(&keyed.key, sizeof keyed.key, shared.distribution_seed);
+  return static_cast<uint16_t>(hash % shared.inboxes.size());
+}
+
+int worker_main(void* argument) {
+  auto& context = *static_cast<WorkerContext*>(argument);
+  Shared& shared = *context.shared;
+  const Config& config = *shared.config;
+  WorkerStats& stats = *shared.stats[context.index];
+  Counters& counters = stats.counters;
+  const uint16_t queue = context.index;
+  const uint16_t burst = static_cast<uint16_t>(std::min(config.dataplane.burst_size, kMaxBurst));
+
+  NullConsumer consumer;
+  BufferedSink sink(shared.ports, queue, burst, counters);
+  std::random_device entropy;
+  const uint64_t seed = (uint64_t{entropy()} << 32) | entropy();
+  Pipeline pipeline(config, seed, shared.pool, sink, consumer, counters);
+
+  const uint64_t drain_cycles = rte_get_tsc_hz() / 1'000'000 * config.dataplane.tx_drain_us;
+  uint64_t last_drain = rte_rdtsc();
+  rte_mbuf* received[kMaxBurst];
+  rte_mbuf* mine[2][kMaxBurst];
+
+  while (!shared.stop->load(std::memory_order_relaxed)) {
+    const uint64_t now_ns = tsc_now_ns();
+    for (std::size_t s = 0; s < 2; ++s) {
+      const Side side = static_cast<Side>(s);
+      const uint16_t count = rte_eth_rx_burst(shared.ports[s], queue, received, burst);
+      if (count == 0) continue;
+      if (shared.distribution != Distribution::kSoftware) {
+        pipeline.process_burst(side, received, count, now_ns);
+        continue;
+      }
+      uint16_t kept = 0;
+      for (uint16_t i = 0; i < count; ++i) {
+        const uint16_t owner = owner_of(received[i], shared);
+        if (owner == UINT16_MAX || owner == context.index) {
+          mine[s][kept++] = received[i];
+          continue;
+        }
+        received[i]->port = shared.ports[s];  // remembers the side for the owner
+        if (rte_ring_mp_enqueue(shared.inboxes[owner], received[i]) != 0) {
+          counters.add(Counter::drop_redistribute_full);
+          rte_pktmbuf_free(received[i]);
+        } else {
+          counters.add(Counter::redistributed_packets);
+        }
+      }
+      pipeline.process_burst(side, mine[s], kept, now_ns);
+    }
+    if (shared.distribution == Distribution::kSoftware) {
+      const unsigned count = rte_ring_sc_dequeue_burst(
+          shared.inboxes[context.index], reinterpret_cast<void**>(received), burst, nullptr);
+      uint16_t per_side[2] = {0, 0};
+      for (unsigned i = 0; i < count; ++i) {
+        const std::size_t s = received[i]->port == shared.ports[0] ? 0 : 1;
+        mine[s][per_side[s]++] = received[i];
+      }
+      for (std::size_t s = 0; s < 2; ++s)
+        pipeline.process_burst(static_cast<Side>(s), mine[s], per_side[s], now_ns);
+    }
+    const uint64_t cycles = rte_rdtsc();
+    if (cycles - last_drain >= drain_cycles) {
+      sink.flush();
+      last_drain = cycles;
+      pipeline.expire_flows(now_ns, kExpiryBudgetPerLoop);
+      stats.active_flows.store(pipeline.active_flows(), std::memory_order_relaxed);
+    }
+  }
+  sink.flush();
+  pipeline.close_all();
+  stats.active_flows.store(0, std::memory_order_relaxed);
+  return 0;
+}
+
+CounterSnapshot snapshot(const Shared& shared, uint64_t* active_flows) {
+  CounterSnapshot totals;
+  uint64_t flows = 0;
+  for (const auto& stats : shared.stats) {
+    totals.accumulate(stats->counters);
+    flows += stats->active_flows.load(std::memory_order_relaxed);
+  }
+  if (active_flows != nullptr) *active_flows = flows;
+  return totals;
+}
+
+}  // namespace
+
+int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<bool>& stop) {
+  init_eal(bridge_eal_arguments(config, options.extra_eal_args));
+  const uint32_t workers = config.dataplane.workers;
+  if (rte_lcore_count() < workers + 1) {
+    throw StartupError("dataplane.workers is " + std::to_string(workers) + " but EAL has " +
+                       std::to_string(rte_lcore_count()) + " lcores (one main + one per worker)");
+  }
+
+  Shared shared;
+  shared.config = &config;
+  shared.stop = &stop;
+  Port client = find_port(config.dataplane.client_port, "client");
+  Port server = find_port(config.dataplane.server_port, "server");
+  if (client.id == server.id)
+    throw StartupError("dataplane.client_port and server_port are the same port");
+  shared.ports = {client.id, server.id};
+
+  // Each worker may hold a full RX ring per port in flight, plus TX buffers and bursts.
+  const uint32_t per_worker =
+      2 * (config.dataplane.rx_ring_size + config.dataplane.tx_ring_size) + 4 * kMaxBurst;
+  const uint32_t mbufs = config.dataplane.mbufs != 0
+                             ? config.dataplane.mbufs
+                             : workers * per_worker + kRedistributeRingSize * workers + 1024;
+  shared.pool =
+      rte_pktmbuf_pool_create("sluice_mbufs", mbufs, kMbufCache, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                              static_cast<int>(rte_socket_id()));
+  if (shared.pool == nullptr) {
+    throw StartupError("cannot create the mbuf pool of " + std::to_string(mbufs) +
+                       " mbufs: " + rte_strerror(rte_errno) +
+                       " (raise -m in dataplane.eal_args or lower dataplane.mbufs)");
+  }
+  start_port(client, "client", config, shared.pool);
+  start_port(server, "server", config, shared.pool);
+
+  if (workers == 1)
+    shared.distribution = Distribution::kSingleWorker;
+  else if (client.rss && server.rss)
+    shared.distribution = Distribution::kSymmetricRss;
+  else
+    shared.distribution = Distribution::kSoftware;
+  if (shared.distribution == Distribution::kSoftware) {
+    std::random_device entropy;
+    shared.distribution_seed = (uint64_t{entropy()} << 32) | entropy();
+    for (uint32_t w = 0; w < workers; ++w) {
+      const std::string name = "sluice_inbox_" + std::to_string(w);
+      rte_ring* ring = rte_ring_create(name.c_str(), kRedistributeRingSize,
+                                       static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+      if (ring == nullptr) throw StartupError("cannot create ring " + name);
+      shared.inboxes.push_back(ring);
+    }
+  }
+  for (uint32_t w = 0; w < workers; ++w) shared.stats.push_back(std::make_unique<WorkerStats>());
+
+  std::printf("sluice: client port %u (%s), server port %u (%s), %u worker(s), distribution: %s\n",
+              client.id, client.devargs.c_str(), server.id, server.devargs.c_str(), workers,
+              describe(shared.distribution));
+
+  std::vector<WorkerContext> contexts(workers);
+  uint16_t next = 0;
+  unsigned lcore = 0;
+  RTE_LCORE_FOREACH_WORKER(lcore) {
+    if (next == workers) break;
+    contexts[next].shared = &shared;
+    contexts[next].index = next;
+    if (rte_eal_remote_launch(worker_main, &contexts[next], lcore) != 0) {
+      stop.store(true);
+      rte_eal_mp_wait_lcore();
+      throw StartupError("cannot launch worker on lcore " + std::to_string(lcore));
+    }
+    ++next;
+  }
+  std::printf("sluice: ready\n");
+  std::fflush(stdout);
+
+  // The main lcore: stats only.
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  auto last_line = started;
+  CounterSnapshot before;
+  const double interval = config.stats.interval_s;
+  while (!stop.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto now = Clock::now();
+    if (options.duration_s > 0 &&
+        std::chrono::duration<double>(now - started).count() >= options.duration_s) {
+      stop.store(true);
+    }
+    const double since = std::chrono::duration<double>(now - last_line).count();
+    if (interval > 0 && since >= interval) {
+      uint64_t flows = 0;
+      const CounterSnapshot current = snapshot(shared, &flows);
+      std::printf("%s\n", live_stats_line(current, before, since, flows).c_str());
+      std::fflush(stdout);
+      before = current;
+      last_line = now;
+    }
+  }
+  rte_eal_mp_wait_lcore();
+
+  for (uint16_t id : shared.ports) rte_eth_dev_stop(id);
+  const uint64_t in_use = rte_mempool_in_use_count(shared.pool);
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  std::printf("sluice: stopped after %.1f s\n", seconds);
+  print_summary(stdout, snapshot(shared, nullptr),
+                {{"mbufs_in_use_at_exit", in_use}, {"workers", workers}});
+  for (uint16_t id : shared.ports) rte_eth_dev_close(id);
+  for (rte_ring* ring : shared.inboxes) rte_ring_free(ring);
+  rte_mempool_free(shared.pool);
+  rte_eal_cleanup();
+  return in_use == 0 ? 0 : 3;
+}
+
+}  // namespace sluice

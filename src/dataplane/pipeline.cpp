@@ -1,0 +1,220 @@
+#include "sluice/pipeline.hpp"
+
+#include <rte_cycles.h>
+#include <rte_prefetch.h>
+
+#include "sluice/classify.hpp"
+#include "sluice/packet_builder.hpp"
+
+namespace sluice {
+namespace {
+
+constexpr uint64_t kNsPerSecond = 1'000'000'000;
+constexpr uint16_t kPrefetchAhead = 3;
+
+FlowTimeouts timeouts_of(const InspectConfig& inspect) {
+  const auto ns = [](double seconds) { return static_cast<uint64_t>(seconds * kNsPerSecond); };
+  return {ns(inspect.half_open_timeout_s), ns(inspect.established_timeout_s),
+          ns(inspect.closing_timeout_s)};
+}
+
+TcpConfig tcp_config_of(const InspectConfig& inspect) {
+  return {inspect.reassembly_bytes, inspect.reassembly_segments, inspect.reassembly_blocks};
+}
+
+Counter rx_packets(Side side) {
+  return side == Side::kClient ? Counter::rx_client_packets : Counter::rx_server_packets;
+}
+Counter rx_bytes(Side side) {
+  return side == Side::kClient ? Counter::rx_client_bytes : Counter::rx_server_bytes;
+}
+
+}  // namespace
+
+uint64_t tsc_now_ns() {
+  static const double ns_per_cycle = 1e9 / static_cast<double>(rte_get_tsc_hz());
+  return static_cast<uint64_t>(static_cast<double>(rte_rdtsc()) * ns_per_cycle);
+}
+
+Pipeline::Pipeline(const Config& config, uint64_t hash_seed, rte_mempool* pool, PacketSink& sink,
+                   StreamConsumer& consumer, Counters& counters)
+    : inspect_(config.inspect),
+      pool_(pool),
+      sink_(sink),
+      counters_(counters),
+      table_(config.dataplane.flow_capacity, hash_seed, timeouts_of(config.inspect)),
+      tracker_(tcp_config_of(config.inspect), table_, consumer, counters) {}
+
+void Pipeline::process_burst(Side arrived_on, rte_mbuf* const* mbufs, uint16_t count,
+                             uint64_t now_ns) {
+  for (uint16_t i = 0; i < count && i < kPrefetchAhead; ++i) {
+    rte_prefetch0(rte_pktmbuf_mtod(mbufs[i], void*));
+  }
+  for (uint16_t i = 0; i < count; ++i) {
+    if (i + kPrefetchAhead < count)
+      rte_prefetch0(rte_pktmbuf_mtod(mbufs[i + kPrefetchAhead], void*));
+    process(arrived_on, mbufs[i], now_ns);
+  }
+}
+
+void Pipeline::process(Side arrived_on, rte_mbuf* mbuf, uint64_t now_ns) {
+  counters_.add(rx_packets(arrived_on));
+  counters_.add(rx_bytes(arrived_on), rte_pktmbuf_pkt_len(mbuf));
+  if (mbuf->nb_segs > 1 && rte_pktmbuf_linearize(mbuf) != 0) {
+    counters_.add(Counter::drop_multi_segment);
+    return drop(mbuf);
+  }
+  const std::span<const uint8_t> frame{rte_pktmbuf_mtod(mbuf, const uint8_t*),
+                                       rte_pktmbuf_data_len(mbuf)};
+  const Classification c = classify(frame);
+  if (c.malformed) {
+    counters_.add(c.reason);
+    return drop(mbuf);
+  }
+  const PacketInfo& info = c.info;
+  if (info.fragment) {
+    if (!passes(inspect_.fragments, Counter::fragments_passed, Counter::drop_fragment))
+      return drop(mbuf);
+    return sink_.send(opposite(arrived_on), mbuf);
+  }
+  if (!info.is_tcp() ||
+      !(inspect_.is_inspected_port(info.dst_port) || inspect_.is_inspected_port(info.src_port))) {
+    if (!passes(inspect_.other_traffic, Counter::other_traffic_passed,
+                Counter::drop_other_traffic)) {
+      return drop(mbuf);
+    }
+    return sink_.send(opposite(arrived_on), mbuf);
+  }
+  process_inspected(arrived_on, mbuf, info, frame, now_ns);
+}
+
+void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketInfo& info,
+                                 std::span<const uint8_t> frame, uint64_t now_ns) {
+  // A segment the receiver will discard must not be read as if it had arrived (the classic
+  // bad-checksum evasion): dropped by default.
+  const bool ip_ok = ipv4_header_checksum_ok(frame, info);
+  if (!ip_ok || !l4_checksum_ok(frame, info)) {
+    const Counter reason = ip_ok ? Counter::drop_bad_l4_checksum : Counter::drop_bad_ipv4_checksum;
+    if (!passes(inspect_.bad_checksum, Counter::bad_checksum_passed, reason)) return drop(mbuf);
+  }
+
+  const KeyedPacket keyed = make_flow_key(info);
+  const uint64_t hash = table_.hash(keyed.key);
+  Flow* flow = table_.find(keyed.key, hash);
+  if (flow == nullptr) {
+    if (!TcpTracker::opens_flow(info)) {
+      if (!passes(inspect_.midstream, Counter::midstream_passed, Counter::drop_midstream)) {
+        return drop(mbuf);
+      }
+      return sink_.send(opposite(arrived_on), mbuf);
+    }
+    flow = open_flow(keyed, hash, now_ns);
+    if (flow == nullptr) {
+      if (!passes(inspect_.on_flow_table_full, Counter::flow_table_full_passed,
+                  Counter::drop_flow_table_full)) {
+        return drop(mbuf);
+      }
+      return sink_.send(opposite(arrived_on), mbuf);
+    }
+  } else {
+    table_.touch(*flow, now_ns);
+  }
+
+  const bool from_client = keyed.source_is_low == flow->client_is_low;
+  const std::span<const uint8_t> payload = frame.subspan(info.payload_offset, info.payload_length);
+  const TcpResult result = tracker_.on_packet(*flow, info, payload, from_client, now_ns);
+  switch (result.verdict) {
+    case TcpVerdict::kForward:
+      return sink_.send(opposite(arrived_on), mbuf);
+    case TcpVerdict::kDrop:
+      return drop(mbuf);
+    case TcpVerdict::kKill:
+      send_resets(arrived_on, *flow, info, frame, from_client);
+      return drop(mbuf);
+  }
+}
+
+bool Pipeline::passes(Policy policy, Counter passed, Counter dropped) {
+  counters_.add(policy == Policy::kPass ? passed : dropped);
+  return policy == Policy::kPass;
+}
+
+Flow* Pipeline::open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_ns) {
+  Flow* flow = table_.insert(keyed.key, hash, now_ns);
+  if (flow == nullptr) {
+    // Full: an idle flow that has timed out goes first, then the oldest half-open one (a SYN
+    // flood fills the table with those, and they are the cheapest to lose).
+    Flow* victim = table_.next_expired(now_ns);
+    Counter reason = Counter::flows_expired;
+    if (victim == nullptr) {
+      victim = table_.oldest_half_open();
+      reason = Counter::flows_evicted;
+    }
+    if (victim == nullptr) return nullptr;
+    remove_flow(*victim);
+    counters_.add(reason);
+    flow = table_.insert(keyed.key, hash, now_ns);
+  }
+  flow->client_is_low = keyed.source_is_low;
+  counters_.add(Counter::flows_created);
+  tracker_.open(*flow);
+  return flow;
+}
+
+void Pipeline::remove_flow(Flow& flow) {
+  tracker_.release(flow);
+  table_.remove(flow);
+}
+
+void Pipeline::expire_flows(uint64_t now_ns, uint32_t budget) {
+  for (; budget > 0; --budget) {
+    Flow* flow = table_.next_expired(now_ns);
+    if (flow == nullptr) return;
+    remove_flow(*flow);
+    counters_.add(Counter::flows_expired);
+  }
+}
+
+void Pipeline::close_all() {
+  for (uint32_t i = 0; i < table_.capacity(); ++i) {
+    if (table_.at(i).in_use) remove_flow(table_.at(i));
+  }
+}
+
+void Pipeline::send_resets(Side arrived_on, const Flow& flow, const PacketInfo& info,
+                           std::span<const uint8_t> frame, bool from_client) {
+  const uint32_t client_next = flow.tcp.of(Direction::kToServer).next_seq;
+  const uint32_t server_next = flow.tcp.of(Direction::kToClient).next_seq;
+  const Side server_side = from_client ? opposite(arrived_on) : arrived_on;
+  struct Reset {
+    Side toward;
+    bool reply;  // goes back to the offending packet's sender
+    uint32_t seq;
+    uint32_t ack;
+  };
+  // To the server as if from the client, then to the client as if from the server.
+  const Reset resets[] = {
+      {server_side, !from_client, client_next, server_next},
+      {opposite(server_side), from_client, server_next, client_next},
+  };
+  for (const Reset& reset : resets) {
+    rte_mbuf* mbuf = rte_pktmbuf_alloc(pool_);
+    if (mbuf == nullptr) {
+      counters_.add(Counter::drop_mbuf_alloc_failed);
+      continue;
+    }
+    auto* out = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(mbuf, kMaxRstFrame));
+    const std::size_t length = out == nullptr ? 0
+                                              : build_tcp_rst(frame, info, reset.reply, reset.seq,
+                                                              reset.ack, {out, kMaxRstFrame});
+    if (length == 0) {
+      rte_pktmbuf_free(mbuf);
+      continue;
+    }
+    rte_pktmbuf_trim(mbuf, static_cast<uint16_t>(kMaxRstFrame - length));
+    counters_.add(Counter::rst_sent);
+    sink_.send(reset.toward, mbuf);
+  }
+}
+
+}  // namespace sluice

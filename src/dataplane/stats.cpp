@@ -1,0 +1,69 @@
+#include "sluice/stats.hpp"
+
+#include <cinttypes>
+
+namespace sluice {
+namespace {
+
+std::string rate(double per_second, const char* unit) {
+  char text[48];
+  if (per_second >= 1e6)
+    std::snprintf(text, sizeof text, "%.2f M%s", per_second / 1e6, unit);
+  else if (per_second >= 1e3)
+    std::snprintf(text, sizeof text, "%.2f k%s", per_second / 1e3, unit);
+  else
+    std::snprintf(text, sizeof text, "%.0f %s", per_second, unit);
+  return text;
+}
+
+std::string side(const char* name, const CounterSnapshot& now, const CounterSnapshot& before,
+                 double seconds, Counter rx_packets, Counter rx_bytes, Counter tx_packets,
+                 Counter tx_bytes) {
+  const auto per_second = [&](Counter c) {
+    return static_cast<double>(now[c] - before[c]) / seconds;
+  };
+  return std::string(name) + " rx " + rate(per_second(rx_packets), "pps") + " " +
+         rate(per_second(rx_bytes) * 8, "bit/s") + " tx " + rate(per_second(tx_packets), "pps") +
+         " " + rate(per_second(tx_bytes) * 8, "bit/s");
+}
+
+}  // namespace
+
+std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& before,
+                            double seconds, uint64_t active_flows) {
+  if (seconds <= 0) seconds = 1;
+  std::string line =
+      "stats: " +
+      side("client", now, before, seconds, Counter::rx_client_packets, Counter::rx_client_bytes,
+           Counter::tx_client_packets, Counter::tx_client_bytes) +
+      " | " +
+      side("server", now, before, seconds, Counter::rx_server_packets, Counter::rx_server_bytes,
+           Counter::tx_server_packets, Counter::tx_server_bytes) +
+      " | flows " + std::to_string(active_flows) + " | drops";
+  bool any = false;
+  for (std::size_t i = 0; i < kCounterCount; ++i) {
+    if (kCounterKinds[i] != CounterKind::Drop || now.values[i] == 0) continue;
+    std::string_view name = kCounterNames[i];
+    name.remove_prefix(5);  // "drop_"
+    line += " " + std::string(name) + "=" + std::to_string(now.values[i]);
+    any = true;
+  }
+  if (!any) line += " none";
+  return line;
+}
+
+void print_summary(std::FILE* out, const CounterSnapshot& totals,
+                   const std::vector<std::pair<std::string, uint64_t>>& gauges) {
+  std::fprintf(out, "summary:\n");
+  for (std::size_t i = 0; i < kCounterCount; ++i) {
+    // Traffic totals always, drops only when they happened.
+    if (kCounterKinds[i] == CounterKind::Drop && totals.values[i] == 0) continue;
+    std::fprintf(out, "  %-40.*s %" PRIu64 "\n", static_cast<int>(kCounterNames[i].size()),
+                 kCounterNames[i].data(), totals.values[i]);
+  }
+  for (const auto& [name, value] : gauges)
+    std::fprintf(out, "  %-40s %" PRIu64 "\n", name.c_str(), value);
+  std::fflush(out);
+}
+
+}  // namespace sluice

@@ -1,0 +1,256 @@
+// sluice: the appliance (`sluice [options] [-- EAL args]`) and the offline replay
+// (`sluice replay …`). Start-up stages: command line → config → EAL → ports → workers.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/bridge.hpp"
+#include "sluice/config.hpp"
+#include "sluice/eal.hpp"
+#include "sluice/replay.hpp"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr std::string_view kVersion = "0.1.0";
+
+constexpr std::string_view kMainHelp = R"(Usage: sluice [OPTIONS] [-- EAL_ARGS...]
+       sluice replay --help
+
+Sluice is an inline admission filter for LLM inference traffic: a transparent bridge between a
+client-side port and a server-side port that follows every TCP flow on the inspected ports.
+
+Options:
+  -c, --config FILE         YAML configuration (default: the embedded default, see
+                            --print-default-config; it bridges net_af_packet ports on the
+                            interfaces sl-client and sl-server made by tools/topology.sh)
+      --workers N           override dataplane.workers
+      --duration SECONDS    stop by itself after SECONDS (default: run until SIGINT/SIGTERM)
+      --stats-interval S    live stats line every S seconds, 0 for none (overrides stats.interval)
+      --check-config        load and validate the configuration, print it is valid, exit
+      --print-default-config
+                            print the embedded default configuration and exit
+  -h, --help                this text
+      --version             print the version
+
+Arguments after `--` go to DPDK's EAL unchanged, after dataplane.eal_args (for example
+`-- --lcores 0@0,1@1` or `-- --log-level=pmd.net.af_packet:debug`).
+
+While running, one line per stats interval shows rx/tx packets per second and Mbit/s for each
+side, active flows and drops by reason. SIGINT or SIGTERM stops the workers, flushes what is
+buffered and prints a summary table of every counter; the exit status is 0 when every mbuf was
+returned to the pool, 3 when some were not, 1 on a start-up error, 2 on a usage or config error.
+)";
+
+constexpr std::string_view kReplayHelp =
+    R"(Usage: sluice replay --in CAPTURE.pcap --out-client TO_CLIENT.pcap --out-server TO_SERVER.pcap
+                    [--config FILE] [--server-net CIDR]... [--quiet]
+
+Runs Sluice's worker pipeline over a capture, in order, on one worker, with time taken from the
+packet timestamps, and writes what Sluice emits toward each side. The same capture and config
+always give byte-identical outputs.
+
+Options:
+  -c, --config FILE       YAML configuration (default: the embedded default). Only the inspect
+                          section and dataplane.flow_capacity matter here; ports, workers and EAL
+                          arguments are ignored.
+      --in FILE           input capture (pcap or pcapng, Ethernet link type)
+      --out-client FILE   pcap of what Sluice sends toward the client side
+      --out-server FILE   pcap of what Sluice sends toward the server side
+      --server-net CIDR   addresses in CIDR are on the server side (repeatable; e.g. 198.18.1.0/24)
+      --quiet             no summary table
+  -h, --help              this text
+
+Which side a packet arrived on: TCP packets by their flow's initiator (the SYN sender is the
+client); other packets by source address: addresses that answered a SYN on an inspected port
+(sent a SYN-ACK) and addresses inside any --server-net are on the server side, all others
+(and frames without an address) on the client side. Frames with bad checksums are read like any
+other; on inspected flows inspect.bad_checksum decides (counted either way).
+The summary ends with mbufs_in_use_after_run, which must be 0; the exit status is 0 on success,
+3 if mbufs were lost, 1 on an error with the files, 2 on a usage or config error.
+)";
+
+std::atomic<bool> g_stop{false};
+
+void on_signal(int) {
+  g_stop.store(true);
+}
+
+[[noreturn]] void usage_error(const std::string& message, std::string_view command) {
+  std::fprintf(stderr, "sluice: %s\nTry '%s --help'.\n", message.c_str(), command.data());
+  std::exit(kExitUsage);
+}
+
+// Returns the value of an option that takes one; accepts "--opt value" and "--opt=value".
+class Arguments {
+ public:
+  Arguments(int argc, char** argv, int first, std::string_view command)
+      : args_(argv + first, argv + argc), command_(command) {}
+
+  bool done() const { return index_ >= args_.size(); }
+  std::string next() { return args_[index_++]; }
+  std::string value(const std::string& option, const std::string& inline_value) {
+    if (!inline_value.empty()) return inline_value;
+    if (done()) usage_error("option " + option + " needs a value", command_);
+    return next();
+  }
+  std::vector<std::string> rest() {
+    std::vector<std::string> remaining(args_.begin() + static_cast<long>(index_), args_.end());
+    index_ = args_.size();
+    return remaining;
+  }
+
+ private:
+  std::vector<std::string> args_;
+  std::size_t index_ = 0;
+  std::string_view command_;
+};
+
+double parse_seconds(const std::string& option, const std::string& text, std::string_view command) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(value >= 0) || value > 1e7) {
+    usage_error(option + ": expected a number of seconds, got '" + text + "'", command);
+  }
+  return value;
+}
+
+sluice::Config load(const std::string& path) {
+  if (path.empty())
+    return sluice::load_config_text(sluice::embedded_default_config(), "<embedded default>");
+  return sluice::load_config_file(path);
+}
+
+int main_bridge(int argc, char** argv) {
+  constexpr std::string_view command = "sluice";
+  Arguments args(argc, argv, 1, command);
+  std::string config_path;
+  sluice::BridgeOptions options;
+  double stats_interval = -1;
+  long workers = 0;
+  bool check_only = false;
+  while (!args.done()) {
+    const std::string arg = args.next();
+    const std::size_t equals = arg.find('=');
+    const std::string name = arg.starts_with("--") ? arg.substr(0, equals) : arg;
+    const std::string inline_value =
+        arg.starts_with("--") && equals != std::string::npos ? arg.substr(equals + 1) : "";
+    if (name == "-h" || name == "--help") {
+      std::fputs(kMainHelp.data(), stdout);
+      return 0;
+    } else if (name == "--version") {
+      std::printf("sluice %s\n", kVersion.data());
+      return 0;
+    } else if (name == "--print-default-config") {
+      std::fputs(sluice::embedded_default_config().data(), stdout);
+      return 0;
+    } else if (name == "-c" || name == "--config") {
+      config_path = args.value(name, inline_value);
+    } else if (name == "--duration") {
+      options.duration_s = parse_seconds(name, args.value(name, inline_value), command);
+    } else if (name == "--stats-interval") {
+      stats_interval = parse_seconds(name, args.value(name, inline_value), command);
+    } else if (name == "--workers") {
+      const std::string text = args.value(name, inline_value);
+      workers = std::strtol(text.c_str(), nullptr, 10);
+      if (workers < 1 || workers > 64 ||
+          text.find_first_not_of("0123456789") != std::string::npos) {
+        usage_error("--workers: expected an integer in [1, 64], got '" + text + "'", command);
+      }
+    } else if (name == "--check-config") {
+      check_only = true;
+    } else if (name == "--") {
+      options.extra_eal_args = args.rest();
+    } else {
+      usage_error("unknown option '" + arg + "'", command);
+    }
+  }
+
+  sluice::Config config;
+  try {
+    config = load(config_path);
+  } catch (const sluice::ConfigError& e) {
+    std::fprintf(stderr, "sluice: %s\n", e.what());
+    return kExitUsage;
+  }
+  if (workers > 0) config.dataplane.workers = static_cast<uint32_t>(workers);
+  if (stats_interval >= 0) config.stats.interval_s = stats_interval;
+  if (check_only) {
+    std::printf("%s: valid\n", config.source.c_str());
+    return 0;
+  }
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  try {
+    return sluice::run_bridge(config, options, g_stop);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sluice: %s\n", e.what());
+    return 1;
+  }
+}
+
+int main_replay(int argc, char** argv) {
+  constexpr std::string_view command = "sluice replay";
+  Arguments args(argc, argv, 2, command);
+  std::string config_path;
+  sluice::ReplayOptions options;
+  while (!args.done()) {
+    const std::string arg = args.next();
+    const std::size_t equals = arg.find('=');
+    const std::string name = arg.starts_with("--") ? arg.substr(0, equals) : arg;
+    const std::string inline_value =
+        arg.starts_with("--") && equals != std::string::npos ? arg.substr(equals + 1) : "";
+    if (name == "-h" || name == "--help") {
+      std::fputs(kReplayHelp.data(), stdout);
+      return 0;
+    } else if (name == "-c" || name == "--config") {
+      config_path = args.value(name, inline_value);
+    } else if (name == "--in") {
+      options.input = args.value(name, inline_value);
+    } else if (name == "--out-client") {
+      options.out_client = args.value(name, inline_value);
+    } else if (name == "--out-server") {
+      options.out_server = args.value(name, inline_value);
+    } else if (name == "--server-net") {
+      try {
+        options.server_nets.push_back(sluice::parse_cidr(args.value(name, inline_value)));
+      } catch (const std::invalid_argument& e) {
+        usage_error("--server-net: " + std::string(e.what()), command);
+      }
+    } else if (name == "--quiet") {
+      options.quiet = true;
+    } else {
+      usage_error("unknown option '" + arg + "'", command);
+    }
+  }
+  if (options.input.empty()) usage_error("--in is required", command);
+  if (options.out_client.empty()) usage_error("--out-client is required", command);
+  if (options.out_server.empty()) usage_error("--out-server is required", command);
+
+  sluice::Config config;
+  try {
+    config = load(config_path);
+  } catch (const sluice::ConfigError& e) {
+    std::fprintf(stderr, "sluice: %s\n", e.what());
+    return kExitUsage;
+  }
+  try {
+    return sluice::run_replay(config, options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sluice replay: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "replay") return main_replay(argc, argv);
+  return main_bridge(argc, argv);
+}

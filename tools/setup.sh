@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything Sluice needs to build, run and test on Debian 12.
+# Idempotent: packages already present are left alone; safe to run again.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config meson ninja-build clang-format
+  libdpdk-dev dpdk libhyperscan-dev liburing-dev libxxhash-dev libssl-dev
+  libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpcap-dev
+  iproute2 ethtool curl python3 python3-scapy procps tcpdump
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo"
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup: done"
