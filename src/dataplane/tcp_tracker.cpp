@@ -118,14 +118,13 @@ TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
                               std::span<const uint8_t> payload, bool fin, uint64_t now_ns) {
   TcpDirectionState& state = flow.tcp.of(direction);
   const auto length = static_cast<uint32_t>(payload.size());
-  const int32_t ahead = seq_diff(seq, state.next_seq);
-  if (ahead > 0) {
-    if (state.fin_received) {
-      counters_.add(Counter::drop_tcp_out_of_window);
-      return {TcpVerdict::kDrop, Counter::drop_tcp_out_of_window};
-    }
-    return hold(flow, direction, seq, payload, fin, now_ns);
+  // After a FIN, nothing may occupy its sequence number or anything beyond it.
+  if (state.fin_received && seq_diff(seq + length, state.next_seq - 1) > 0) {
+    counters_.add(Counter::drop_tcp_out_of_window);
+    return {TcpVerdict::kDrop, Counter::drop_tcp_out_of_window};
   }
+  const int32_t ahead = seq_diff(seq, state.next_seq);
+  if (ahead > 0) return hold(flow, direction, seq, payload, fin, now_ns);
   // Bytes before next_seq were delivered already: they must be the same bytes.
   const uint32_t old_bytes = std::min<uint32_t>(length, static_cast<uint32_t>(-int64_t{ahead}));
   if (old_bytes > 0) {
@@ -143,14 +142,8 @@ TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
     counters_.add(Counter::tcp_identical_retransmissions);
     return kForward;
   }
-  if (!fresh.empty()) {
-    if (state.fin_received) {
-      counters_.add(Counter::drop_tcp_out_of_window);
-      return {TcpVerdict::kDrop, Counter::drop_tcp_out_of_window};
-    }
-    if (deliver(flow, direction, fresh, now_ns) == StreamVerdict::kKill) {
-      return kill(flow, Counter::drop_consumer, now_ns);
-    }
+  if (!fresh.empty() && deliver(flow, direction, fresh, now_ns) == StreamVerdict::kKill) {
+    return kill(flow, Counter::drop_consumer, now_ns);
   }
   if (fin && !state.fin_received && seq + length == state.next_seq)
     deliver_fin(flow, direction, now_ns);

@@ -1,0 +1,107 @@
+#include "sluice/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace sluice {
+namespace {
+
+std::string error_of(const std::string& yaml) {
+  try {
+    load_config_text(yaml, "test.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, EmbeddedDefaultIsValidAndMatchesTheDemoTopology) {
+  const Config config = load_config_text(embedded_default_config(), "default");
+  EXPECT_EQ(config.dataplane.client_port, "net_af_packet0,iface=sl-client");
+  EXPECT_EQ(config.dataplane.server_port, "net_af_packet1,iface=sl-server");
+  EXPECT_EQ(config.dataplane.workers, 1u);
+  EXPECT_EQ(config.inspect.tcp_ports, std::vector<uint16_t>{8000});
+  EXPECT_EQ(config.inspect.midstream, Policy::kDrop);
+}
+
+TEST(Config, EmptyDocumentGivesEveryDefault) {
+  const Config config = load_config_text("", "empty.yaml");
+  EXPECT_EQ(config.dataplane.flow_capacity, 65536u);
+  EXPECT_EQ(config.inspect.other_traffic, Policy::kPass);
+}
+
+TEST(Config, ReadsTheIssueExample) {
+  const Config config = load_config_text(R"(
+dataplane:
+  client_port: "net_af_packet0,iface=a"
+  server_port: "net_af_packet1,iface=b"
+  workers: 2
+  eal_args: ["--no-huge", "-m", "1024"]
+  flow_capacity: 1000
+inspect:
+  tcp_ports: [8000, 8080]
+  other_traffic: drop
+  midstream: pass
+  on_flow_table_full: pass
+  timeouts: { half_open: 5, established: 60.5, closing: 1 }
+)",
+                                         "x.yaml");
+  EXPECT_EQ(config.dataplane.workers, 2u);
+  EXPECT_EQ(config.dataplane.eal_args.size(), 3u);
+  EXPECT_EQ(config.dataplane.flow_capacity, 1000u);
+  EXPECT_TRUE(config.inspect.is_inspected_port(8080));
+  EXPECT_FALSE(config.inspect.is_inspected_port(80));
+  EXPECT_EQ(config.inspect.other_traffic, Policy::kDrop);
+  EXPECT_EQ(config.inspect.midstream, Policy::kPass);
+  EXPECT_DOUBLE_EQ(config.inspect.established_timeout_s, 60.5);
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* expected;  // a piece of the message: file, line and column, key, expected form
+};
+
+class ConfigErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigErrors, NameFileLineKeyAndExpectedForm) {
+  const std::string message = error_of(GetParam().yaml);
+  EXPECT_NE(message.find(GetParam().expected), std::string::npos) << message;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ConfigErrors,
+    ::testing::Values(
+        BadCase{"dataplane:\n  wokers: 2\n",
+                "test.yaml:2:3: unknown key 'dataplane.wokers' (expected one of: client_port"},
+        BadCase{"inspect:\n  midstream: allow\n",
+                "test.yaml:2:14: inspect.midstream: expected pass or drop, got 'allow'"},
+        BadCase{"dataplane:\n  workers: 0\n",
+                "test.yaml:2:12: dataplane.workers: expected an integer in [1, 64], got 0"},
+        BadCase{"dataplane:\n  workers: two\n",
+                "dataplane.workers: expected an integer in [1, 64], got 'two'"},
+        BadCase{"dataplane:\n  workers: -1\n", "dataplane.workers: expected an integer"},
+        BadCase{"inspect:\n  tcp_ports: [80, 70000]\n",
+                "test.yaml:2:19: inspect.tcp_ports: expected TCP ports in [1, 65535], got '70000'"},
+        BadCase{"inspect:\n  tcp_ports: 80\n", "inspect.tcp_ports: expected a list of TCP ports"},
+        BadCase{"inspect:\n  timeouts:\n    idle: 3\n", "unknown key 'inspect.timeouts.idle'"},
+        BadCase{"inspect:\n  timeouts: {closing: -3}\n",
+                "inspect.timeouts.closing: expected a number of seconds"},
+        BadCase{"dataplane: [1, 2]\n", "test.yaml:1:12: expected a mapping"},
+        BadCase{"colour: blue\n",
+                "unknown key 'colour' (expected one of: dataplane, inspect, stats)"},
+        BadCase{"dataplane:\n  client_port: \"\"\n", "dataplane.client_port: must not be empty"},
+        BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"}));
+
+TEST(Config, MissingFileIsNamed) {
+  try {
+    load_config_file("/nonexistent/sluice.yaml");
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/sluice.yaml: cannot open"),
+              std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace sluice

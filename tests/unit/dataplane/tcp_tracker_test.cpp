@@ -1,0 +1,376 @@
+#include "sluice/tcp_tracker.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace sluice {
+namespace {
+
+// Records what the tracker hands to the L7 stage, per flow and direction.
+class RecordingConsumer final : public StreamConsumer {
+ public:
+  void on_open(uint32_t) override { ++opened; }
+  StreamVerdict on_data(uint32_t, Direction d, std::span<const uint8_t> bytes, uint64_t) override {
+    stream[static_cast<int>(d)].append(bytes.begin(), bytes.end());
+    ++pieces;
+    return stream[static_cast<int>(d)].find(kill_marker) != std::string::npos &&
+                   !kill_marker.empty()
+               ? StreamVerdict::kKill
+               : StreamVerdict::kContinue;
+  }
+  void on_end(uint32_t, Direction d) override { ended[static_cast<int>(d)] = true; }
+  void on_close(uint32_t) override { ++closed; }
+
+  std::string stream[2];
+  bool ended[2] = {false, false};
+  int opened = 0;
+  int closed = 0;
+  int pieces = 0;
+  std::string kill_marker;
+};
+
+constexpr uint32_t kClientIsn = 1000;
+constexpr uint32_t kServerIsn = 900000;
+
+class TcpTrackerTest : public ::testing::Test {
+ protected:
+  explicit TcpTrackerTest(TcpConfig config = {16384, 8, 4})
+      : table_(16, 1, FlowTimeouts{}), tracker_(config, table_, consumer_, counters_) {
+    FlowKey key;
+    key.port_low = 1;
+    flow_ = table_.insert(key, table_.hash(key), 0);
+    tracker_.open(*flow_);
+  }
+
+  TcpResult send(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack,
+                 const std::string& data) {
+    PacketInfo info;
+    info.l4 = L4::kTcp;
+    info.tcp_flags = flags;
+    info.seq = seq;
+    info.ack = ack;
+    const std::span<const uint8_t> payload{reinterpret_cast<const uint8_t*>(data.data()),
+                                           data.size()};
+    return tracker_.on_packet(*flow_, info, payload, from_client, ++now_);
+  }
+  // Client bytes at offset `offset` of its stream (offset 0 is the first byte after the SYN).
+  TcpResult client_data(uint32_t offset, const std::string& data, uint8_t extra_flags = 0) {
+    return send(true, tcp_flag::kAck | tcp_flag::kPsh | extra_flags, client_isn_ + 1 + offset,
+                server_isn_ + 1, data);
+  }
+  TcpResult server_data(uint32_t offset, const std::string& data, uint8_t extra_flags = 0) {
+    return send(false, tcp_flag::kAck | extra_flags, server_isn_ + 1 + offset, client_isn_ + 1,
+                data);
+  }
+  void handshake() {
+    ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+    ASSERT_EQ(
+        send(false, tcp_flag::kSyn | tcp_flag::kAck, server_isn_, client_isn_ + 1, "").verdict,
+        TcpVerdict::kForward);
+    ASSERT_EQ(send(true, tcp_flag::kAck, client_isn_ + 1, server_isn_ + 1, "").verdict,
+              TcpVerdict::kForward);
+  }
+  // The server acknowledges client bytes up to `offset`.
+  void server_acks(uint32_t offset) {
+    send(false, tcp_flag::kAck, server_isn_ + 1, client_isn_ + 1 + offset, "");
+  }
+  uint64_t count(Counter c) const { return counters_.get(c); }
+
+  uint32_t client_isn_ = kClientIsn;
+  uint32_t server_isn_ = kServerIsn;
+  uint64_t now_ = 0;
+  FlowTable table_;
+  RecordingConsumer consumer_;
+  Counters counters_;
+  TcpTracker tracker_;
+  Flow* flow_ = nullptr;
+};
+
+TEST_F(TcpTrackerTest, DeliversPayloadInOrderInBothDirections) {
+  handshake();
+  EXPECT_EQ(flow_->state, FlowState::kEstablished);
+  EXPECT_EQ(client_data(0, "POST / HTTP/1.1\r\n").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(17, "\r\n").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(server_data(0, "HTTP/1.1 200 OK\r\n").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "POST / HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(consumer_.stream[1], "HTTP/1.1 200 OK\r\n");
+  EXPECT_EQ(count(Counter::tcp_payload_bytes_delivered), 36u);
+}
+
+TEST_F(TcpTrackerTest, HoldsOutOfOrderSegmentsAndDeliversThemWhenTheHoleFills) {
+  handshake();
+  EXPECT_EQ(client_data(10, "klmno").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(5, "fghij").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "");
+  EXPECT_EQ(tracker_.blocks_in_use(), 1u);
+  EXPECT_EQ(client_data(0, "abcde").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcdefghijklmno");
+  EXPECT_EQ(count(Counter::tcp_out_of_order_held), 2u);
+  EXPECT_EQ(tracker_.blocks_in_use(), 0u);
+}
+
+TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsBeyondTheReassemblyWindow) {
+  handshake();
+  const TcpResult result = client_data(16384, "x");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_out_of_order_overflow);
+  EXPECT_EQ(client_data(16383, "x").verdict, TcpVerdict::kForward);  // last byte of the window fits
+}
+
+TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsBeyondTheSegmentBound) {
+  handshake();
+  for (uint32_t i = 0; i < 8; ++i)
+    EXPECT_EQ(client_data(10 + 2 * i, "y").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(100, "z").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(count(Counter::drop_tcp_out_of_order_overflow), 1u);
+}
+
+TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsWhenThePoolIsExhausted) {
+  // The fixture's pool has 4 blocks; this flow can take at most one per direction, so use the
+  // table to make more flows.
+  handshake();
+  EXPECT_EQ(client_data(10, "a").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(server_data(10, "a").verdict, TcpVerdict::kForward);
+  std::vector<Flow*> others;
+  for (uint16_t port = 2; port < 5; ++port) {
+    FlowKey key;
+    key.port_low = port;
+    Flow* other = table_.insert(key, table_.hash(key), 0);
+    tracker_.open(*other);
+    PacketInfo info;
+    info.l4 = L4::kTcp;
+    info.tcp_flags = tcp_flag::kSyn;
+    info.seq = 0;
+    tracker_.on_packet(*other, info, {}, true, 1);
+    info.tcp_flags = tcp_flag::kAck;
+    info.seq = 10;
+    const uint8_t byte = 'q';
+    const TcpResult result = tracker_.on_packet(*other, info, {&byte, 1}, true, 2);
+    EXPECT_EQ(result.verdict, port < 4 ? TcpVerdict::kForward : TcpVerdict::kDrop)
+        << "port " << port;
+    others.push_back(other);
+  }
+  EXPECT_EQ(tracker_.blocks_in_use(), 4u);
+  EXPECT_EQ(count(Counter::drop_tcp_out_of_order_overflow), 1u);
+}
+
+TEST_F(TcpTrackerTest, ForwardsIdenticalRetransmissions) {
+  handshake();
+  client_data(0, "hello ");
+  client_data(6, "world");
+  EXPECT_EQ(client_data(0, "hello ").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(0, "hello world").verdict, TcpVerdict::kForward);  // coalesced resend
+  EXPECT_EQ(client_data(6, "world!!").verdict, TcpVerdict::kForward);      // overlap + new bytes
+  EXPECT_EQ(consumer_.stream[0], "hello world!!");
+  EXPECT_EQ(count(Counter::tcp_identical_retransmissions), 2u);
+}
+
+TEST_F(TcpTrackerTest, KillsTheFlowOnARetransmissionWithDifferentBytes) {
+  handshake();
+  client_data(0, "benign request");
+  const TcpResult result = client_data(0, "EVIL!! request");
+  EXPECT_EQ(result.verdict, TcpVerdict::kKill);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_conflicting_retransmission);
+  EXPECT_EQ(flow_->state, FlowState::kKilled);
+  EXPECT_EQ(count(Counter::tcp_flows_killed), 1u);
+  // Everything after that is dropped, in both directions.
+  EXPECT_EQ(client_data(14, "more").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(server_data(0, "HTTP/1.1 200 OK").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(consumer_.stream[0], "benign request");
+}
+
+TEST_F(TcpTrackerTest, KillsTheFlowWhenAPartialOverlapDiffers) {
+  handshake();
+  client_data(0, "abcdef");
+  EXPECT_EQ(client_data(3, "dXf and more").verdict, TcpVerdict::kKill);
+}
+
+TEST_F(TcpTrackerTest, KillsTheFlowWhenTwoHeldSegmentsDisagree) {
+  handshake();
+  EXPECT_EQ(client_data(10, "abcdef").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(12, "cdef").verdict, TcpVerdict::kForward);  // same bytes
+  EXPECT_EQ(client_data(12, "cXef").verdict, TcpVerdict::kKill);
+}
+
+TEST_F(TcpTrackerTest, KillsTheFlowWhenAHeldSegmentDisagreesWithTheHoleFiller) {
+  handshake();
+  EXPECT_EQ(client_data(4, "EFGH").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(0, "abcdefgh").verdict, TcpVerdict::kKill);
+}
+
+TEST_F(TcpTrackerTest, PassesRetransmissionsOfAcknowledgedBytesOlderThanTheHistory) {
+  handshake();
+  std::string stream;
+  for (int i = 0; i < 40; ++i) {
+    const std::string piece(10, static_cast<char>('a' + i % 26));
+    client_data(static_cast<uint32_t>(stream.size()), piece);
+    stream += piece;
+  }
+  server_acks(static_cast<uint32_t>(stream.size()));
+  // The receiver already holds these bytes; it will discard whatever they are.
+  EXPECT_EQ(client_data(0, stream.substr(0, 10)).verdict, TcpVerdict::kForward);
+}
+
+TEST_F(TcpTrackerTest, KillsOnUnacknowledgedRetransmissionsItCannotVerify) {
+  handshake();
+  std::string stream;
+  for (int i = 0; i < 40; ++i) {
+    const std::string piece(10, static_cast<char>('a' + i % 26));
+    client_data(static_cast<uint32_t>(stream.size()), piece);
+    stream += piece;
+  }
+  const TcpResult result = client_data(0, stream.substr(0, 10));
+  EXPECT_EQ(result.verdict, TcpVerdict::kKill);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_unverifiable_retransmission);
+}
+
+TEST_F(TcpTrackerTest, HandlesSequenceWrapAround) {
+  client_isn_ = UINT32_MAX - 5;
+  server_isn_ = UINT32_MAX;
+  handshake();
+  EXPECT_EQ(client_data(8, "ijkl").verdict, TcpVerdict::kForward);  // beyond the wrap, held
+  EXPECT_EQ(client_data(0, "abcdefgh").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(server_data(0, "response").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcdefghijkl");
+  EXPECT_EQ(consumer_.stream[1], "response");
+  EXPECT_EQ(client_data(0, "abcdefgh").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(0, "abcdXfgh").verdict, TcpVerdict::kKill);
+}
+
+// Delivered bytes are remembered as digests of whole pieces: a retransmission that starts or
+// ends inside a piece the receiver has not acknowledged cannot be compared, and fails closed.
+TEST_F(TcpTrackerTest, KillsOnAnUnacknowledgedRetransmissionInsideADeliveredPiece) {
+  handshake();
+  client_data(0, "abcdefgh");
+  const TcpResult result = client_data(2, "cdef");
+  EXPECT_EQ(result.verdict, TcpVerdict::kKill);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_unverifiable_retransmission);
+}
+
+TEST_F(TcpTrackerTest, VerifiesARetransmissionFromTheAcknowledgementPoint) {
+  handshake();
+  client_data(0, "abcd");
+  client_data(4, "efgh");
+  server_acks(4);
+  EXPECT_EQ(client_data(2, "cdefgh").verdict, TcpVerdict::kForward);  // "cd" acked, "efgh" checked
+  EXPECT_EQ(client_data(2, "cdefXh").verdict, TcpVerdict::kKill);
+}
+
+TEST_F(TcpTrackerTest, FinEndsTheDirectionAndLaterDataIsDropped) {
+  handshake();
+  client_data(0, "bye", tcp_flag::kFin);
+  EXPECT_TRUE(consumer_.ended[0]);
+  EXPECT_EQ(flow_->state, FlowState::kClosing);
+  EXPECT_EQ(client_data(3, "more").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(client_data(0, "bye", tcp_flag::kFin).verdict, TcpVerdict::kForward);  // FIN resent
+}
+
+TEST_F(TcpTrackerTest, FinHeldOutOfOrderIsDeliveredAfterTheHole) {
+  handshake();
+  client_data(3, "def", tcp_flag::kFin);
+  EXPECT_FALSE(consumer_.ended[0]);
+  client_data(0, "abc");
+  EXPECT_EQ(consumer_.stream[0], "abcdef");
+  EXPECT_TRUE(consumer_.ended[0]);
+}
+
+TEST_F(TcpTrackerTest, DropsServerDataBeforeTheSynAck) {
+  ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  const TcpResult result = server_data(0, "early");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_unexpected);
+}
+
+TEST_F(TcpTrackerTest, DropsASynAckFromTheClientSide) {
+  ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(send(true, tcp_flag::kSyn | tcp_flag::kAck, 5, client_isn_ + 1, "").verdict,
+            TcpVerdict::kDrop);
+}
+
+TEST_F(TcpTrackerTest, ANewSynRestartsAKilledFlow) {
+  handshake();
+  client_data(0, "abc");
+  ASSERT_EQ(client_data(0, "xyz").verdict, TcpVerdict::kKill);
+  client_isn_ = 777;
+  server_isn_ = 555;
+  handshake();
+  EXPECT_EQ(flow_->state, FlowState::kEstablished);
+  EXPECT_EQ(consumer_.closed, 1);
+  EXPECT_EQ(consumer_.opened, 2);
+  EXPECT_EQ(client_data(0, "fresh").verdict, TcpVerdict::kForward);
+}
+
+TEST_F(TcpTrackerTest, ARetransmittedSynIsForwarded) {
+  ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(count(Counter::tcp_identical_retransmissions), 1u);
+}
+
+TEST_F(TcpTrackerTest, AConsumerVerdictKillsTheFlow) {
+  consumer_.kill_marker = "FORBIDDEN";
+  handshake();
+  EXPECT_EQ(client_data(0, "fine, ").verdict, TcpVerdict::kForward);
+  const TcpResult result = client_data(6, "FORBIDDEN");
+  EXPECT_EQ(result.verdict, TcpVerdict::kKill);
+  EXPECT_EQ(result.reason, Counter::drop_consumer);
+}
+
+TEST_F(TcpTrackerTest, ReleaseReturnsHeldBlocksAndClosesTheConsumer) {
+  handshake();
+  client_data(10, "held");
+  server_data(10, "held");
+  EXPECT_EQ(tracker_.blocks_in_use(), 2u);
+  tracker_.release(*flow_);
+  EXPECT_EQ(tracker_.blocks_in_use(), 0u);
+  EXPECT_EQ(consumer_.closed, 1);
+}
+
+// Property: however the stream is cut, reordered (within the reassembly window) and duplicated,
+// the consumer receives exactly the original bytes, and nothing is killed.
+TEST_F(TcpTrackerTest, ReassemblesAnySegmentationOrderAndDuplication) {
+  std::mt19937 random(42);
+  for (int round = 0; round < 300; ++round) {
+    consumer_.stream[0].clear();
+    client_isn_ = static_cast<uint32_t>(random());
+    server_isn_ = static_cast<uint32_t>(random());
+    tracker_.release(*flow_);
+    flow_->tcp = TcpFlowState{};
+    table_.set_state(*flow_, FlowState::kHalfOpen, now_);
+    handshake();
+
+    std::string original(1 + random() % 3000, '\0');
+    for (char& c : original) c = static_cast<char>('a' + random() % 26);
+    std::vector<std::pair<uint32_t, uint32_t>> segments;  // offset, length
+    for (uint32_t offset = 0; offset < original.size();) {
+      const uint32_t length =
+          std::min<uint32_t>(1 + random() % 200, static_cast<uint32_t>(original.size()) - offset);
+      segments.emplace_back(offset, length);
+      offset += length;
+    }
+    // Swap neighbours to reorder locally, duplicate a few.
+    for (std::size_t i = 0; i + 1 < segments.size(); ++i) {
+      if (random() % 3 == 0) std::swap(segments[i], segments[i + 1]);
+    }
+    std::vector<std::pair<uint32_t, uint32_t>> sent;
+    for (const auto& segment : segments) {
+      sent.push_back(segment);
+      if (random() % 5 == 0) sent.push_back(segment);
+    }
+    for (const auto& [offset, length] : sent) {
+      ASSERT_NE(client_data(offset, original.substr(offset, length)).verdict, TcpVerdict::kKill);
+    }
+    // Anything dropped for exceeding the bounds is resent, as TCP would.
+    for (const auto& [offset, length] : segments) {
+      server_acks(static_cast<uint32_t>(consumer_.stream[0].size()));
+      ASSERT_NE(client_data(offset, original.substr(offset, length)).verdict, TcpVerdict::kKill);
+    }
+    ASSERT_EQ(consumer_.stream[0], original) << "round " << round;
+  }
+}
+
+}  // namespace
+}  // namespace sluice
