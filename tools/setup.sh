@@ -7,7 +7,7 @@ packages=(
   build-essential pkg-config meson ninja-build clang-format
   libdpdk-dev dpdk libhyperscan-dev liburing-dev libxxhash-dev libssl-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpcap-dev
-  iproute2 ethtool curl python3 python3-scapy procps tcpdump
+  iproute2 iputils-ping ethtool curl python3 python3-scapy procps tcpdump
 )
 
 missing=()
