@@ -32,9 +32,9 @@ struct InspectConfig {
   Policy on_flow_table_full = Policy::kDrop;
   Policy fragments = Policy::kDrop;
   Policy bad_checksum = Policy::kDrop;
-  uint32_t reassembly_bytes = 16384;
-  uint32_t reassembly_segments = 8;
-  uint32_t reassembly_blocks = 1024;
+  uint32_t reassembly_bytes = 262144;  // see TcpConfig
+  uint32_t reassembly_segments = 256;
+  uint32_t reassembly_slots = 8192;
   double half_open_timeout_s = 30;
   double established_timeout_s = 300;
   double closing_timeout_s = 30;

@@ -55,6 +55,7 @@ inline constexpr uint32_t kNoFlow = UINT32_MAX;
 
 struct Flow {
   FlowKey key;
+  uint64_t hash = 0;  // as given to insert(); remove() finds the bucket with it
   uint64_t last_seen_ns = 0;
   uint32_t bucket_next = kNoFlow;  // chain within the hash bucket
   uint32_t list_prev = kNoFlow;    // least-recently-seen list of this flow's timeout class

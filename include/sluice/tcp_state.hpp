@@ -19,15 +19,18 @@ struct SegmentDigest {
 // 16 pieces cover a typical HTTP request (≈ 23 KB at a 1448-byte MSS) while unacknowledged;
 // older bytes that the receiver has acknowledged no longer need checking (it discards them).
 inline constexpr std::size_t kDigestHistory = 16;
-inline constexpr uint32_t kNoBlock = UINT32_MAX;
+inline constexpr uint32_t kNoSlot = UINT32_MAX;
 
 struct TcpDirectionState {
   bool initialized = false;  // its SYN has been seen
   bool fin_received = false;
   bool acked_valid = false;
+  bool fin_held = false;  // a FIN arrived ahead of a hole, at fin_held_seq
   uint32_t next_seq = 0;  // the next byte to deliver
   uint32_t acked = 0;     // highest acknowledgement the receiver has sent for these bytes
-  uint32_t reassembly_block = kNoBlock;  // out-of-order bytes held for this direction
+  uint32_t fin_held_seq = 0;
+  uint32_t held_head = kNoSlot;  // out-of-order pieces held, sorted by seq, disjoint
+  uint16_t held_count = 0;
   uint8_t history_next = 0;
   uint8_t history_count = 0;
   std::array<SegmentDigest, kDigestHistory> history{};

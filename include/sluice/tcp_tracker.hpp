@@ -1,9 +1,10 @@
 // TCP tracking for flows on inspected ports: who is the client (the SYN sender), the next
 // expected sequence number of each direction, and in-order delivery of payload to the stream
 // consumer. Segments that arrive ahead of a hole are copied into a bounded per-worker
-// reassembly pool and forwarded (they cannot complete anything at the receiver before the hole
-// is filled, and the segment that fills it passes the consumer first). Retransmissions are
-// compared with what was delivered: identical ones pass, differing ones kill the flow.
+// reassembly pool of 2 KiB slots and forwarded (they cannot complete anything at the receiver
+// before the hole is filled, and the segment that fills it passes the consumer first).
+// Retransmissions are compared with what was delivered: identical ones pass, differing ones kill
+// the flow.
 #pragma once
 
 #include <cstdint>
@@ -18,9 +19,12 @@
 namespace sluice {
 
 struct TcpConfig {
-  uint32_t reassembly_bytes = 16384;  // out-of-order bytes held per direction
-  uint32_t reassembly_segments = 8;   // out-of-order segments held per direction (≤ 32)
-  uint32_t reassembly_blocks = 1024;  // directions that may hold out-of-order data at once
+  // How far ahead of the next expected byte a held segment may reach, per direction. The
+  // default covers a 256 KiB receive window, so one lost segment does not turn every later
+  // one in flight into a drop.
+  uint32_t reassembly_bytes = 262144;
+  uint32_t reassembly_segments = 256;  // pieces (≤ 2 KiB each) held per direction
+  uint32_t reassembly_slots = 8192;    // pieces held per worker: 8192 × 2 KiB = 16 MiB
 };
 
 enum class TcpVerdict : uint8_t {
@@ -49,24 +53,20 @@ class TcpTracker {
   TcpResult on_packet(Flow& flow, const PacketInfo& info, std::span<const uint8_t> payload,
                       bool from_client, uint64_t now_ns);
 
-  // Called before the flow leaves the table: gives back its reassembly blocks, tells the
+  // Called before the flow leaves the table: gives back its reassembly slots, tells the
   // consumer.
   void release(Flow& flow);
 
-  uint32_t blocks_in_use() const { return blocks_in_use_; }
+  uint32_t slots_in_use() const { return slots_in_use_; }
+
+  static constexpr uint32_t kSlotBytes = 2048;
 
  private:
-  struct HeldSegment {
-    uint32_t seq;
-    uint32_t length;
-    uint32_t offset;  // into the block's bytes
-    bool fin;
-  };
-  struct Block {
-    uint32_t next_free = kNoBlock;
-    uint32_t used_bytes = 0;
-    uint32_t segment_count = 0;
-    HeldSegment segments[32];
+  // One held piece of out-of-order bytes; the direction's pieces form a list sorted by seq.
+  struct Slot {
+    uint32_t seq = 0;
+    uint32_t length = 0;
+    uint32_t next = kNoSlot;
   };
 
   TcpResult on_syn(Flow& flow, const PacketInfo& info, std::span<const uint8_t> payload,
@@ -87,20 +87,19 @@ class TcpTracker {
   void reset_tracking(Flow& flow, uint64_t now_ns);
   uint32_t flow_id(const Flow& flow) const { return table_.index_of(flow); }
 
-  uint32_t allocate_block();
-  void free_block(uint32_t index);
-  uint8_t* block_bytes(uint32_t index) {
-    return block_bytes_.data() + std::size_t{index} * config_.reassembly_bytes;
+  void free_held(TcpDirectionState& state);
+  uint8_t* slot_bytes(uint32_t index) {
+    return slot_bytes_.data() + std::size_t{index} * kSlotBytes;
   }
 
   TcpConfig config_;
   FlowTable& table_;
   StreamConsumer& consumer_;
   Counters& counters_;
-  std::vector<Block> blocks_;
-  std::vector<uint8_t> block_bytes_;
-  uint32_t free_blocks_ = kNoBlock;
-  uint32_t blocks_in_use_ = 0;
+  std::vector<Slot> slots_;
+  std::vector<uint8_t> slot_bytes_;
+  uint32_t free_slots_ = kNoSlot;
+  uint32_t slots_in_use_ = 0;
 };
 
 }  // namespace sluice

@@ -189,7 +189,7 @@ Config parse(const YAML::Node& root, const std::string& source) {
   if (top.has("inspect")) {
     const Section s = top.child("inspect");
     s.allow_only({"tcp_ports", "other_traffic", "midstream", "on_flow_table_full", "fragments",
-                  "bad_checksum", "reassembly_bytes", "reassembly_segments", "reassembly_blocks",
+                  "bad_checksum", "reassembly_bytes", "reassembly_segments", "reassembly_slots",
                   "timeouts"});
     InspectConfig& i = config.inspect;
     i.tcp_ports = s.ports("tcp_ports", i.tcp_ports);
@@ -199,11 +199,11 @@ Config parse(const YAML::Node& root, const std::string& source) {
     i.fragments = s.policy("fragments", i.fragments);
     i.bad_checksum = s.policy("bad_checksum", i.bad_checksum);
     i.reassembly_bytes =
-        static_cast<uint32_t>(s.integer("reassembly_bytes", i.reassembly_bytes, 0, 1u << 20));
+        static_cast<uint32_t>(s.integer("reassembly_bytes", i.reassembly_bytes, 0, 1u << 24));
     i.reassembly_segments =
-        static_cast<uint32_t>(s.integer("reassembly_segments", i.reassembly_segments, 0, 32));
-    i.reassembly_blocks =
-        static_cast<uint32_t>(s.integer("reassembly_blocks", i.reassembly_blocks, 0, 1u << 20));
+        static_cast<uint32_t>(s.integer("reassembly_segments", i.reassembly_segments, 0, 65535));
+    i.reassembly_slots =
+        static_cast<uint32_t>(s.integer("reassembly_slots", i.reassembly_slots, 0, 1u << 22));
     if (s.has("timeouts")) {
       const Section t = s.child("timeouts");
       t.allow_only({"half_open", "established", "closing"});

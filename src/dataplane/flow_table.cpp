@@ -53,6 +53,7 @@ Flow* FlowTable::insert(const FlowKey& key, uint64_t hash, uint64_t now_ns) {
   free_head_ = flow.bucket_next;
   flow = Flow{};
   flow.key = key;
+  flow.hash = hash;
   flow.in_use = true;
   flow.last_seen_ns = now_ns;
   uint32_t& bucket = buckets_[hash & bucket_mask_];
@@ -65,7 +66,7 @@ Flow* FlowTable::insert(const FlowKey& key, uint64_t hash, uint64_t now_ns) {
 
 void FlowTable::remove(Flow& flow) {
   const uint32_t index = index_of(flow);
-  uint32_t* link = &buckets_[hash(flow.key) & bucket_mask_];
+  uint32_t* link = &buckets_[flow.hash & bucket_mask_];
   while (*link != index) link = &flows_[*link].bucket_next;
   *link = flow.bucket_next;
   list_unlink(flow);
@@ -94,7 +95,9 @@ Flow* FlowTable::next_expired(uint64_t now_ns) {
   for (const List& list : lists_) {
     if (list.head == kNoFlow) continue;
     Flow& head = flows_[list.head];
-    if (head.last_seen_ns + timeout_of(head.state) > now_ns) continue;
+    // Written as a difference so that no timeout can overflow, and time that steps back (replay
+    // of a capture with reordered timestamps) expires nothing.
+    if (now_ns < head.last_seen_ns || now_ns - head.last_seen_ns < timeout_of(head.state)) continue;
     if (oldest == nullptr || head.last_seen_ns < oldest->last_seen_ns) oldest = &head;
   }
   return oldest;

@@ -19,7 +19,7 @@ FlowTimeouts timeouts_of(const InspectConfig& inspect) {
 }
 
 TcpConfig tcp_config_of(const InspectConfig& inspect) {
-  return {inspect.reassembly_bytes, inspect.reassembly_segments, inspect.reassembly_blocks};
+  return {inspect.reassembly_bytes, inspect.reassembly_segments, inspect.reassembly_slots};
 }
 
 Counter rx_packets(Side side) {

@@ -24,11 +24,12 @@ constexpr TcpResult kForward{};
 TcpTracker::TcpTracker(const TcpConfig& config, FlowTable& table, StreamConsumer& consumer,
                        Counters& counters)
     : config_(config), table_(table), consumer_(consumer), counters_(counters) {
-  config_.reassembly_segments = std::min<uint32_t>(config_.reassembly_segments, 32);
-  blocks_.resize(config_.reassembly_blocks);
-  block_bytes_.resize(std::size_t{config_.reassembly_blocks} * config_.reassembly_bytes);
-  for (uint32_t i = config_.reassembly_blocks; i-- > 0;) free_block(i);
-  blocks_in_use_ = 0;
+  slots_.resize(config_.reassembly_slots);
+  slot_bytes_.resize(std::size_t{config_.reassembly_slots} * kSlotBytes);
+  for (uint32_t i = config_.reassembly_slots; i-- > 0;) {
+    slots_[i].next = free_slots_;
+    free_slots_ = i;
+  }
 }
 
 bool TcpTracker::opens_flow(const PacketInfo& info) {
@@ -201,84 +202,110 @@ TcpResult TcpTracker::hold(Flow& flow, Direction direction, uint32_t seq,
                            std::span<const uint8_t> bytes, bool fin, uint64_t now_ns) {
   TcpDirectionState& state = flow.tcp.of(direction);
   const auto length = static_cast<uint32_t>(bytes.size());
+  const uint32_t end = seq + length;
   const auto overflow = [this] {
     counters_.add(Counter::drop_tcp_out_of_order_overflow);
     return TcpResult{TcpVerdict::kDrop, Counter::drop_tcp_out_of_order_overflow};
   };
   const auto ahead = static_cast<uint64_t>(seq_diff(seq, state.next_seq));
   if (ahead + length > config_.reassembly_bytes) return overflow();
-
-  if (state.reassembly_block != kNoBlock) {
-    const Block& block = blocks_[state.reassembly_block];
-    const uint8_t* held_bytes = block_bytes(state.reassembly_block);
-    for (uint32_t i = 0; i < block.segment_count; ++i) {
-      const HeldSegment& held = block.segments[i];
-      const int32_t begin = std::max(0, seq_diff(held.seq, seq));
-      const int32_t end =
-          std::min<int32_t>(static_cast<int32_t>(length), seq_diff(held.seq + held.length, seq));
-      if (end > begin && std::memcmp(bytes.data() + begin,
-                                     held_bytes + held.offset + seq_diff(seq + begin, held.seq),
-                                     static_cast<std::size_t>(end - begin)) != 0) {
-        return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
-      }
-      if (held.seq == seq && held.length == length && held.fin == fin) {
-        counters_.add(Counter::tcp_identical_retransmissions);
-        return kForward;
-      }
-    }
-  } else {
-    state.reassembly_block = allocate_block();
-    if (state.reassembly_block == kNoBlock) return overflow();
+  if (fin && state.fin_held && state.fin_held_seq != end) {
+    return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
   }
-  Block& block = blocks_[state.reassembly_block];
-  if (block.segment_count == config_.reassembly_segments ||
-      block.used_bytes + length > config_.reassembly_bytes) {
-    if (block.segment_count == 0) {
-      free_block(state.reassembly_block);
-      state.reassembly_block = kNoBlock;
+
+  // Pass 1: bytes already held must match; count the pieces the uncovered gaps need.
+  uint32_t cursor = seq;  // first byte not yet covered by a held piece
+  uint32_t pieces = 0;
+  const auto count_gap = [&](uint32_t gap_end) {
+    const auto gap = static_cast<uint32_t>(seq_diff(gap_end, cursor));
+    pieces += (gap + kSlotBytes - 1) / kSlotBytes;
+  };
+  for (uint32_t i = state.held_head; i != kNoSlot && seq_diff(slots_[i].seq, end) < 0;
+       i = slots_[i].next) {
+    const Slot& held = slots_[i];
+    const uint32_t held_end = held.seq + held.length;
+    if (seq_diff(held_end, cursor) <= 0) continue;
+    const uint32_t overlap_begin = seq_diff(held.seq, cursor) > 0 ? held.seq : cursor;
+    const uint32_t overlap_end = seq_diff(held_end, end) < 0 ? held_end : end;
+    if (std::memcmp(bytes.data() + (overlap_begin - seq),
+                    slot_bytes(i) + (overlap_begin - held.seq), overlap_end - overlap_begin) != 0) {
+      return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
     }
+    if (seq_diff(held.seq, cursor) > 0) count_gap(held.seq);
+    cursor = overlap_end;
+  }
+  if (seq_diff(end, cursor) > 0) count_gap(end);
+  if (pieces == 0 && (!fin || state.fin_held)) {
+    counters_.add(Counter::tcp_identical_retransmissions);
+    return kForward;
+  }
+  if (state.held_count + pieces > config_.reassembly_segments ||
+      slots_.size() - slots_in_use_ < pieces) {
     return overflow();
   }
-  std::memcpy(block_bytes(state.reassembly_block) + block.used_bytes, bytes.data(), length);
-  block.segments[block.segment_count++] = HeldSegment{seq, length, block.used_bytes, fin};
-  block.used_bytes += length;
+
+  // Pass 2: copy the gaps into fresh pieces, keeping the list sorted and disjoint.
+  uint32_t* link = &state.held_head;
+  cursor = seq;
+  const auto insert_gap = [&](uint32_t gap_end) {
+    while (seq_diff(gap_end, cursor) > 0) {
+      const uint32_t piece = std::min<uint32_t>(kSlotBytes, gap_end - cursor);
+      const uint32_t index = free_slots_;
+      free_slots_ = slots_[index].next;
+      ++slots_in_use_;
+      slots_[index] = Slot{cursor, piece, *link};
+      std::memcpy(slot_bytes(index), bytes.data() + (cursor - seq), piece);
+      *link = index;
+      link = &slots_[index].next;
+      ++state.held_count;
+      cursor += piece;
+    }
+  };
+  while (*link != kNoSlot && seq_diff(slots_[*link].seq, end) < 0) {
+    const Slot& held = slots_[*link];
+    const uint32_t held_end = held.seq + held.length;
+    if (seq_diff(held_end, cursor) > 0) {
+      if (seq_diff(held.seq, cursor) > 0) insert_gap(held.seq);
+      cursor = seq_diff(held_end, end) < 0 ? held_end : end;
+    }
+    link = &slots_[*link].next;
+  }
+  if (seq_diff(end, cursor) > 0) insert_gap(end);
+  if (fin) {
+    state.fin_held = true;
+    state.fin_held_seq = end;
+  }
   counters_.add(Counter::tcp_out_of_order_held);
   return kForward;
 }
 
 TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_ns) {
   TcpDirectionState& state = flow.tcp.of(direction);
-  bool progress = true;
-  while (progress && state.reassembly_block != kNoBlock) {
-    progress = false;
-    Block& block = blocks_[state.reassembly_block];
-    for (uint32_t i = 0; i < block.segment_count; ++i) {
-      const HeldSegment held = block.segments[i];
-      const int32_t ahead = seq_diff(held.seq, state.next_seq);
-      if (ahead > 0) continue;
-      const std::span<const uint8_t> bytes{block_bytes(state.reassembly_block) + held.offset,
-                                           held.length};
-      const uint32_t old_bytes =
-          std::min<uint32_t>(held.length, static_cast<uint32_t>(-int64_t{ahead}));
-      if (old_bytes > 0 &&
-          check_delivered(state, held.seq, bytes.first(old_bytes)) != Check::kIdentical) {
-        return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
-      }
-      block.segments[i] = block.segments[--block.segment_count];
-      progress = true;
-      if (old_bytes < held.length && !state.fin_received &&
-          deliver(flow, direction, bytes.subspan(old_bytes), now_ns) == StreamVerdict::kKill) {
-        return kill(flow, Counter::drop_consumer, now_ns);
-      }
-      if (held.fin && !state.fin_received && held.seq + held.length == state.next_seq) {
-        deliver_fin(flow, direction, now_ns);
-      }
-      if (block.segment_count == 0) {
-        free_block(state.reassembly_block);
-        state.reassembly_block = kNoBlock;
-      }
-      break;
+  while (state.held_head != kNoSlot) {
+    const uint32_t index = state.held_head;
+    const Slot held = slots_[index];
+    const int32_t ahead = seq_diff(held.seq, state.next_seq);
+    if (ahead > 0) break;  // still a hole before it
+    const std::span<const uint8_t> bytes{slot_bytes(index), held.length};
+    const uint32_t old_bytes =
+        std::min<uint32_t>(held.length, static_cast<uint32_t>(-int64_t{ahead}));
+    if (old_bytes > 0 &&
+        check_delivered(state, held.seq, bytes.first(old_bytes)) != Check::kIdentical) {
+      return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
     }
+    const bool killed =
+        old_bytes < held.length &&
+        deliver(flow, direction, bytes.subspan(old_bytes), now_ns) == StreamVerdict::kKill;
+    state.held_head = held.next;
+    --state.held_count;
+    slots_[index].next = free_slots_;
+    free_slots_ = index;
+    --slots_in_use_;
+    if (killed) return kill(flow, Counter::drop_consumer, now_ns);
+  }
+  if (state.fin_held && !state.fin_received && state.fin_held_seq == state.next_seq) {
+    state.fin_held = false;
+    deliver_fin(flow, direction, now_ns);
   }
   return kForward;
 }
@@ -286,19 +313,13 @@ TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_n
 TcpResult TcpTracker::kill(Flow& flow, Counter reason, uint64_t now_ns) {
   counters_.add(reason);
   counters_.add(Counter::tcp_flows_killed);
-  for (TcpDirectionState& state : flow.tcp.direction) {
-    if (state.reassembly_block != kNoBlock) free_block(state.reassembly_block);
-    state.reassembly_block = kNoBlock;
-  }
+  for (TcpDirectionState& state : flow.tcp.direction) free_held(state);
   table_.set_state(flow, FlowState::kKilled, now_ns);
   return {TcpVerdict::kKill, reason};
 }
 
 void TcpTracker::release(Flow& flow) {
-  for (TcpDirectionState& state : flow.tcp.direction) {
-    if (state.reassembly_block != kNoBlock) free_block(state.reassembly_block);
-    state.reassembly_block = kNoBlock;
-  }
+  for (TcpDirectionState& state : flow.tcp.direction) free_held(state);
   consumer_.on_close(flow_id(flow));
 }
 
@@ -309,20 +330,16 @@ void TcpTracker::reset_tracking(Flow& flow, uint64_t now_ns) {
   table_.set_state(flow, FlowState::kHalfOpen, now_ns);
 }
 
-uint32_t TcpTracker::allocate_block() {
-  const uint32_t index = free_blocks_;
-  if (index == kNoBlock) return kNoBlock;
-  free_blocks_ = blocks_[index].next_free;
-  blocks_[index].used_bytes = 0;
-  blocks_[index].segment_count = 0;
-  ++blocks_in_use_;
-  return index;
-}
-
-void TcpTracker::free_block(uint32_t index) {
-  blocks_[index].next_free = free_blocks_;
-  free_blocks_ = index;
-  --blocks_in_use_;
+void TcpTracker::free_held(TcpDirectionState& state) {
+  while (state.held_head != kNoSlot) {
+    const uint32_t index = state.held_head;
+    state.held_head = slots_[index].next;
+    slots_[index].next = free_slots_;
+    free_slots_ = index;
+    --slots_in_use_;
+  }
+  state.held_count = 0;
+  state.fin_held = false;
 }
 
 }  // namespace sluice

@@ -38,7 +38,7 @@ constexpr uint32_t kServerIsn = 900000;
 
 class TcpTrackerTest : public ::testing::Test {
  protected:
-  explicit TcpTrackerTest(TcpConfig config = {16384, 8, 4})
+  explicit TcpTrackerTest(TcpConfig config = {16384, 8, 12})
       : table_(16, 1, FlowTimeouts{}), tracker_(config, table_, consumer_, counters_) {
     FlowKey key;
     key.port_low = 1;
@@ -106,11 +106,11 @@ TEST_F(TcpTrackerTest, HoldsOutOfOrderSegmentsAndDeliversThemWhenTheHoleFills) {
   EXPECT_EQ(client_data(10, "klmno").verdict, TcpVerdict::kForward);
   EXPECT_EQ(client_data(5, "fghij").verdict, TcpVerdict::kForward);
   EXPECT_EQ(consumer_.stream[0], "");
-  EXPECT_EQ(tracker_.blocks_in_use(), 1u);
+  EXPECT_EQ(tracker_.slots_in_use(), 2u);
   EXPECT_EQ(client_data(0, "abcde").verdict, TcpVerdict::kForward);
   EXPECT_EQ(consumer_.stream[0], "abcdefghijklmno");
   EXPECT_EQ(count(Counter::tcp_out_of_order_held), 2u);
-  EXPECT_EQ(tracker_.blocks_in_use(), 0u);
+  EXPECT_EQ(tracker_.slots_in_use(), 0u);
 }
 
 TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsBeyondTheReassemblyWindow) {
@@ -130,12 +130,12 @@ TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsBeyondTheSegmentBound) {
 }
 
 TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsWhenThePoolIsExhausted) {
-  // The fixture's pool has 4 blocks; this flow can take at most one per direction, so use the
-  // table to make more flows.
+  // The fixture's pool has 12 slots: this flow takes 10, two more flows one each.
   handshake();
-  EXPECT_EQ(client_data(10, "a").verdict, TcpVerdict::kForward);
-  EXPECT_EQ(server_data(10, "a").verdict, TcpVerdict::kForward);
-  std::vector<Flow*> others;
+  for (uint32_t i = 0; i < 8; ++i)
+    ASSERT_EQ(client_data(10 + 2 * i, "a").verdict, TcpVerdict::kForward);
+  for (uint32_t i = 0; i < 2; ++i)
+    ASSERT_EQ(server_data(10 + 2 * i, "a").verdict, TcpVerdict::kForward);
   for (uint16_t port = 2; port < 5; ++port) {
     FlowKey key;
     key.port_low = port;
@@ -152,10 +152,34 @@ TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsWhenThePoolIsExhausted) {
     const TcpResult result = tracker_.on_packet(*other, info, {&byte, 1}, true, 2);
     EXPECT_EQ(result.verdict, port < 4 ? TcpVerdict::kForward : TcpVerdict::kDrop)
         << "port " << port;
-    others.push_back(other);
   }
-  EXPECT_EQ(tracker_.blocks_in_use(), 4u);
+  EXPECT_EQ(tracker_.slots_in_use(), 12u);
   EXPECT_EQ(count(Counter::drop_tcp_out_of_order_overflow), 1u);
+}
+
+TEST_F(TcpTrackerTest, HoldsSegmentsLargerThanASlotAsSeveralPieces) {
+  handshake();
+  std::string big(5000, 'b');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 23);
+  EXPECT_EQ(client_data(3, big).verdict, TcpVerdict::kForward);
+  EXPECT_EQ(tracker_.slots_in_use(), 3u);                        // 2048 + 2048 + 904
+  EXPECT_EQ(client_data(3, big).verdict, TcpVerdict::kForward);  // identical: nothing new held
+  EXPECT_EQ(tracker_.slots_in_use(), 3u);
+  EXPECT_EQ(count(Counter::tcp_identical_retransmissions), 1u);
+  EXPECT_EQ(client_data(0, "xyz").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "xyz" + big);
+  EXPECT_EQ(tracker_.slots_in_use(), 0u);
+}
+
+TEST_F(TcpTrackerTest, HoldsOnlyTheUncoveredPartsOfOverlappingSegments) {
+  handshake();
+  EXPECT_EQ(client_data(10, "klm").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(20, "uvw").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(8, "ijklmnopqrstuvwxy").verdict,
+            TcpVerdict::kForward);         // fills around them
+  EXPECT_EQ(tracker_.slots_in_use(), 5u);  // klm, uvw + ij, nopqrst, xy
+  EXPECT_EQ(client_data(0, "abcdefgh").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcdefghijklmnopqrstuvwxy");
 }
 
 TEST_F(TcpTrackerTest, ForwardsIdenticalRetransmissions) {
@@ -323,9 +347,9 @@ TEST_F(TcpTrackerTest, ReleaseReturnsHeldBlocksAndClosesTheConsumer) {
   handshake();
   client_data(10, "held");
   server_data(10, "held");
-  EXPECT_EQ(tracker_.blocks_in_use(), 2u);
+  EXPECT_EQ(tracker_.slots_in_use(), 2u);
   tracker_.release(*flow_);
-  EXPECT_EQ(tracker_.blocks_in_use(), 0u);
+  EXPECT_EQ(tracker_.slots_in_use(), 0u);
   EXPECT_EQ(consumer_.closed, 1);
 }
 
