@@ -13,8 +13,8 @@ namespace sluice {
 enum class Policy : uint8_t { kPass, kDrop };
 
 struct DataplaneConfig {
-  std::string client_port = "net_af_packet0,iface=sl-client";
-  std::string server_port = "net_af_packet1,iface=sl-server";
+  std::string client_port = "net_af_packet0,iface=sl-client,framecnt=4096";
+  std::string server_port = "net_af_packet1,iface=sl-server,framecnt=4096";
   uint32_t workers = 1;
   std::vector<std::string> eal_args = {"--no-huge", "-m", "512", "--no-pci", "--no-shconf"};
   uint32_t flow_capacity = 65536;

@@ -10,64 +10,65 @@
 namespace sluice {
 
 // X(name, kind): kind is Traffic (a tally of work done) or Drop (a packet that did not leave).
-#define SLUICE_COUNTERS(X)                      \
-  /* traffic */                                 \
-  X(rx_client_packets, Traffic)                 \
-  X(rx_client_bytes, Traffic)                   \
-  X(rx_server_packets, Traffic)                 \
-  X(rx_server_bytes, Traffic)                   \
-  X(tx_client_packets, Traffic)                 \
-  X(tx_client_bytes, Traffic)                   \
-  X(tx_server_packets, Traffic)                 \
-  X(tx_server_bytes, Traffic)                   \
-  X(other_traffic_passed, Traffic)              \
-  X(midstream_passed, Traffic)                  \
-  X(fragments_passed, Traffic)                  \
-  X(bad_checksum_passed, Traffic)               \
-  X(flows_created, Traffic)                     \
-  X(flows_expired, Traffic)                     \
-  X(flows_evicted, Traffic)                     \
-  X(flow_table_full_passed, Traffic)            \
-  X(tcp_payload_bytes_delivered, Traffic)       \
-  X(tcp_identical_retransmissions, Traffic)     \
-  X(tcp_out_of_order_held, Traffic)             \
-  X(tcp_flows_killed, Traffic)                  \
-  X(rst_sent, Traffic)                          \
-  X(redistributed_packets, Traffic)             \
-  /* drops: malformed frames, by reason */      \
-  X(drop_truncated_ethernet, Drop)              \
-  X(drop_too_many_vlan_tags, Drop)              \
-  X(drop_truncated_vlan, Drop)                  \
-  X(drop_truncated_arp, Drop)                   \
-  X(drop_truncated_ipv4, Drop)                  \
-  X(drop_bad_ipv4_header, Drop)                 \
-  X(drop_bad_ipv4_length, Drop)                 \
-  X(drop_truncated_ipv6, Drop)                  \
-  X(drop_bad_ipv6_header, Drop)                 \
-  X(drop_bad_ipv6_extension, Drop)              \
-  X(drop_truncated_tcp, Drop)                   \
-  X(drop_bad_tcp_header, Drop)                  \
-  X(drop_truncated_udp, Drop)                   \
-  X(drop_truncated_icmp, Drop)                  \
-  X(drop_bad_ipv4_checksum, Drop)               \
-  X(drop_bad_l4_checksum, Drop)                 \
-  /* drops: policy */                           \
-  X(drop_other_traffic, Drop)                   \
-  X(drop_fragment, Drop)                        \
-  X(drop_midstream, Drop)                       \
-  X(drop_flow_table_full, Drop)                 \
-  /* drops: TCP tracking */                     \
-  X(drop_tcp_out_of_order_overflow, Drop)       \
-  X(drop_tcp_out_of_window, Drop)               \
-  X(drop_tcp_unexpected, Drop)                  \
-  X(drop_tcp_conflicting_retransmission, Drop)  \
-  X(drop_tcp_unverifiable_retransmission, Drop) \
-  X(drop_tcp_killed_flow, Drop)                 \
-  X(drop_consumer, Drop)                        \
-  /* drops: resources */                        \
-  X(drop_tx_full, Drop)                         \
-  X(drop_redistribute_full, Drop)               \
-  X(drop_mbuf_alloc_failed, Drop)               \
+#define SLUICE_COUNTERS(X)                          \
+  /* traffic */                                     \
+  X(rx_client_packets, Traffic)                     \
+  X(rx_client_bytes, Traffic)                       \
+  X(rx_server_packets, Traffic)                     \
+  X(rx_server_bytes, Traffic)                       \
+  X(tx_client_packets, Traffic)                     \
+  X(tx_client_bytes, Traffic)                       \
+  X(tx_server_packets, Traffic)                     \
+  X(tx_server_bytes, Traffic)                       \
+  X(other_traffic_passed, Traffic)                  \
+  X(midstream_passed, Traffic)                      \
+  X(fragments_passed, Traffic)                      \
+  X(bad_checksum_passed, Traffic)                   \
+  X(flows_created, Traffic)                         \
+  X(flows_expired, Traffic)                         \
+  X(flows_evicted, Traffic)                         \
+  X(flow_table_full_passed, Traffic)                \
+  X(tcp_payload_bytes_delivered, Traffic)           \
+  X(tcp_identical_retransmissions, Traffic)         \
+  X(tcp_unverified_retransmissions_passed, Traffic) \
+  X(tcp_out_of_order_held, Traffic)                 \
+  X(tcp_flows_killed, Traffic)                      \
+  X(rst_sent, Traffic)                              \
+  X(redistributed_packets, Traffic)                 \
+  /* drops: malformed frames, by reason */          \
+  X(drop_truncated_ethernet, Drop)                  \
+  X(drop_too_many_vlan_tags, Drop)                  \
+  X(drop_truncated_vlan, Drop)                      \
+  X(drop_truncated_arp, Drop)                       \
+  X(drop_truncated_ipv4, Drop)                      \
+  X(drop_bad_ipv4_header, Drop)                     \
+  X(drop_bad_ipv4_length, Drop)                     \
+  X(drop_truncated_ipv6, Drop)                      \
+  X(drop_bad_ipv6_header, Drop)                     \
+  X(drop_bad_ipv6_extension, Drop)                  \
+  X(drop_truncated_tcp, Drop)                       \
+  X(drop_bad_tcp_header, Drop)                      \
+  X(drop_truncated_udp, Drop)                       \
+  X(drop_truncated_icmp, Drop)                      \
+  X(drop_bad_ipv4_checksum, Drop)                   \
+  X(drop_bad_l4_checksum, Drop)                     \
+  /* drops: policy */                               \
+  X(drop_other_traffic, Drop)                       \
+  X(drop_fragment, Drop)                            \
+  X(drop_midstream, Drop)                           \
+  X(drop_flow_table_full, Drop)                     \
+  /* drops: TCP tracking */                         \
+  X(drop_tcp_out_of_order_overflow, Drop)           \
+  X(drop_tcp_out_of_window, Drop)                   \
+  X(drop_tcp_unexpected, Drop)                      \
+  X(drop_tcp_conflicting_retransmission, Drop)      \
+  X(drop_tcp_unverifiable_retransmission, Drop)     \
+  X(drop_tcp_killed_flow, Drop)                     \
+  X(drop_consumer, Drop)                            \
+  /* drops: resources */                            \
+  X(drop_tx_full, Drop)                             \
+  X(drop_redistribute_full, Drop)                   \
+  X(drop_mbuf_alloc_failed, Drop)                   \
   X(drop_multi_segment, Drop)
 
 enum class CounterKind : uint8_t { Traffic, Drop };

@@ -13,8 +13,8 @@ namespace {
 constexpr std::string_view kEmbeddedDefault =
     R"(# Sluice embedded default: the demo topology (tools/topology.sh).
 dataplane:
-  client_port: "net_af_packet0,iface=sl-client"
-  server_port: "net_af_packet1,iface=sl-server"
+  client_port: "net_af_packet0,iface=sl-client,framecnt=4096"
+  server_port: "net_af_packet1,iface=sl-server,framecnt=4096"
   workers: 1
   eal_args: ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
   flow_capacity: 65536

@@ -285,6 +285,34 @@ int worker_main(void* argument) {
   return 0;
 }
 
+// What the devices themselves count: frames they could not deliver to Sluice (imissed: the RX
+// ring was full; rx_nombuf: no mbuf) and errors. Read on the main lcore only.
+struct PortTotals {
+  uint64_t imissed = 0;
+  uint64_t ierrors = 0;
+  uint64_t oerrors = 0;
+  uint64_t rx_nombuf = 0;
+};
+
+PortTotals port_totals(uint16_t port) {
+  rte_eth_stats stats{};
+  rte_eth_stats_get(port, &stats);
+  return {stats.imissed, stats.ierrors, stats.oerrors, stats.rx_nombuf};
+}
+
+std::string port_line(const Shared& shared) {
+  std::string line;
+  const char* names[2] = {"client", "server"};
+  for (std::size_t s = 0; s < 2; ++s) {
+    const PortTotals t = port_totals(shared.ports[s]);
+    if (t.imissed + t.ierrors + t.oerrors + t.rx_nombuf == 0) continue;
+    line += std::string(" ") + names[s] + ":missed=" + std::to_string(t.imissed) +
+            ",ierrors=" + std::to_string(t.ierrors) + ",oerrors=" + std::to_string(t.oerrors) +
+            ",nombuf=" + std::to_string(t.rx_nombuf);
+  }
+  return line.empty() ? "" : " | nic" + line;
+}
+
 CounterSnapshot snapshot(const Shared& shared, uint64_t* active_flows) {
   CounterSnapshot totals;
   uint64_t flows = 0;
@@ -389,7 +417,8 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
     if (interval > 0 && since >= interval) {
       uint64_t flows = 0;
       const CounterSnapshot current = snapshot(shared, &flows);
-      std::printf("%s\n", live_stats_line(current, before, since, flows).c_str());
+      std::printf("%s%s\n", live_stats_line(current, before, since, flows).c_str(),
+                  port_line(shared).c_str());
       std::fflush(stdout);
       before = current;
       last_line = now;
@@ -397,12 +426,22 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
   }
   rte_eal_mp_wait_lcore();
 
+  std::vector<std::pair<std::string, uint64_t>> gauges;
+  const char* names[2] = {"client", "server"};
+  for (std::size_t s = 0; s < 2; ++s) {
+    const PortTotals t = port_totals(shared.ports[s]);
+    const std::string prefix = std::string(names[s]) + "_port_";
+    gauges.insert(gauges.end(), {{prefix + "imissed", t.imissed},
+                                 {prefix + "ierrors", t.ierrors},
+                                 {prefix + "oerrors", t.oerrors},
+                                 {prefix + "rx_nombuf", t.rx_nombuf}});
+  }
   for (uint16_t id : shared.ports) rte_eth_dev_stop(id);
   const uint64_t in_use = rte_mempool_in_use_count(shared.pool);
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   std::printf("sluice: stopped after %.1f s\n", seconds);
-  print_summary(stdout, snapshot(shared, nullptr),
-                {{"mbufs_in_use_at_exit", in_use}, {"workers", workers}});
+  gauges.insert(gauges.end(), {{"workers", workers}, {"mbufs_in_use_at_exit", in_use}});
+  print_summary(stdout, snapshot(shared, nullptr), gauges);
   for (uint16_t id : shared.ports) rte_eth_dev_close(id);
   for (rte_ring* ring : shared.inboxes) rte_ring_free(ring);
   rte_mempool_free(shared.pool);

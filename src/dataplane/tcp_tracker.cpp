@@ -133,7 +133,14 @@ TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
       case Check::kDiffers:
         return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
       case Check::kUnverifiable:
-        return kill(flow, Counter::drop_tcp_unverifiable_retransmission, now_ns);
+        // The client is who may try to slip bytes past the filter; a retransmission it sends
+        // that cannot be compared fails closed. The inference host is the protected side:
+        // its unverifiable retransmissions pass, counted.
+        if (direction == Direction::kToServer) {
+          return kill(flow, Counter::drop_tcp_unverifiable_retransmission, now_ns);
+        }
+        counters_.add(Counter::tcp_unverified_retransmissions_passed);
+        break;
       case Check::kIdentical:
         break;
     }

@@ -252,6 +252,20 @@ TEST_F(TcpTrackerTest, KillsOnUnacknowledgedRetransmissionsItCannotVerify) {
   EXPECT_EQ(result.reason, Counter::drop_tcp_unverifiable_retransmission);
 }
 
+TEST_F(TcpTrackerTest, PassesUnverifiableRetransmissionsFromTheServerCounted) {
+  handshake();
+  std::string stream;
+  for (int i = 0; i < 40; ++i) {
+    const std::string piece(10, static_cast<char>('a' + i % 26));
+    server_data(static_cast<uint32_t>(stream.size()), piece);
+    stream += piece;
+  }
+  EXPECT_EQ(server_data(0, stream.substr(0, 10)).verdict, TcpVerdict::kForward);
+  EXPECT_EQ(count(Counter::tcp_unverified_retransmissions_passed), 1u);
+  EXPECT_EQ(server_data(390, "XXXXXXXXXX").verdict,
+            TcpVerdict::kKill);  // still compared when it can be
+}
+
 TEST_F(TcpTrackerTest, HandlesSequenceWrapAround) {
   client_isn_ = UINT32_MAX - 5;
   server_isn_ = UINT32_MAX;
