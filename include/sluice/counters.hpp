@@ -32,6 +32,7 @@ namespace sluice {
   X(tcp_identical_retransmissions, Traffic)         \
   X(tcp_unverified_retransmissions_passed, Traffic) \
   X(tcp_out_of_order_held, Traffic)                 \
+  X(tcp_bytes_not_retained, Traffic)                \
   X(tcp_flows_killed, Traffic)                      \
   X(rst_sent, Traffic)                              \
   X(redistributed_packets, Traffic)                 \

@@ -9,7 +9,9 @@ namespace sluice {
 enum class Direction : uint8_t { kToServer = 0, kToClient = 1 };
 
 // What was delivered: one entry per delivered piece, so a retransmission of those bytes can be
-// compared without keeping the bytes themselves (16 bytes per piece instead of up to 1460).
+// compared without keeping the bytes themselves (16 bytes per piece instead of up to 1460). The
+// client's bytes are also kept whole until acknowledged (see TcpTracker); digests cover what
+// those do not.
 struct SegmentDigest {
   uint32_t seq = 0;
   uint32_t length = 0;
@@ -31,6 +33,11 @@ struct TcpDirectionState {
   uint32_t fin_held_seq = 0;
   uint32_t held_head = kNoSlot;  // out-of-order pieces held, sorted by seq, disjoint
   uint16_t held_count = 0;
+  // Delivered but not yet acknowledged bytes kept for comparison with retransmissions (client
+  // to server only): contiguous pieces in sequence order, released as acknowledgements arrive.
+  uint32_t retained_head = kNoSlot;
+  uint32_t retained_tail = kNoSlot;
+  uint32_t retained_bytes = 0;
   uint8_t history_next = 0;
   uint8_t history_count = 0;
   std::array<SegmentDigest, kDigestHistory> history{};

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -19,9 +20,10 @@
 namespace sluice {
 
 struct TcpConfig {
-  // How far ahead of the next expected byte a held segment may reach, per direction. The
-  // default covers a 256 KiB receive window, so one lost segment does not turn every later
-  // one in flight into a drop.
+  // How far ahead of the next expected byte a held segment may reach, and how many delivered
+  // but unacknowledged client bytes are kept, per direction. The default covers a 256 KiB
+  // window, so one lost segment does not turn every later one in flight into a drop, and a
+  // retransmission from anywhere in the window can be compared byte for byte.
   uint32_t reassembly_bytes = 262144;
   uint32_t reassembly_segments = 256;  // pieces (≤ 2 KiB each) held per direction
   uint32_t reassembly_slots = 8192;    // pieces held per worker: 8192 × 2 KiB = 16 MiB
@@ -88,7 +90,21 @@ class TcpTracker {
   uint32_t flow_id(const Flow& flow) const { return table_.index_of(flow); }
 
   void free_held(TcpDirectionState& state);
+  void retain(TcpDirectionState& state, uint32_t seq, std::span<const uint8_t> bytes);
+  void release_acknowledged(TcpDirectionState& state);
+  void free_retained(TcpDirectionState& state);
+  uint32_t allocate_slot();
+  void free_slot(uint32_t index);
+  // Compares bytes[x, y) (offsets into a retransmission starting at seq) with the digests of
+  // delivered pieces that lie wholly inside the retransmission; returns the bytes of [x, y)
+  // covered, or nullopt when a digest differs.
+  std::optional<uint32_t> digest_coverage(const TcpDirectionState& state, uint32_t seq,
+                                          std::span<const uint8_t> bytes, uint32_t x,
+                                          uint32_t y) const;
   uint8_t* slot_bytes(uint32_t index) {
+    return slot_bytes_.data() + std::size_t{index} * kSlotBytes;
+  }
+  const uint8_t* slot_bytes(uint32_t index) const {
     return slot_bytes_.data() + std::size_t{index} * kSlotBytes;
   }
 

@@ -64,6 +64,7 @@ TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
       (!reverse.acked_valid || seq_diff(info.ack, reverse.acked) > 0)) {
     reverse.acked = info.ack;
     reverse.acked_valid = true;
+    release_acknowledged(reverse);
   }
   if (info.tcp_flags & tcp_flag::kRst) {
     if (flow.state != FlowState::kClosing) table_.set_state(flow, FlowState::kClosing, now_ns);
@@ -162,24 +163,59 @@ TcpTracker::Check TcpTracker::check_delivered(const TcpDirectionState& state, ui
                                               std::span<const uint8_t> bytes) const {
   const auto length = static_cast<uint32_t>(bytes.size());
   // Bytes the receiver has acknowledged need no check: it discards any copy of them.
-  uint32_t unacked_from = 0;
+  uint32_t from = 0;
   if (state.acked_valid) {
-    unacked_from =
-        static_cast<uint32_t>(std::clamp<int64_t>(seq_diff(state.acked, seq), 0, length));
+    from = static_cast<uint32_t>(std::clamp<int64_t>(seq_diff(state.acked, seq), 0, length));
   }
-  uint32_t verified = 0;
+  // Kept bytes are compared as they are: [kept_from, kept_to) of the retransmission.
+  uint32_t kept_from = length;
+  uint32_t kept_to = length;
+  if (state.retained_head != kNoSlot) {
+    const Slot& tail = slots_[state.retained_tail];
+    const auto clamp = [&](uint32_t at) {
+      return static_cast<uint32_t>(std::clamp<int64_t>(seq_diff(at, seq), from, length));
+    };
+    kept_from = clamp(slots_[state.retained_head].seq);
+    kept_to = clamp(tail.seq + tail.length);
+    for (uint32_t i = state.retained_head; i != kNoSlot; i = slots_[i].next) {
+      const Slot& kept = slots_[i];
+      const uint32_t begin = std::max(clamp(kept.seq), kept_from);
+      const uint32_t end = std::min(clamp(kept.seq + kept.length), kept_to);
+      if (end > begin && std::memcmp(bytes.data() + begin,
+                                     slot_bytes(i) + static_cast<uint32_t>(seq + begin - kept.seq),
+                                     end - begin) != 0) {
+        return Check::kDiffers;
+      }
+    }
+    if (kept_from == kept_to) kept_from = kept_to = length;
+  }
+  // What the kept bytes do not cover, digests must: before them and after them.
+  const uint32_t before_end = std::min(kept_from, length);
+  const std::optional<uint32_t> before = digest_coverage(state, seq, bytes, from, before_end);
+  const std::optional<uint32_t> after = digest_coverage(state, seq, bytes, kept_to, length);
+  if (!before || !after) return Check::kDiffers;
+  const bool covered =
+      *before == before_end - std::min(from, before_end) && *after == length - kept_to;
+  return covered ? Check::kIdentical : Check::kUnverifiable;
+}
+
+std::optional<uint32_t> TcpTracker::digest_coverage(const TcpDirectionState& state, uint32_t seq,
+                                                    std::span<const uint8_t> bytes, uint32_t x,
+                                                    uint32_t y) const {
+  if (x >= y) return 0;
+  const auto length = static_cast<uint32_t>(bytes.size());
+  uint32_t covered = 0;
   for (std::size_t i = 0; i < state.history_count; ++i) {
     const SegmentDigest& digest = state.history[i];
     const int32_t offset = seq_diff(digest.seq, seq);
     if (offset < 0 || static_cast<uint32_t>(offset) + digest.length > length) continue;
-    if (XXH3_64bits(bytes.data() + offset, digest.length) != digest.hash) return Check::kDiffers;
-    // Deliveries never overlap, so the pieces' parts beyond unacked_from add up without double
-    // counting.
-    const uint32_t begin = std::max<uint32_t>(static_cast<uint32_t>(offset), unacked_from);
-    const uint32_t end = static_cast<uint32_t>(offset) + digest.length;
-    if (end > begin) verified += end - begin;
+    const uint32_t begin = std::max<uint32_t>(static_cast<uint32_t>(offset), x);
+    const uint32_t end = std::min<uint32_t>(static_cast<uint32_t>(offset) + digest.length, y);
+    if (end <= begin) continue;
+    if (XXH3_64bits(bytes.data() + offset, digest.length) != digest.hash) return std::nullopt;
+    covered += end - begin;  // deliveries never overlap: no double counting
   }
-  return verified == length - unacked_from ? Check::kIdentical : Check::kUnverifiable;
+  return covered;
 }
 
 StreamVerdict TcpTracker::deliver(Flow& flow, Direction direction, std::span<const uint8_t> bytes,
@@ -192,6 +228,7 @@ StreamVerdict TcpTracker::deliver(Flow& flow, Direction direction, std::span<con
   state.history_next = static_cast<uint8_t>((state.history_next + 1) % kDigestHistory);
   state.history_count =
       static_cast<uint8_t>(std::min<std::size_t>(state.history_count + 1, kDigestHistory));
+  if (direction == Direction::kToServer) retain(state, state.next_seq, bytes);
   state.next_seq += digest.length;
   counters_.add(Counter::tcp_payload_bytes_delivered, bytes.size());
   return consumer_.on_data(flow_id(flow), direction, bytes, now_ns);
@@ -257,9 +294,7 @@ TcpResult TcpTracker::hold(Flow& flow, Direction direction, uint32_t seq,
   const auto insert_gap = [&](uint32_t gap_end) {
     while (seq_diff(gap_end, cursor) > 0) {
       const uint32_t piece = std::min<uint32_t>(kSlotBytes, gap_end - cursor);
-      const uint32_t index = free_slots_;
-      free_slots_ = slots_[index].next;
-      ++slots_in_use_;
+      const uint32_t index = allocate_slot();
       slots_[index] = Slot{cursor, piece, *link};
       std::memcpy(slot_bytes(index), bytes.data() + (cursor - seq), piece);
       *link = index;
@@ -305,9 +340,7 @@ TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_n
         deliver(flow, direction, bytes.subspan(old_bytes), now_ns) == StreamVerdict::kKill;
     state.held_head = held.next;
     --state.held_count;
-    slots_[index].next = free_slots_;
-    free_slots_ = index;
-    --slots_in_use_;
+    free_slot(index);
     if (killed) return kill(flow, Counter::drop_consumer, now_ns);
   }
   if (state.fin_held && !state.fin_received && state.fin_held_seq == state.next_seq) {
@@ -320,13 +353,19 @@ TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_n
 TcpResult TcpTracker::kill(Flow& flow, Counter reason, uint64_t now_ns) {
   counters_.add(reason);
   counters_.add(Counter::tcp_flows_killed);
-  for (TcpDirectionState& state : flow.tcp.direction) free_held(state);
+  for (TcpDirectionState& state : flow.tcp.direction) {
+    free_held(state);
+    free_retained(state);
+  }
   table_.set_state(flow, FlowState::kKilled, now_ns);
   return {TcpVerdict::kKill, reason};
 }
 
 void TcpTracker::release(Flow& flow) {
-  for (TcpDirectionState& state : flow.tcp.direction) free_held(state);
+  for (TcpDirectionState& state : flow.tcp.direction) {
+    free_held(state);
+    free_retained(state);
+  }
   consumer_.on_close(flow_id(flow));
 }
 
@@ -341,12 +380,74 @@ void TcpTracker::free_held(TcpDirectionState& state) {
   while (state.held_head != kNoSlot) {
     const uint32_t index = state.held_head;
     state.held_head = slots_[index].next;
-    slots_[index].next = free_slots_;
-    free_slots_ = index;
-    --slots_in_use_;
+    free_slot(index);
   }
   state.held_count = 0;
   state.fin_held = false;
+}
+
+// Keeps a delivered piece until the receiver acknowledges it. The kept pieces stay contiguous:
+// when one cannot be kept (the per-direction bound or the pool is full), nothing more is kept
+// until the acknowledgements have emptied the list, and digests cover the gap meanwhile.
+void TcpTracker::retain(TcpDirectionState& state, uint32_t seq, std::span<const uint8_t> bytes) {
+  const auto length = static_cast<uint32_t>(bytes.size());
+  const uint32_t pieces = (length + kSlotBytes - 1) / kSlotBytes;
+  const bool contiguous =
+      state.retained_head == kNoSlot ||
+      slots_[state.retained_tail].seq + slots_[state.retained_tail].length == seq;
+  if (!contiguous || state.retained_bytes + length > config_.reassembly_bytes ||
+      slots_.size() - slots_in_use_ < pieces) {
+    counters_.add(Counter::tcp_bytes_not_retained, length);
+    return;
+  }
+  for (uint32_t offset = 0; offset < length; offset += kSlotBytes) {
+    const uint32_t piece = std::min(kSlotBytes, length - offset);
+    const uint32_t index = allocate_slot();
+    slots_[index] = Slot{seq + offset, piece, kNoSlot};
+    std::memcpy(slot_bytes(index), bytes.data() + offset, piece);
+    if (state.retained_head == kNoSlot)
+      state.retained_head = index;
+    else
+      slots_[state.retained_tail].next = index;
+    state.retained_tail = index;
+  }
+  state.retained_bytes += length;
+}
+
+void TcpTracker::release_acknowledged(TcpDirectionState& state) {
+  while (state.retained_head != kNoSlot) {
+    const uint32_t index = state.retained_head;
+    const Slot& kept = slots_[index];
+    if (seq_diff(kept.seq + kept.length, state.acked) > 0) return;
+    state.retained_head = kept.next;
+    state.retained_bytes -= std::min(state.retained_bytes, kept.length);
+    free_slot(index);
+  }
+  state.retained_tail = kNoSlot;
+  state.retained_bytes = 0;
+}
+
+void TcpTracker::free_retained(TcpDirectionState& state) {
+  while (state.retained_head != kNoSlot) {
+    const uint32_t index = state.retained_head;
+    state.retained_head = slots_[index].next;
+    free_slot(index);
+  }
+  state.retained_tail = kNoSlot;
+  state.retained_bytes = 0;
+}
+
+uint32_t TcpTracker::allocate_slot() {
+  const uint32_t index = free_slots_;
+  free_slots_ = slots_[index].next;
+  ++slots_in_use_;
+  return index;
+}
+
+void TcpTracker::free_slot(uint32_t index) {
+  slots_[index].next = free_slots_;
+  free_slots_ = index;
+  --slots_in_use_;
 }
 
 }  // namespace sluice

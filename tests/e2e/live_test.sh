@@ -269,7 +269,7 @@ fi
 # each name (the summary comes after all the live stats lines).
 counter() {
   awk -v name="$1" '
-    $0 ~ /^[ \t]*[a-z_]+[ \t]+[0-9]+[ \t]*$/ && $1 == name { v = $2; seen = 1 }
+    $0 ~ /^[ \t]*[a-z][a-z0-9_]*[ \t]+[0-9]+[ \t]*$/ && $1 == name { v = $2; seen = 1 }
     END { if (seen) print v }' "$log"
 }
 cmp_int() {

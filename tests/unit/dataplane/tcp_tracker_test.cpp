@@ -110,6 +110,8 @@ TEST_F(TcpTrackerTest, HoldsOutOfOrderSegmentsAndDeliversThemWhenTheHoleFills) {
   EXPECT_EQ(client_data(0, "abcde").verdict, TcpVerdict::kForward);
   EXPECT_EQ(consumer_.stream[0], "abcdefghijklmno");
   EXPECT_EQ(count(Counter::tcp_out_of_order_held), 2u);
+  EXPECT_EQ(tracker_.slots_in_use(), 3u);  // now kept as delivered, until acknowledged
+  server_acks(15);
   EXPECT_EQ(tracker_.slots_in_use(), 0u);
 }
 
@@ -168,6 +170,8 @@ TEST_F(TcpTrackerTest, HoldsSegmentsLargerThanASlotAsSeveralPieces) {
   EXPECT_EQ(count(Counter::tcp_identical_retransmissions), 1u);
   EXPECT_EQ(client_data(0, "xyz").verdict, TcpVerdict::kForward);
   EXPECT_EQ(consumer_.stream[0], "xyz" + big);
+  EXPECT_EQ(tracker_.slots_in_use(), 4u);  // kept: "xyz" and the three pieces
+  server_acks(5003);
   EXPECT_EQ(tracker_.slots_in_use(), 0u);
 }
 
@@ -239,7 +243,7 @@ TEST_F(TcpTrackerTest, PassesRetransmissionsOfAcknowledgedBytesOlderThanTheHisto
   EXPECT_EQ(client_data(0, stream.substr(0, 10)).verdict, TcpVerdict::kForward);
 }
 
-TEST_F(TcpTrackerTest, KillsOnUnacknowledgedRetransmissionsItCannotVerify) {
+TEST_F(TcpTrackerTest, ComparesOldUnacknowledgedRetransmissionsWithTheKeptBytes) {
   handshake();
   std::string stream;
   for (int i = 0; i < 40; ++i) {
@@ -247,7 +251,39 @@ TEST_F(TcpTrackerTest, KillsOnUnacknowledgedRetransmissionsItCannotVerify) {
     client_data(static_cast<uint32_t>(stream.size()), piece);
     stream += piece;
   }
-  const TcpResult result = client_data(0, stream.substr(0, 10));
+  // Older than the 16 digests, but kept whole: compared byte for byte, whatever the cut.
+  EXPECT_EQ(client_data(0, stream.substr(0, 10)).verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(5, stream.substr(5, 23)).verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(5, "aaaaabbbbbXbbbbcccccccc").verdict, TcpVerdict::kKill);
+}
+
+TEST_F(TcpTrackerTest, VerifiesAResegmentedRetransmissionAgainstTheKeptBytes) {
+  handshake();
+  const std::string a(1000, 'a'), b(1000, 'b'), c(1000, 'c');
+  client_data(0, a);
+  client_data(1000, b);
+  client_data(2000, c);
+  server_acks(1000);
+  EXPECT_EQ(client_data(1000, b.substr(0, 500)).verdict, TcpVerdict::kForward);
+  EXPECT_EQ(client_data(1500, b.substr(500) + c.substr(0, 200)).verdict, TcpVerdict::kForward);
+  EXPECT_EQ(count(Counter::tcp_identical_retransmissions), 2u);
+}
+
+TEST_F(TcpTrackerTest, KillsOnUnacknowledgedRetransmissionsItCannotVerify) {
+  handshake();
+  // 80 pieces of 500 bytes: the fixture's 12-slot pool keeps the first 12, the last 16 have
+  // digests, pieces 12..63 have neither.
+  std::string stream;
+  for (int i = 0; i < 80; ++i) {
+    const std::string piece(500, static_cast<char>('a' + i % 26));
+    client_data(static_cast<uint32_t>(stream.size()), piece);
+    stream += piece;
+  }
+  EXPECT_EQ(count(Counter::tcp_bytes_not_retained), 68u * 500u);
+  EXPECT_EQ(client_data(0, stream.substr(0, 500)).verdict, TcpVerdict::kForward);  // kept
+  EXPECT_EQ(client_data(79 * 500, stream.substr(79 * 500)).verdict,
+            TcpVerdict::kForward);  // digest
+  const TcpResult result = client_data(40 * 500, stream.substr(40 * 500, 500));
   EXPECT_EQ(result.verdict, TcpVerdict::kKill);
   EXPECT_EQ(result.reason, Counter::drop_tcp_unverifiable_retransmission);
 }
@@ -279,14 +315,15 @@ TEST_F(TcpTrackerTest, HandlesSequenceWrapAround) {
   EXPECT_EQ(client_data(0, "abcdXfgh").verdict, TcpVerdict::kKill);
 }
 
-// Delivered bytes are remembered as digests of whole pieces: a retransmission that starts or
-// ends inside a piece the receiver has not acknowledged cannot be compared, and fails closed.
-TEST_F(TcpTrackerTest, KillsOnAnUnacknowledgedRetransmissionInsideADeliveredPiece) {
+// The client's delivered bytes are kept until acknowledged, so a retransmission cut anywhere
+// inside a delivered piece is still compared.
+TEST_F(TcpTrackerTest, ComparesARetransmissionCutInsideADeliveredPiece) {
   handshake();
   client_data(0, "abcdefgh");
-  const TcpResult result = client_data(2, "cdef");
+  EXPECT_EQ(client_data(2, "cdef").verdict, TcpVerdict::kForward);
+  const TcpResult result = client_data(2, "cdXf");
   EXPECT_EQ(result.verdict, TcpVerdict::kKill);
-  EXPECT_EQ(result.reason, Counter::drop_tcp_unverifiable_retransmission);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_conflicting_retransmission);
 }
 
 TEST_F(TcpTrackerTest, VerifiesARetransmissionFromTheAcknowledgementPoint) {
