@@ -18,8 +18,8 @@ std::string error_of(const std::string& yaml) {
 
 TEST(Config, EmbeddedDefaultIsValidAndMatchesTheDemoTopology) {
   const Config config = load_config_text(embedded_default_config(), "default");
-  EXPECT_EQ(config.dataplane.client_port, "net_af_packet0,iface=sl-client");
-  EXPECT_EQ(config.dataplane.server_port, "net_af_packet1,iface=sl-server");
+  EXPECT_EQ(config.dataplane.client_port, "net_af_packet0,iface=sl-client,framecnt=4096");
+  EXPECT_EQ(config.dataplane.server_port, "net_af_packet1,iface=sl-server,framecnt=4096");
   EXPECT_EQ(config.dataplane.workers, 1u);
   EXPECT_EQ(config.inspect.tcp_ports, std::vector<uint16_t>{8000});
   EXPECT_EQ(config.inspect.midstream, Policy::kDrop);
