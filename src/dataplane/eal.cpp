@@ -3,7 +3,6 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 
-#include <unistd.h>
 
 #include <algorithm>
 
@@ -53,8 +52,6 @@ std::vector<std::string> replay_eal_arguments() {
           "--no-shconf",
           "-l",
           "0",
-          "--file-prefix",
-          "sluice-replay-" + std::to_string(getpid()),
           "--log-level",
           "lib.eal:error",
           "--no-telemetry"};
