@@ -3,7 +3,6 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 
-
 #include <algorithm>
 
 namespace sluice {
@@ -44,17 +43,8 @@ std::vector<std::string> bridge_eal_arguments(const Config& config,
 }
 
 std::vector<std::string> replay_eal_arguments() {
-  return {"sluice",
-          "--no-huge",
-          "-m",
-          "256",
-          "--no-pci",
-          "--no-shconf",
-          "-l",
-          "0",
-          "--log-level",
-          "lib.eal:error",
-          "--no-telemetry"};
+  return {"sluice", "--no-huge", "-m",          "256",           "--no-pci",      "--no-shconf",
+          "-l",     "0",         "--log-level", "lib.eal:error", "--no-telemetry"};
 }
 
 void init_eal(const std::vector<std::string>& arguments) {

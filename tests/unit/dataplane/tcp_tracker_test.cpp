@@ -74,6 +74,18 @@ class TcpTrackerTest : public ::testing::Test {
     ASSERT_EQ(send(true, tcp_flag::kAck, client_isn_ + 1, server_isn_ + 1, "").verdict,
               TcpVerdict::kForward);
   }
+  // Sends `count` pieces of `size` bytes ('a', 'b', … by piece) from the client or the server,
+  // in order; returns the stream they make.
+  std::string send_pieces(bool from_client, int count, std::size_t size) {
+    std::string stream;
+    for (int i = 0; i < count; ++i) {
+      const std::string piece(size, static_cast<char>('a' + i % 26));
+      const auto offset = static_cast<uint32_t>(stream.size());
+      from_client ? client_data(offset, piece) : server_data(offset, piece);
+      stream += piece;
+    }
+    return stream;
+  }
   // The server acknowledges client bytes up to `offset`.
   void server_acks(uint32_t offset) {
     send(false, tcp_flag::kAck, server_isn_ + 1, client_isn_ + 1 + offset, "");
@@ -232,12 +244,7 @@ TEST_F(TcpTrackerTest, KillsTheFlowWhenAHeldSegmentDisagreesWithTheHoleFiller) {
 
 TEST_F(TcpTrackerTest, PassesRetransmissionsOfAcknowledgedBytesOlderThanTheHistory) {
   handshake();
-  std::string stream;
-  for (int i = 0; i < 40; ++i) {
-    const std::string piece(10, static_cast<char>('a' + i % 26));
-    client_data(static_cast<uint32_t>(stream.size()), piece);
-    stream += piece;
-  }
+  const std::string stream = send_pieces(true, 40, 10);
   server_acks(static_cast<uint32_t>(stream.size()));
   // The receiver already holds these bytes; it will discard whatever they are.
   EXPECT_EQ(client_data(0, stream.substr(0, 10)).verdict, TcpVerdict::kForward);
@@ -245,12 +252,7 @@ TEST_F(TcpTrackerTest, PassesRetransmissionsOfAcknowledgedBytesOlderThanTheHisto
 
 TEST_F(TcpTrackerTest, ComparesOldUnacknowledgedRetransmissionsWithTheKeptBytes) {
   handshake();
-  std::string stream;
-  for (int i = 0; i < 40; ++i) {
-    const std::string piece(10, static_cast<char>('a' + i % 26));
-    client_data(static_cast<uint32_t>(stream.size()), piece);
-    stream += piece;
-  }
+  const std::string stream = send_pieces(true, 40, 10);
   // Older than the 16 digests, but kept whole: compared byte for byte, whatever the cut.
   EXPECT_EQ(client_data(0, stream.substr(0, 10)).verdict, TcpVerdict::kForward);
   EXPECT_EQ(client_data(5, stream.substr(5, 23)).verdict, TcpVerdict::kForward);
@@ -273,12 +275,7 @@ TEST_F(TcpTrackerTest, KillsOnUnacknowledgedRetransmissionsItCannotVerify) {
   handshake();
   // 80 pieces of 500 bytes: the fixture's 12-slot pool keeps the first 12, the last 16 have
   // digests, pieces 12..63 have neither.
-  std::string stream;
-  for (int i = 0; i < 80; ++i) {
-    const std::string piece(500, static_cast<char>('a' + i % 26));
-    client_data(static_cast<uint32_t>(stream.size()), piece);
-    stream += piece;
-  }
+  const std::string stream = send_pieces(true, 80, 500);
   EXPECT_EQ(count(Counter::tcp_bytes_not_retained), 68u * 500u);
   EXPECT_EQ(client_data(0, stream.substr(0, 500)).verdict, TcpVerdict::kForward);  // kept
   EXPECT_EQ(client_data(79 * 500, stream.substr(79 * 500)).verdict,
@@ -290,12 +287,7 @@ TEST_F(TcpTrackerTest, KillsOnUnacknowledgedRetransmissionsItCannotVerify) {
 
 TEST_F(TcpTrackerTest, PassesUnverifiableRetransmissionsFromTheServerCounted) {
   handshake();
-  std::string stream;
-  for (int i = 0; i < 40; ++i) {
-    const std::string piece(10, static_cast<char>('a' + i % 26));
-    server_data(static_cast<uint32_t>(stream.size()), piece);
-    stream += piece;
-  }
+  const std::string stream = send_pieces(false, 40, 10);
   EXPECT_EQ(server_data(0, stream.substr(0, 10)).verdict, TcpVerdict::kForward);
   EXPECT_EQ(count(Counter::tcp_unverified_retransmissions_passed), 1u);
   EXPECT_EQ(server_data(390, "XXXXXXXXXX").verdict,
