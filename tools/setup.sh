@@ -7,6 +7,7 @@ packages=(
   build-essential pkg-config meson ninja-build clang-format
   libdpdk-dev dpdk libhyperscan-dev liburing-dev libxxhash-dev libssl-dev
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpcap-dev
+  zlib1g-dev libutf8proc-dev libicu-dev nlohmann-json3-dev clang python3-h11
   iproute2 iputils-ping ethtool curl python3 python3-scapy procps tcpdump
 )
 
