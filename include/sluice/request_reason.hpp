@@ -10,45 +10,46 @@
 namespace sluice {
 
 // X(name, status, text)
-#define SLUICE_REQUEST_REASONS(X)                                                              \
-  X(ok, 200, "accepted")                                                                       \
-  /* HTTP/1.1 framing (RFC 9112) */                                                            \
-  X(http_bad_request_line, 400, "malformed request line")                                      \
-  X(http_09_request, 400, "HTTP/0.9 request")                                                  \
-  X(http_bad_version, 505, "HTTP version other than 1.0 or 1.1")                               \
-  X(http_method_not_allowed, 405, "method outside the allowed set")                            \
-  X(http_connect, 400, "CONNECT on an inspected port")                                         \
-  X(http_upgrade, 400, "Upgrade (h2c, websocket, ...) on an inspected port")                   \
-  X(http_bad_header, 400, "malformed header field")                                            \
-  X(http_space_before_colon, 400, "whitespace between header name and colon")                  \
-  X(http_obs_fold, 400, "obsolete line folding")                                               \
-  X(http_bare_cr, 400, "CR not followed by LF")                                                \
-  X(http_bare_lf, 400, "LF without CR")                                                        \
-  X(http_control_character, 400, "NUL or control character in a header")                      \
-  X(http_header_too_large, 431, "header section over the limit")                              \
-  X(http_too_many_headers, 431, "more header fields than the limit")                           \
+#define SLUICE_REQUEST_REASONS(X)                                                                \
+  X(ok, 200, "accepted")                                                                         \
+  /* HTTP/1.1 framing (RFC 9112) */                                                              \
+  X(http_bad_request_line, 400, "malformed request line")                                        \
+  X(http_09_request, 400, "HTTP/0.9 request")                                                    \
+  X(http_bad_version, 505, "HTTP version other than 1.0 or 1.1")                                 \
+  X(http_method_not_allowed, 405, "method outside the allowed set")                              \
+  X(http_connect, 400, "CONNECT on an inspected port")                                           \
+  X(http_uri_too_long, 414, "request target over the limit")                                     \
+  X(http_upgrade, 400, "Upgrade (h2c, websocket, ...) on an inspected port")                     \
+  X(http_bad_header, 400, "malformed header field")                                              \
+  X(http_space_before_colon, 400, "whitespace between header name and colon")                    \
+  X(http_obs_fold, 400, "obsolete line folding")                                                 \
+  X(http_bare_cr, 400, "CR not followed by LF")                                                  \
+  X(http_bare_lf, 400, "LF without CR")                                                          \
+  X(http_control_character, 400, "NUL or control character in a header")                         \
+  X(http_header_too_large, 431, "header section over the limit")                                 \
+  X(http_too_many_headers, 431, "more header fields than the limit")                             \
   X(http_content_length_and_transfer_encoding, 400, "both Content-Length and Transfer-Encoding") \
-  X(http_conflicting_content_length, 400, "differing Content-Length values")                   \
-  X(http_bad_content_length, 400, "invalid Content-Length")                                    \
-  X(http_unsupported_transfer_encoding, 400, "Transfer-Encoding other than chunked")           \
-  X(http_bad_chunk_size, 400, "invalid chunk size")                                            \
-  X(http_chunk_size_overflow, 400, "chunk size too large")                                     \
-  X(http_bad_chunk_framing, 400, "chunk data not followed by CRLF")                            \
-  X(http_body_too_large, 413, "body over the limit")                                           \
-  X(http_missing_host, 400, "HTTP/1.1 request without Host")                                   \
-  X(http_duplicate_host, 400, "more than one Host")                                            \
-  /* content */                                                                                \
-  X(content_unsupported_encoding, 415, "Content-Encoding other than gzip or deflate")           \
-  X(content_unsupported_charset, 415, "charset other than UTF-8")                              \
-  X(content_bad_compressed_data, 400, "compressed body does not decode")                       \
-  X(content_decompression_bomb, 413, "decoded body over the size or ratio limit")              \
-  /* JSON prompt extraction */                                                                 \
-  X(json_invalid, 400, "invalid JSON")                                                         \
-  X(json_duplicate_key, 400, "duplicate key in an object")                                     \
-  X(json_escaped_known_key, 400, "escaped key that decodes to a known field")                  \
-  X(json_too_deep, 400, "nesting deeper than the limit")                                       \
-  X(json_lone_surrogate, 400, "lone UTF-16 surrogate in a string")                             \
-  X(json_invalid_utf8, 400, "invalid UTF-8")                                                   \
+  X(http_conflicting_content_length, 400, "differing Content-Length values")                     \
+  X(http_bad_content_length, 400, "invalid Content-Length")                                      \
+  X(http_unsupported_transfer_encoding, 400, "Transfer-Encoding other than chunked")             \
+  X(http_bad_chunk_size, 400, "invalid chunk size")                                              \
+  X(http_chunk_size_overflow, 400, "chunk size too large")                                       \
+  X(http_bad_chunk_framing, 400, "chunk data not followed by CRLF")                              \
+  X(http_body_too_large, 413, "body over the limit")                                             \
+  X(http_missing_host, 400, "HTTP/1.1 request without Host")                                     \
+  X(http_duplicate_host, 400, "more than one Host")                                              \
+  /* content */                                                                                  \
+  X(content_unsupported_encoding, 415, "Content-Encoding other than gzip or deflate")            \
+  X(content_unsupported_charset, 415, "charset other than UTF-8")                                \
+  X(content_bad_compressed_data, 400, "compressed body does not decode")                         \
+  X(content_decompression_bomb, 413, "decoded body over the size or ratio limit")                \
+  /* JSON prompt extraction */                                                                   \
+  X(json_invalid, 400, "invalid JSON")                                                           \
+  X(json_duplicate_key, 400, "duplicate key in an object")                                       \
+  X(json_escaped_known_key, 400, "escaped key that decodes to a known field")                    \
+  X(json_too_deep, 400, "nesting deeper than the limit")                                         \
+  X(json_lone_surrogate, 400, "lone UTF-16 surrogate in a string")                               \
+  X(json_invalid_utf8, 400, "invalid UTF-8")                                                     \
   X(json_field_too_long, 400, "a scalar field (model, ...) over its length limit")
 
 enum class RequestReason : uint8_t {

@@ -1,0 +1,183 @@
+// Incremental HTTP/1.1 request parser (RFC 9112) for one direction of one flow: fed the flow's
+// in-order bytes in pieces split anywhere (down to one byte), it reports each request's head,
+// its de-chunked body and its end, for keep-alive and pipelined requests alike. Strict by
+// default: every deviation is a named RequestReason with the status the enforcement stage
+// sends. State is a fixed-size byte machine (no header buffering, no allocation): only the
+// method, the target and the values of the few headers Sluice needs are kept, each bounded.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "sluice/request_reason.hpp"
+
+namespace sluice {
+
+inline constexpr std::size_t kMaxMethodBytes = 16;
+inline constexpr std::size_t kMaxTargetBytes = 1024;
+inline constexpr std::size_t kMaxKeyBytes = 256;
+inline constexpr std::size_t kMaxValueBytes = 256;  // Host, Content-Type, … values kept
+inline constexpr std::size_t kMaxMethods = 12;
+
+struct HttpLimits {
+  uint32_t max_header_bytes = 16384;  // request line + header section (and trailers)
+  uint32_t max_headers = 100;
+  uint64_t max_body_bytes = 4u << 20;  // after de-chunking, before content decoding
+  // Methods allowed on inspected ports; CONNECT is always refused (http_connect).
+  std::array<std::string_view, kMaxMethods> methods = {"GET",   "HEAD",   "POST",   "PUT",
+                                                       "PATCH", "DELETE", "OPTIONS"};
+};
+
+enum class BodyFraming : uint8_t { kNone, kContentLength, kChunked };
+enum class ContentEncoding : uint8_t { kIdentity, kGzip, kDeflate };
+
+// Where the API key came from, and whether the request carried exactly one.
+enum class KeySource : uint8_t { kNone, kAuthorizationBearer, kXApiKey, kApiKey };
+enum class KeyStatus : uint8_t {
+  kAbsent,       // no key header
+  kPresent,      // exactly one key
+  kDuplicated,   // the same key more than once (in one or several headers)
+  kConflicting,  // different keys
+};
+
+// A request's head, valid during HttpRequestSink::on_head only (views point into the parser).
+struct RequestHead {
+  std::string_view method;
+  std::string_view target;
+  uint8_t version_minor = 1;  // HTTP/1.x
+  BodyFraming framing = BodyFraming::kNone;
+  uint64_t content_length = 0;
+  ContentEncoding content_encoding = ContentEncoding::kIdentity;
+  bool json = false;  // Content-Type application/json or */*+json
+  bool expect_continue = false;
+  bool keep_alive = true;
+  std::string_view host;
+  KeySource key_source = KeySource::kNone;
+  KeyStatus key_status = KeyStatus::kAbsent;
+  std::string_view key;  // the first key seen (empty when absent); never logged
+};
+
+class HttpRequestSink {
+ public:
+  virtual ~HttpRequestSink() = default;
+  virtual void on_head(const RequestHead& head) = 0;
+  // Body bytes in order, chunk framing removed (still content-encoded).
+  virtual void on_body(std::span<const uint8_t> bytes) = 0;
+  virtual void on_complete() = 0;
+};
+
+class HttpRequestParser {
+ public:
+  explicit HttpRequestParser(const HttpLimits* limits) : limits_(limits) {}
+
+  // Parses as much of `bytes` as forms requests, reporting to `sink`. Returns ok, or the first
+  // rejection; after a rejection the parser stays failed (every later call returns it).
+  RequestReason feed(std::span<const uint8_t> bytes, HttpRequestSink& sink);
+
+  // The bytes between requests: no request is in progress.
+  bool idle() const { return state_ == State::kStart && pending_line_bytes_ == 0; }
+  RequestReason failure() const { return failure_; }
+  uint64_t requests_completed() const { return requests_completed_; }
+
+ private:
+  enum class State : uint8_t {
+    kStart,    // before a request line (leading CRLFs allowed)
+    kStartLf,  // CR seen before a request line
+    kMethod,
+    kTarget,
+    kVersion,
+    kRequestLineLf,  // CR after the version seen
+    kLineStart,      // at the start of a header line (or the end of the section)
+    kHeaderName,
+    kValueStart,  // optional whitespace after the colon
+    kValue,
+    kValueLf,    // CR inside a header line seen
+    kHeadEndLf,  // CR of the empty line seen
+    kBody,       // Content-Length body
+    kChunkSize,
+    kChunkExtension,
+    kChunkSizeLf,
+    kChunkData,
+    kChunkDataCr,
+    kChunkDataLf,
+    kFailed,
+  };
+  // The headers whose values matter; everything else is checked for syntax and skipped.
+  enum class Header : uint8_t {
+    kOther,
+    kHost,
+    kContentLength,
+    kTransferEncoding,
+    kContentType,
+    kContentEncoding,
+    kAuthorization,
+    kXApiKey,
+    kApiKey,
+    kExpect,
+    kConnection,
+    kUpgrade,
+    kHttp2Settings,
+  };
+
+  RequestReason fail(RequestReason reason);
+  RequestReason count_header_byte();
+  RequestReason end_of_request_line();
+  RequestReason end_of_header_line();
+  RequestReason end_of_head(HttpRequestSink& sink);
+  void complete(HttpRequestSink& sink);
+  void begin_request();
+  void note_key(KeySource source, std::string_view key);
+  bool method_allowed() const;
+
+  const HttpLimits* limits_;
+  State state_ = State::kStart;
+  RequestReason failure_ = RequestReason::ok;
+  uint64_t requests_completed_ = 0;
+
+  // Per request.
+  uint32_t header_bytes_ = 0;
+  uint32_t header_count_ = 0;
+  uint32_t pending_line_bytes_ = 0;  // leading CRLFs seen before the request line
+  uint8_t method_length_ = 0;
+  uint16_t target_length_ = 0;
+  uint8_t version_length_ = 0;
+  uint8_t version_minor_ = 1;
+  bool chunked_ = false;
+  bool transfer_encoding_seen_ = false;
+  bool content_length_seen_ = false;
+  bool connection_close_ = false;
+  bool connection_keep_alive_ = false;
+  bool connection_upgrade_ = false;
+  bool expect_continue_ = false;
+  bool json_ = false;
+  bool in_trailers_ = false;
+  uint8_t host_count_ = 0;
+  ContentEncoding content_encoding_ = ContentEncoding::kIdentity;
+  KeySource key_source_ = KeySource::kNone;
+  KeyStatus key_status_ = KeyStatus::kAbsent;
+  uint16_t key_length_ = 0;
+  uint16_t host_length_ = 0;
+  uint64_t content_length_ = 0;
+  uint64_t body_remaining_ = 0;  // in the Content-Length body or the current chunk
+  uint64_t body_total_ = 0;
+  uint8_t chunk_digits_ = 0;
+
+  // Per header line.
+  Header header_ = Header::kOther;
+  uint8_t name_length_ = 0;
+  uint16_t value_length_ = 0;
+  bool value_overflow_ = false;
+  uint8_t trailing_spaces_ = 0;  // whitespace at the value's end, trimmed when the line ends
+
+  char method_[kMaxMethodBytes];
+  char version_[8];
+  char name_[24];  // lower-cased, enough for every header in Header
+  char target_[kMaxTargetBytes];
+  char key_[kMaxKeyBytes];
+  char host_[kMaxValueBytes];
+  char value_[kMaxValueBytes + 16];  // room for "Bearer " before a key of kMaxKeyBytes
+};
+
+}  // namespace sluice
