@@ -49,7 +49,7 @@ returned to the pool, 3 when some were not, 1 on a start-up error, 2 on a usage 
 
 constexpr std::string_view kReplayHelp =
     R"(Usage: sluice replay --in CAPTURE.pcap --out-client TO_CLIENT.pcap --out-server TO_SERVER.pcap
-                    [--config FILE] [--server-net CIDR]... [--quiet]
+                    [--config FILE] [--server-net CIDR]... [--prompts FILE] [--quiet]
 
 Runs Sluice's worker pipeline over a capture, in order, on one worker, with time taken from the
 packet timestamps, and writes what Sluice emits toward each side. The same capture and config
@@ -63,6 +63,10 @@ Options:
       --out-client FILE   pcap of what Sluice sends toward the client side
       --out-server FILE   pcap of what Sluice sends toward the server side
       --server-net CIDR   addresses in CIDR are on the server side (repeatable; e.g. 198.18.1.0/24)
+      --prompts FILE      write, per request, one JSON line of what the rule scanner sees: method,
+                          target, outcome (reason and HTTP status), model, token estimate and the
+                          canonical prompt text. Prompts are sensitive: only written when asked;
+                          API keys are never written.
       --quiet             no summary table
   -h, --help              this text
 
@@ -223,6 +227,8 @@ int main_replay(int argc, char** argv) {
       } catch (const std::invalid_argument& e) {
         usage_error("--server-net: " + std::string(e.what()), command);
       }
+    } else if (name == "--prompts") {
+      options.prompts = args.value(name, inline_value);
     } else if (name == "--quiet") {
       options.quiet = true;
     } else {

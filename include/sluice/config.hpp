@@ -47,6 +47,17 @@ struct InspectConfig {
   }
 };
 
+// The request assembler's limits on inspected ports (the tiers' own limits come later).
+struct HttpConfig {
+  uint32_t max_header_bytes = 16384;
+  uint32_t max_headers = 100;
+  uint64_t max_body_bytes = 4u << 20;
+  std::vector<std::string> methods = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+  uint64_t max_decoded_bytes = 4u << 20;
+  uint32_t max_decode_ratio = 100;
+  uint32_t json_max_depth = 32;
+};
+
 struct StatsConfig {
   double interval_s = 1.0;  // live stats line period; 0 turns it off
 };
@@ -55,6 +66,7 @@ struct Config {
   std::string source = "<embedded default>";  // where it was loaded from, for messages
   DataplaneConfig dataplane;
   InspectConfig inspect;
+  HttpConfig http;
   StatsConfig stats;
 };
 

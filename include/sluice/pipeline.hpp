@@ -12,6 +12,7 @@
 #include "sluice/config.hpp"
 #include "sluice/counters.hpp"
 #include "sluice/flow_table.hpp"
+#include "sluice/http_stage.hpp"
 #include "sluice/stream_consumer.hpp"
 #include "sluice/tcp_tracker.hpp"
 
@@ -59,6 +60,9 @@ class Pipeline {
   FlowTable table_;
   TcpTracker tracker_;
 };
+
+// The L7 stage's settings from the config (views into `config`, which outlives the stage).
+HttpStageConfig http_stage_config(const Config& config);
 
 // Nanosecond clock for the live data path: the TSC, read once per burst.
 uint64_t tsc_now_ns();

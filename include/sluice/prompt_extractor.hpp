@@ -14,12 +14,15 @@ namespace sluice {
 
 // Which field a piece of prompt text belongs to.
 enum class PromptField : uint8_t {
-  kMessageContent,   // messages[].content (string, or parts[].text)
+  kMessageContent,   // messages[].content (string, or parts[].text, or a part's content: the
+                     // Anthropic tool_result, string or parts[].text)
   kMessageName,      // messages[].name
-  kToolArguments,    // messages[].tool_calls[].function.arguments
-  kToolDescription,  // tools[].function.description
+  kToolArguments,    // messages[].tool_calls[].function.arguments; input[].arguments (Responses
+                     // function_call)
+  kToolDescription,  // tools[].function.description; tools[].description (Anthropic)
   kPrompt,           // prompt (string or array of strings)
-  kInput,            // input (string or array of strings / message-like items with content)
+  kInput,            // input (string, array of strings, or items' content / output: a string
+                     // or parts[].text)
   kInstructions,     // instructions
   kSystem,           // system (string or blocks[].text)
   kSuffix,           // suffix
@@ -43,12 +46,12 @@ struct RequestFields {
   std::optional<uint64_t> max_tokens;             // max_tokens
   std::optional<uint64_t> max_completion_tokens;  // max_completion_tokens
   std::optional<uint64_t> max_output_tokens;      // max_output_tokens
-  bool prompt_token_ids = false;  // `prompt` (or `input`) held token ids instead of text
+  bool prompt_token_ids = false;  // `prompt` or `input` held a number (token ids), not only text
 };
 
 struct JsonLimits {
-  uint32_t max_depth = 32;
-  uint32_t max_scalar_bytes = 256;  // model and numbers
+  uint32_t max_depth = 32;          // open objects and arrays (the top-level object is 1); <= 128
+  uint32_t max_scalar_bytes = 256;  // model (decoded bytes) and every number literal
 };
 
 class PromptExtractor {
@@ -67,8 +70,12 @@ class PromptExtractor {
 
   const RequestFields& fields() const { return fields_; }
 
-  // Bytes of state this object holds per flow (documented in the README).
-  static constexpr std::size_t kStateBytes = 512;
+  // Parser state per flow: the object/array bit stack (128 levels), the roles and seen-key sets
+  // of the at most 7 tracked containers, a 24-byte key buffer (the longest known key is 21), a
+  // held partial UTF-8 character and escape; 112 bytes used. sizeof(PromptExtractor) = 216
+  // bytes on x86-64 (state_, fields_, limits_), plus the model string's heap buffer of
+  // max_scalar_bytes + 1, reserved once by the constructor: feed() and finish() never allocate.
+  static constexpr std::size_t kStateBytes = 112;
 
  private:
   // Implementation state: see src/core/prompt_extractor.cpp.

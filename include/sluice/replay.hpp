@@ -26,6 +26,7 @@ struct ReplayOptions {
   std::string out_client;
   std::string out_server;
   std::vector<Cidr> server_nets;
+  std::string prompts;  // JSON lines of what the scanner sees per request; empty: none
   bool quiet = false;
 };
 

@@ -70,6 +70,8 @@ inline constexpr std::array kRequestReasons = {
 #undef SLUICE_REASON_INFO
 };
 
+inline constexpr std::size_t kRequestReasonCount = kRequestReasons.size();
+
 constexpr const RequestReasonInfo& info_of(RequestReason reason) {
   return kRequestReasons[static_cast<std::size_t>(reason)];
 }

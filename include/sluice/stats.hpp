@@ -9,12 +9,14 @@
 #include <vector>
 
 #include "sluice/counters.hpp"
+#include "sluice/request_recorder.hpp"
 
 namespace sluice {
 
 // What one worker publishes; written only by that worker.
 struct alignas(64) WorkerStats {
   Counters counters;
+  RequestCounts requests;
   std::atomic<uint32_t> active_flows{0};
 };
 
@@ -26,5 +28,9 @@ std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& b
 // ("  name  value"), so scripts can read it.
 void print_summary(std::FILE* out, const CounterSnapshot& totals,
                    const std::vector<std::pair<std::string, uint64_t>>& gauges);
+
+// "requests_<reason>  N" lines: requests_ok always, refusals when they happened.
+std::vector<std::pair<std::string, uint64_t>> request_gauges(
+    const std::array<uint64_t, kRequestReasonCount>& by_reason);
 
 }  // namespace sluice

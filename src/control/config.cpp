@@ -162,7 +162,7 @@ Config parse(const YAML::Node& root, const std::string& source) {
   config.source = source;
   if (!root || root.IsNull()) return config;  // an empty file: every default
   const Section top(root, "", source);
-  top.allow_only({"dataplane", "inspect", "stats"});
+  top.allow_only({"dataplane", "inspect", "http", "stats"});
 
   if (top.has("dataplane")) {
     const Section s = top.child("dataplane");
@@ -211,6 +211,37 @@ Config parse(const YAML::Node& root, const std::string& source) {
       i.half_open_timeout_s = t.seconds("half_open", i.half_open_timeout_s, 0.001, kDay);
       i.established_timeout_s = t.seconds("established", i.established_timeout_s, 0.001, kDay);
       i.closing_timeout_s = t.seconds("closing", i.closing_timeout_s, 0.001, kDay);
+    }
+  }
+
+  if (top.has("http")) {
+    const Section s = top.child("http");
+    s.allow_only({"max_header_bytes", "max_headers", "max_body_bytes", "methods",
+                  "max_decoded_bytes", "max_decode_ratio", "json_max_depth"});
+    HttpConfig& h = config.http;
+    h.max_header_bytes =
+        static_cast<uint32_t>(s.integer("max_header_bytes", h.max_header_bytes, 256, 1u << 20));
+    h.max_headers = static_cast<uint32_t>(s.integer("max_headers", h.max_headers, 1, 10000));
+    h.max_body_bytes = s.integer("max_body_bytes", h.max_body_bytes, 0, uint64_t{1} << 40);
+    h.max_decoded_bytes = s.integer("max_decoded_bytes", h.max_decoded_bytes, 0, uint64_t{1} << 40);
+    h.max_decode_ratio =
+        static_cast<uint32_t>(s.integer("max_decode_ratio", h.max_decode_ratio, 1, 100000));
+    h.json_max_depth =
+        static_cast<uint32_t>(s.integer("json_max_depth", h.json_max_depth, 2, 1024));
+    if (s.has("methods")) {
+      h.methods = s.strings("methods", h.methods);
+      if (h.methods.empty() || h.methods.size() > 12)
+        s.fail(s.get("methods"), "http.methods: expected 1 to 12 methods");
+      for (const std::string& method : h.methods) {
+        const bool token =
+            !method.empty() && method.size() <= 16 &&
+            method.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") == std::string::npos;
+        if (!token || method == "CONNECT") {
+          s.fail(s.get("methods"),
+                 "http.methods: '" + method +
+                     "' is not an upper-case method name (CONNECT is never allowed)");
+        }
+      }
     }
   }
 

@@ -222,7 +222,9 @@ int worker_main(void* argument) {
   const uint16_t queue = context.index;
   const uint16_t burst = static_cast<uint16_t>(std::min(config.dataplane.burst_size, kMaxBurst));
 
-  NullConsumer consumer;
+  const HttpStageConfig stage_config = http_stage_config(config);
+  RequestRecorder recorder(stats.requests, nullptr);
+  HttpStage consumer(&stage_config, recorder);
   BufferedSink sink(shared.ports, queue, burst, counters);
   std::random_device entropy;
   const uint64_t seed = (uint64_t{entropy()} << 32) | entropy();
@@ -311,6 +313,14 @@ std::string port_line(const Shared& shared) {
             ",nombuf=" + std::to_string(t.rx_nombuf);
   }
   return line.empty() ? "" : " | nic" + line;
+}
+
+std::array<uint64_t, kRequestReasonCount> request_totals(const Shared& shared) {
+  std::array<uint64_t, kRequestReasonCount> totals{};
+  for (const auto& stats : shared.stats) {
+    for (std::size_t i = 0; i < kRequestReasonCount; ++i) totals[i] += stats->requests.get(i);
+  }
+  return totals;
 }
 
 CounterSnapshot snapshot(const Shared& shared, uint64_t* active_flows) {
@@ -440,6 +450,7 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
   const uint64_t in_use = rte_mempool_in_use_count(shared.pool);
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   std::printf("sluice: stopped after %.1f s\n", seconds);
+  for (auto& gauge : request_gauges(request_totals(shared))) gauges.push_back(std::move(gauge));
   gauges.insert(gauges.end(), {{"workers", workers}, {"mbufs_in_use_at_exit", in_use}});
   print_summary(stdout, snapshot(shared, nullptr), gauges);
   for (uint16_t id : shared.ports) rte_eth_dev_close(id);

@@ -31,6 +31,22 @@ Counter rx_bytes(Side side) {
 
 }  // namespace
 
+HttpStageConfig http_stage_config(const Config& config) {
+  HttpStageConfig stage;
+  const HttpConfig& http = config.http;
+  stage.limits.max_header_bytes = http.max_header_bytes;
+  stage.limits.max_headers = http.max_headers;
+  stage.limits.max_body_bytes = http.max_body_bytes;
+  stage.limits.methods = {};
+  for (std::size_t i = 0; i < http.methods.size() && i < stage.limits.methods.size(); ++i) {
+    stage.limits.methods[i] = http.methods[i];
+  }
+  stage.decode.max_output_bytes = http.max_decoded_bytes;
+  stage.decode.max_ratio = http.max_decode_ratio;
+  stage.json.max_depth = http.json_max_depth;
+  return stage;
+}
+
 uint64_t tsc_now_ns() {
   static const double ns_per_cycle = 1e9 / static_cast<double>(rte_get_tsc_hz());
   return static_cast<uint64_t>(static_cast<double>(rte_rdtsc()) * ns_per_cycle);

@@ -52,6 +52,16 @@ std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& b
   return line;
 }
 
+std::vector<std::pair<std::string, uint64_t>> request_gauges(
+    const std::array<uint64_t, kRequestReasonCount>& by_reason) {
+  std::vector<std::pair<std::string, uint64_t>> gauges;
+  for (std::size_t i = 0; i < kRequestReasonCount; ++i) {
+    if (i != 0 && by_reason[i] == 0) continue;
+    gauges.emplace_back("requests_" + std::string(kRequestReasons[i].name), by_reason[i]);
+  }
+  return gauges;
+}
+
 void print_summary(std::FILE* out, const CounterSnapshot& totals,
                    const std::vector<std::pair<std::string, uint64_t>>& gauges) {
   std::fprintf(out, "summary:\n");

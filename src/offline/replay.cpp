@@ -5,6 +5,8 @@
 #include <rte_errno.h>
 #include <rte_mbuf.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -15,6 +17,7 @@
 #include "sluice/eal.hpp"
 #include "sluice/flow_table.hpp"
 #include "sluice/pipeline.hpp"
+#include "sluice/request_recorder.hpp"
 #include "sluice/stats.hpp"
 #include "sluice/tcp_tracker.hpp"
 
@@ -194,7 +197,15 @@ int run_replay(const Config& config, const ReplayOptions& options) {
   DumperHandle to_server = open_output(dead.get(), options.out_server);
 
   Counters counters;
-  NullConsumer consumer;
+  RequestCounts requests;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> prompts(nullptr, &std::fclose);
+  if (!options.prompts.empty()) {
+    prompts.reset(std::fopen(options.prompts.c_str(), "w"));
+    if (!prompts) throw StartupError(options.prompts + ": cannot write: " + std::strerror(errno));
+  }
+  const HttpStageConfig stage_config = http_stage_config(config);
+  RequestRecorder recorder(requests, prompts.get());
+  HttpStage consumer(&stage_config, recorder);
   CaptureSink sink(to_client.get(), to_server.get(), counters);
   Pipeline pipeline(config, kReplayHashSeed, pool, sink, consumer, counters);
   uint64_t truncated = 0;
@@ -228,10 +239,11 @@ int run_replay(const Config& config, const ReplayOptions& options) {
   if (!options.quiet) {
     CounterSnapshot totals;
     totals.accumulate(counters);
-    print_summary(stdout, totals,
-                  {{"packets_read", packets},
-                   {"packets_truncated_in_capture", truncated},
-                   {"mbufs_in_use_after_run", in_use_after}});
+    std::vector<std::pair<std::string, uint64_t>> gauges = request_gauges(requests.by_reason);
+    gauges.insert(gauges.end(), {{"packets_read", packets},
+                                 {"packets_truncated_in_capture", truncated},
+                                 {"mbufs_in_use_after_run", in_use_after}});
+    print_summary(stdout, totals, gauges);
   }
   rte_mempool_free(pool);
   rte_eal_cleanup();

@@ -18,7 +18,7 @@ for option in --config --workers --duration --stats-interval --check-config --pr
   check "sluice --help explains $option" contains "$help" "$option"
 done
 replay_help=$("$sluice" replay --help)
-for option in --config --in --out-client --out-server --server-net --quiet --help; do
+for option in --config --in --out-client --out-server --server-net --prompts --quiet --help; do
   check "sluice replay --help explains $option" contains "$replay_help" "$option"
 done
 

@@ -89,9 +89,23 @@ INSTANTIATE_TEST_SUITE_P(
                 "inspect.timeouts.closing: expected a number of seconds"},
         BadCase{"dataplane: [1, 2]\n", "test.yaml:1:12: expected a mapping"},
         BadCase{"colour: blue\n",
-                "unknown key 'colour' (expected one of: dataplane, inspect, stats)"},
+                "unknown key 'colour' (expected one of: dataplane, inspect, http, stats)"},
         BadCase{"dataplane:\n  client_port: \"\"\n", "dataplane.client_port: must not be empty"},
-        BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"}));
+        BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"},
+        BadCase{"http:\n  methods: [POST, CONNECT]\n",
+                "http.methods: 'CONNECT' is not an upper-case method name"},
+        BadCase{"http:\n  methods: [post]\n",
+                "http.methods: 'post' is not an upper-case method name"},
+        BadCase{"http:\n  max_header_bytes: 10\n",
+                "http.max_header_bytes: expected an integer in [256,"}));
+
+TEST(Config, ReadsTheHttpLimits) {
+  const Config config = load_config_text(
+      "http:\n  max_body_bytes: 1024\n  methods: [POST, GET]\n  json_max_depth: 8\n", "h.yaml");
+  EXPECT_EQ(config.http.max_body_bytes, 1024u);
+  EXPECT_EQ(config.http.methods, (std::vector<std::string>{"POST", "GET"}));
+  EXPECT_EQ(config.http.json_max_depth, 8u);
+}
 
 TEST(Config, MissingFileIsNamed) {
   try {

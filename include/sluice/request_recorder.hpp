@@ -1,0 +1,56 @@
+// The dataplane's RequestObserver until admission and rules exist: counts requests by outcome
+// (per worker, read by the stats thread like the other counters) and, for `sluice replay
+// --prompts FILE` only, writes what the scanner would see, one JSON line per request. API keys
+// are never written; prompts only when that option is given.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <unordered_map>
+
+#include "sluice/counters.hpp"
+#include "sluice/http_stage.hpp"
+#include "sluice/request_reason.hpp"
+
+namespace sluice {
+
+struct RequestCounts {
+  std::array<uint64_t, kRequestReasonCount> by_reason{};
+  void add(RequestReason reason) {
+    std::atomic_ref<uint64_t> slot(by_reason[static_cast<std::size_t>(reason)]);
+    slot.store(slot.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  uint64_t get(std::size_t index) const {
+    std::atomic_ref<uint64_t> slot(const_cast<uint64_t&>(by_reason[index]));
+    return slot.load(std::memory_order_relaxed);
+  }
+};
+
+class RequestRecorder final : public RequestObserver {
+ public:
+  // `prompts` may be null (nothing written).
+  RequestRecorder(RequestCounts& counts, std::FILE* prompts) : counts_(counts), prompts_(prompts) {}
+
+  void on_request_head(uint32_t flow_id, const RequestHead& head) override;
+  void on_prompt_text(uint32_t flow_id, std::string_view canonical) override;
+  void on_request_end(uint32_t flow_id, const RequestOutcome& outcome) override;
+  void on_response_end(uint32_t flow_id, uint16_t status) override;
+
+ private:
+  RequestCounts& counts_;
+  std::FILE* prompts_;
+  // The requests being read, by flow (flows interleave in a capture).
+  struct Pending {
+    std::string method;
+    std::string target;
+    std::string text;
+  };
+  std::unordered_map<uint32_t, Pending> pending_;
+};
+
+// Appends `text` to `out` as the inside of a JSON string (RFC 8259 escapes).
+void append_json_escaped(std::string& out, std::string_view text);
+
+}  // namespace sluice

@@ -1,0 +1,183 @@
+#include "sluice/http_stage.hpp"
+
+#include "sluice/canonicalizer.hpp"
+#include "sluice/http_response.hpp"
+
+namespace sluice {
+
+// Everything the stage keeps for one flow; it is its own sink at every step of the chain
+// request parser → content decoder → prompt extractor → canonicaliser → observer.
+struct HttpStage::FlowState final : HttpRequestSink,
+                                    HttpResponseSink,
+                                    DecodedSink,
+                                    PromptSink,
+                                    CanonicalSink {
+  FlowState(const HttpStageConfig* stage_config, RequestObserver& request_observer)
+      : config(stage_config),
+        observer(request_observer),
+        request(&stage_config->limits),
+        decoder(stage_config->decode),
+        extractor(stage_config->json) {}
+
+  void reset(uint32_t id) {
+    flow_id = id;
+    request = HttpRequestParser(&config->limits);
+    response = HttpResponseParser();
+    sequence = 0;
+    in_body = reported = field_open = json = false;
+    failure = refused = RequestReason::ok;
+    status = 0;
+  }
+
+  // The request failed or ended: tells the observer once. A refusal ends the flow: nothing
+  // after it — not even the rest of the segment that carried it — is read as a request.
+  void report(RequestReason reason) {
+    if (reported || refused != RequestReason::ok) return;
+    reported = true;
+    refused = reason;
+    if (field_open) {
+      canonicalizer.end_field(*this);
+      field_open = false;
+    }
+    RequestOutcome outcome;
+    outcome.sequence = sequence;
+    outcome.reason = reason;
+    outcome.json = json;
+    outcome.fields = json ? &extractor.fields() : nullptr;
+    outcome.body_bytes = in_body ? decoder.decoded_bytes() : 0;
+    outcome.token_estimate = in_body ? canonicalizer.token_estimate() : 0;
+    observer.on_request_end(flow_id, outcome);
+  }
+
+  // HttpRequestSink
+  void on_head(const RequestHead& head) override {
+    if (refused != RequestReason::ok) return;
+    reported = field_open = false;
+    failure = RequestReason::ok;
+    json = head.json;
+    in_body = true;
+    decoder.begin(head.content_encoding);
+    extractor.reset();
+    canonicalizer.reset();
+    response.expect_response(head.method == "HEAD");
+    observer.on_request_head(flow_id, head);
+  }
+  void on_body(std::span<const uint8_t> bytes) override {
+    if (failure != RequestReason::ok || refused != RequestReason::ok) return;
+    failure = decoder.feed(bytes, *this);
+  }
+  void on_complete() override {
+    if (refused != RequestReason::ok) return;
+    if (failure == RequestReason::ok) failure = decoder.finish();
+    if (failure == RequestReason::ok && json) failure = extractor.finish(*this);
+    report(failure);
+    in_body = false;
+    reported = false;
+    ++sequence;
+  }
+
+  // DecodedSink: only JSON bodies carry prompts.
+  void on_decoded(std::span<const uint8_t> bytes) override {
+    if (!json || failure != RequestReason::ok) return;
+    failure = extractor.feed(bytes, *this);
+  }
+
+  // PromptSink
+  void on_text(PromptField, std::string_view utf8) override {
+    if (!field_open) {
+      canonicalizer.begin_field(*this);
+      field_open = true;
+    }
+    canonicalizer.feed(utf8, *this);
+  }
+  void on_field_end(PromptField) override {
+    if (!field_open) canonicalizer.begin_field(*this);  // an empty string is still a field
+    canonicalizer.end_field(*this);
+    field_open = false;
+  }
+
+  // CanonicalSink
+  void on_canonical(std::string_view utf8) override { observer.on_prompt_text(flow_id, utf8); }
+
+  // HttpResponseSink
+  void on_response_head(const ResponseHead& head) override { status = head.status; }
+  void on_response_body(std::span<const uint8_t>) override {}
+  void on_response_complete() override { observer.on_response_end(flow_id, status); }
+
+  const HttpStageConfig* config;
+  RequestObserver& observer;
+  uint32_t flow_id = 0;
+  HttpRequestParser request;
+  HttpResponseParser response;
+  ContentDecoder decoder;
+  PromptExtractor extractor;
+  Canonicalizer canonicalizer;
+  uint64_t sequence = 0;
+  RequestReason failure = RequestReason::ok;  // of the current request's body
+  RequestReason refused = RequestReason::ok;  // sticky: the flow's first refusal
+  uint16_t status = 0;
+  bool in_body = false;
+  bool reported = false;
+  bool field_open = false;
+  bool json = false;
+};
+
+HttpStage::HttpStage(const HttpStageConfig* config, RequestObserver& observer)
+    : config_(config), observer_(observer) {
+  // The canonicaliser's Unicode table (≈ 150 KB, ≈ 55 ms) is built by the first instance: here,
+  // at worker start, not when the first flow carries data.
+  const Canonicalizer warm_up;
+}
+
+HttpStage::~HttpStage() = default;
+
+HttpStage::FlowState* HttpStage::state_of(uint32_t flow_id, bool create) {
+  if (flow_id >= by_flow_.size()) {
+    if (!create) return nullptr;
+    by_flow_.resize(flow_id + 1, nullptr);
+  }
+  FlowState*& slot = by_flow_[flow_id];
+  if (slot == nullptr && create) {
+    if (free_.empty()) {
+      owned_.push_back(std::make_unique<FlowState>(config_, observer_));
+      free_.push_back(owned_.back().get());
+      ++allocated_;
+    }
+    slot = free_.back();
+    free_.pop_back();
+    slot->reset(flow_id);
+  }
+  return slot;
+}
+
+void HttpStage::on_open(uint32_t) {}
+
+StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
+                                 std::span<const uint8_t> bytes, uint64_t) {
+  FlowState& state = *state_of(flow_id, true);
+  if (direction == Direction::kToClient) {
+    state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
+    return StreamVerdict::kContinue;
+  }
+  if (state.refused != RequestReason::ok) return StreamVerdict::kKill;
+  const RequestReason framing = state.request.feed(bytes, state);
+  // A refusal ends the flow at the segment that showed it, before the request can complete
+  // at the host.
+  if (framing != RequestReason::ok) state.report(framing);
+  if (state.failure != RequestReason::ok) state.report(state.failure);
+  return state.refused == RequestReason::ok ? StreamVerdict::kContinue : StreamVerdict::kKill;
+}
+
+void HttpStage::on_end(uint32_t flow_id, Direction direction) {
+  FlowState* state = state_of(flow_id, false);
+  if (state != nullptr && direction == Direction::kToClient) state->response.end_of_stream(*state);
+}
+
+void HttpStage::on_close(uint32_t flow_id) {
+  FlowState* state = state_of(flow_id, false);
+  if (state == nullptr) return;
+  free_.push_back(state);
+  by_flow_[flow_id] = nullptr;
+}
+
+}  // namespace sluice

@@ -1,0 +1,1179 @@
+// Streaming JSON prompt extraction: one pass, byte spans in, unescaped UTF-8 text out, bounded
+// state, no allocation after construction.
+//
+// Layers, checked on every byte in this order (the first byte at which the body stops being a
+// prefix of a valid document decides the reason; UTF-8 wins a tie with the grammar):
+//   1. UTF-8 (RFC 3629): inside strings a full validator (overlongs, UTF-16 surrogates, > U+10FFFF
+//      and truncated sequences are json_invalid_utf8); outside strings JSON allows ASCII only, so
+//      a byte that can never start a UTF-8 character (0x80–0xC1, 0xF5–0xFF) is
+//      json_invalid_utf8 and any other non-ASCII byte is json_invalid.
+//   2. The RFC 8259 grammar, strict: top-level value an object, no trailing garbage, no leading
+//      zeros, no raw control characters in strings, no byte order mark.
+//   3. \u escapes: a high surrogate must be followed at once by a \u low surrogate, else
+//      json_lone_surrogate (a malformed hex digit there is json_invalid).
+//   4. Paths: a stack of roles for the prefix of containers whose path is known (the root, the
+//      messages array, a message, ...). Deeper or unknown containers are walked as "skip": only a
+//      bit saying object or array is kept per level.
+//
+// Duplicate detection (json_duplicate_key): each tracked object keeps a 16-bit set of the known
+// keys it has seen (tables below); a second occurrence of a known key in the same tracked object
+// is rejected. Duplicates of unknown keys, and any duplicate inside untracked (skipped) values,
+// are not detected: that would need memory proportional to the object.
+//
+// Scalars: `model` must be a string or null; `stream` true, false or null; `max_tokens`,
+// `max_completion_tokens` and `max_output_tokens` a non-negative integer that fits in 64 bits or
+// null (null leaves the field unset). Any other value of these keys (negative, fraction,
+// exponent, overflow, wrong type) is json_invalid. Any number literal longer than
+// JsonLimits::max_scalar_bytes, and a model longer than that, is json_field_too_long.
+#include "sluice/prompt_extractor.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cstring>
+#include <new>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace sluice {
+namespace {
+
+// Deepest nesting the object/array bit stack can hold; JsonLimits::max_depth is clamped to it.
+constexpr uint32_t kMaxDepth = 128;
+// Deepest path that has a role: root > messages > message > content > part > content > part.
+constexpr uint32_t kMaxTracked = 7;
+
+enum class Mode : uint8_t {
+  kStart,        // before the top-level value
+  kValue,        // a value must follow (after ':', or after ',' in an array)
+  kArrayFirst,   // after '[': a value or ']'
+  kObjectFirst,  // after '{': a key or '}'
+  kKey,          // after ',' in an object: a key
+  kColon,        // after a key
+  kAfterValue,   // ',' or the closing bracket of the current container
+  kDone,         // after the top-level value: whitespace only
+  kString,
+  kNumber,
+  kLiteral,
+};
+
+enum class StringStep : uint8_t {
+  kPlain,               // between characters
+  kUtf8,                // inside a multi-byte sequence cut by a piece boundary (bytes held)
+  kEscape,              // after '\'
+  kHex,                 // inside \uXXXX
+  kAfterHigh,           // after a high-surrogate escape: '\' must follow
+  kAfterHighBackslash,  // ... then 'u'
+};
+
+enum class Dest : uint8_t { kDiscard, kEmit, kKey, kModel };
+
+enum class NumberStep : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };
+
+// What a value is, from its path; a container with a role other than kSkip is tracked.
+enum class Role : uint8_t {
+  kSkip,
+  kRoot,              // the top-level object
+  kMessages,          // messages: array of kMessage
+  kMessage,           // messages[i]
+  kContent,           // string (text) or array of kPart
+  kParts,             // array of kPart
+  kPart,              // {"type", "text", "content"}
+  kNestedContent,     // content of a part (Anthropic tool_result): string or array of kNestedPart
+  kNestedParts,       // array of kNestedPart
+  kNestedPart,        // {"type", "text"}
+  kText,              // string: text; anything else skipped
+  kTextOrList,        // prompt, input: string or array of kTextListItem
+  kTextList,          // array of kTextListItem
+  kTextListItem,      // string (text), number (token id), array (kTokenIds), object (input item)
+  kTokenIds,          // array of kTokenId
+  kTokenId,           // number: token id
+  kInputItem,         // input[i] object: {"type", "role", "content", "output", "arguments"}
+  kToolCalls,         // array of kToolCall
+  kToolCall,          // {"id", "type", "function"}
+  kToolCallFunction,  // {"name", "arguments"}
+  kTools,             // array of kTool
+  kTool,              // {"type", "name", "function", "description"} (OpenAI and Anthropic)
+  kToolFunction,      // {"name", "parameters", "description"}
+  kModel,
+  kStream,
+  kMaxTokens,
+  kMaxCompletionTokens,
+  kMaxOutputTokens,
+};
+
+// Keys are matched in a zero-padded buffer of this size, compared as a whole (three words, no
+// memcmp call): a key longer than every known key cannot be one.
+constexpr std::size_t kKeyBuffer = 24;
+
+struct KnownKey {
+  constexpr KnownKey(std::string_view key_name, Role key_role,
+                     PromptField key_field = PromptField::kMessageContent, bool inherit = false)
+      : name(key_name), role(key_role), field(key_field), inherit_field(inherit) {
+    if (key_name.size() > kKeyBuffer) throw "known key longer than the key buffer";
+    for (std::size_t i = 0; i < key_name.size(); ++i) padded[i] = key_name[i];
+  }
+  std::string_view name;
+  Role role;
+  PromptField field;
+  bool inherit_field;  // the value's field is the enclosing part's field
+  char padded[kKeyBuffer] = {};
+};
+
+// Known keys per tracked object. The index of a key is its bit in Level::seen. Keys whose value
+// is not extracted (role, type, id, ...) are listed so that their duplicates are still caught:
+// they decide how a server reads the text next to them.
+constexpr KnownKey kRootKeys[] = {
+    {"messages", Role::kMessages},
+    {"tools", Role::kTools},
+    {"prompt", Role::kTextOrList, PromptField::kPrompt},
+    {"input", Role::kTextOrList, PromptField::kInput},
+    {"instructions", Role::kText, PromptField::kInstructions},
+    {"system", Role::kContent, PromptField::kSystem},
+    {"suffix", Role::kText, PromptField::kSuffix},
+    {"model", Role::kModel},
+    {"stream", Role::kStream},
+    {"max_tokens", Role::kMaxTokens},
+    {"max_completion_tokens", Role::kMaxCompletionTokens},
+    {"max_output_tokens", Role::kMaxOutputTokens},
+};
+constexpr KnownKey kMessageKeys[] = {
+    {"role", Role::kSkip},
+    {"content", Role::kContent, PromptField::kMessageContent},
+    {"name", Role::kText, PromptField::kMessageName},
+    {"tool_calls", Role::kToolCalls},
+};
+constexpr KnownKey kPartKeys[] = {
+    {"type", Role::kSkip},
+    {"text", Role::kText, PromptField{}, true},
+    {"content", Role::kNestedContent, PromptField{}, true},
+};
+constexpr KnownKey kNestedPartKeys[] = {
+    {"type", Role::kSkip},
+    {"text", Role::kText, PromptField{}, true},
+};
+// Responses API items: messages (content), and the tool traffic the client replays —
+// function_call (arguments) and function_call_output (output, a string or parts).
+constexpr KnownKey kInputItemKeys[] = {
+    {"type", Role::kSkip},
+    {"role", Role::kSkip},
+    {"content", Role::kContent, PromptField::kInput},
+    {"output", Role::kContent, PromptField::kInput},
+    {"arguments", Role::kText, PromptField::kToolArguments},
+};
+constexpr KnownKey kToolCallKeys[] = {
+    {"id", Role::kSkip},
+    {"type", Role::kSkip},
+    {"function", Role::kToolCallFunction},
+};
+constexpr KnownKey kToolCallFunctionKeys[] = {
+    {"name", Role::kSkip},
+    {"arguments", Role::kText, PromptField::kToolArguments},
+};
+constexpr KnownKey kToolKeys[] = {
+    {"type", Role::kSkip},
+    {"name", Role::kSkip},
+    {"function", Role::kToolFunction},
+    {"description", Role::kText, PromptField::kToolDescription},
+};
+constexpr KnownKey kToolFunctionKeys[] = {
+    {"name", Role::kSkip},
+    {"parameters", Role::kSkip},
+    {"description", Role::kText, PromptField::kToolDescription},
+};
+
+constexpr std::span<const KnownKey> keys_of(Role object) {
+  switch (object) {
+    case Role::kRoot:
+      return kRootKeys;
+    case Role::kMessage:
+      return kMessageKeys;
+    case Role::kPart:
+      return kPartKeys;
+    case Role::kNestedPart:
+      return kNestedPartKeys;
+    case Role::kInputItem:
+      return kInputItemKeys;
+    case Role::kToolCall:
+      return kToolCallKeys;
+    case Role::kToolCallFunction:
+      return kToolCallFunctionKeys;
+    case Role::kTool:
+      return kToolKeys;
+    case Role::kToolFunction:
+      return kToolFunctionKeys;
+    default:
+      return {};
+  }
+}
+
+// Every table fits Level::seen.
+static_assert([] {
+  for (Role role : {Role::kRoot, Role::kMessage, Role::kPart, Role::kNestedPart, Role::kInputItem,
+                    Role::kToolCall, Role::kToolCallFunction, Role::kTool, Role::kToolFunction}) {
+    if (keys_of(role).size() > 16) return false;
+  }
+  return true;
+}());
+constexpr uint8_t kKeyTooLong = 0xff;
+
+// The role of each element of a tracked array.
+constexpr Role element_role(Role array) {
+  switch (array) {
+    case Role::kMessages:
+      return Role::kMessage;
+    case Role::kParts:
+      return Role::kPart;
+    case Role::kNestedParts:
+      return Role::kNestedPart;
+    case Role::kTextList:
+      return Role::kTextListItem;
+    case Role::kTokenIds:
+      return Role::kTokenId;
+    case Role::kToolCalls:
+      return Role::kToolCall;
+    case Role::kTools:
+      return Role::kTool;
+    default:
+      return Role::kSkip;
+  }
+}
+
+// The role a container gets when a value of `role` turns out to be an object or an array.
+constexpr Role container_role(Role role, PromptField field, bool object) {
+  switch (role) {
+    case Role::kRoot:
+    case Role::kMessage:
+    case Role::kPart:
+    case Role::kNestedPart:
+    case Role::kInputItem:
+    case Role::kToolCall:
+    case Role::kToolCallFunction:
+    case Role::kTool:
+    case Role::kToolFunction:
+      return object ? role : Role::kSkip;
+    case Role::kMessages:
+    case Role::kToolCalls:
+    case Role::kTools:
+      return object ? Role::kSkip : role;
+    case Role::kContent:
+      return object ? Role::kSkip : Role::kParts;
+    case Role::kNestedContent:
+      return object ? Role::kSkip : Role::kNestedParts;
+    case Role::kTextOrList:
+      return object ? Role::kSkip : Role::kTextList;
+    case Role::kTextListItem:
+      if (object) return field == PromptField::kInput ? Role::kInputItem : Role::kSkip;
+      return Role::kTokenIds;
+    default:
+      return Role::kSkip;
+  }
+}
+
+constexpr bool is_text_role(Role role) {
+  return role == Role::kText || role == Role::kContent || role == Role::kNestedContent ||
+         role == Role::kTextOrList || role == Role::kTextListItem;
+}
+
+constexpr bool is_max_role(Role role) {
+  return role == Role::kMaxTokens || role == Role::kMaxCompletionTokens ||
+         role == Role::kMaxOutputTokens;
+}
+
+constexpr bool is_whitespace(uint8_t c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+// The reason for a byte the grammar does not allow where it stands: one that can never start a
+// UTF-8 character fails the UTF-8 layer first.
+constexpr RequestReason unexpected(uint8_t c) {
+  return (c >= 0x80 && c < 0xc2) || c >= 0xf5 ? RequestReason::json_invalid_utf8
+                                              : RequestReason::json_invalid;
+}
+
+// RFC 3629 §4: continuation bytes after a lead; the first continuation's range excludes
+// overlongs (E0, F0), UTF-16 surrogates (ED) and code points above U+10FFFF (F4).
+struct Utf8Lead {
+  uint8_t continuations = 0;  // 0: not a valid lead byte
+  uint8_t low = 0x80;
+  uint8_t high = 0xbf;
+};
+constexpr std::array<Utf8Lead, 256> kUtf8Leads = [] {
+  std::array<Utf8Lead, 256> leads{};
+  for (int c = 0xc2; c <= 0xdf; ++c) leads[c] = {1, 0x80, 0xbf};
+  for (int c = 0xe0; c <= 0xef; ++c) leads[c] = {2, 0x80, 0xbf};
+  for (int c = 0xf0; c <= 0xf4; ++c) leads[c] = {3, 0x80, 0xbf};
+  leads[0xe0].low = 0xa0;
+  leads[0xed].high = 0x9f;
+  leads[0xf0].low = 0x90;
+  leads[0xf4].high = 0x8f;
+  return leads;
+}();
+
+// Bytes a string can hold as they are: printable ASCII other than '"' and '\'.
+constexpr std::array<bool, 256> kPlainBytes = [] {
+  std::array<bool, 256> plain{};
+  for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
+  return plain;
+}();
+
+// First byte in [p, end) that is not plain. SSE2: 16 bytes per step; one signed compare catches
+// both the control characters and every byte >= 0x80.
+inline const uint8_t* find_special(const uint8_t* p, const uint8_t* end) {
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i space = _mm_set1_epi8(0x20);
+  while (end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i special =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                     _mm_cmplt_epi8(v, space));
+    const int mask = _mm_movemask_epi8(special);
+    if (mask != 0) return p + __builtin_ctz(static_cast<unsigned>(mask));
+    p += 16;
+  }
+#endif
+  while (p < end && kPlainBytes[*p]) ++p;
+  return p;
+}
+
+constexpr std::array<int8_t, 256> kHexDigits = [] {
+  std::array<int8_t, 256> digits{};
+  digits.fill(-1);
+  for (int c = '0'; c <= '9'; ++c) digits[c] = static_cast<int8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) digits[c] = static_cast<int8_t>(c - 'a' + 10);
+  for (int c = 'A'; c <= 'F'; ++c) digits[c] = static_cast<int8_t>(c - 'A' + 10);
+  return digits;
+}();
+
+// The four hex digits at p as a UTF-16 code unit, or -1.
+inline int hex4(const uint8_t* p) {
+  const int a = kHexDigits[p[0]], b = kHexDigits[p[1]], c = kHexDigits[p[2]], d = kHexDigits[p[3]];
+  return (a | b | c | d) < 0 ? -1 : (a << 12) | (b << 8) | (c << 4) | d;
+}
+
+// RFC 8259 §7 short escapes: the byte each stands for; 0 where the letter is not one.
+constexpr std::array<uint8_t, 256> kShortEscapes = [] {
+  std::array<uint8_t, 256> decoded{};
+  decoded['"'] = '"';
+  decoded['\\'] = '\\';
+  decoded['/'] = '/';
+  decoded['b'] = '\b';
+  decoded['f'] = '\f';
+  decoded['n'] = '\n';
+  decoded['r'] = '\r';
+  decoded['t'] = '\t';
+  return decoded;
+}();
+
+constexpr bool is_high_surrogate(uint32_t unit) {
+  return unit >= 0xd800 && unit <= 0xdbff;
+}
+constexpr bool is_low_surrogate(uint32_t unit) {
+  return unit >= 0xdc00 && unit <= 0xdfff;
+}
+constexpr uint32_t combine_surrogates(uint32_t high, uint32_t low) {
+  return 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00);
+}
+
+// Encodes a scalar value (never a surrogate) as UTF-8; returns the length.
+inline std::size_t encode_utf8(uint32_t cp, uint8_t* out) {
+  if (cp < 0x80) {
+    out[0] = static_cast<uint8_t>(cp);
+    return 1;
+  }
+  if (cp < 0x800) {
+    out[0] = static_cast<uint8_t>(0xc0 | (cp >> 6));
+    out[1] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    out[0] = static_cast<uint8_t>(0xe0 | (cp >> 12));
+    out[1] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
+    out[2] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
+    return 3;
+  }
+  out[0] = static_cast<uint8_t>(0xf0 | (cp >> 18));
+  out[1] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3f));
+  out[2] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
+  out[3] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
+  return 4;
+}
+
+constexpr std::string_view kLiterals[] = {"true", "false", "null"};
+
+// Coalesces the text of one field within one feed() call, so that escapes do not cut the text
+// into a call per escape. Lives on feed()'s stack: nothing is buffered across calls.
+class Emitter {
+ public:
+  explicit Emitter(PromptSink& sink) : sink_(sink) {}
+
+  void append(PromptField field, const uint8_t* bytes, std::size_t size) {
+    if (size <= kCapacity - size_) {
+      std::memcpy(buffer_ + size_, bytes, size);
+      size_ += size;
+      return;
+    }
+    flush(field);
+    if (size >= kCapacity) {
+      sink_.on_text(field, {reinterpret_cast<const char*>(bytes), size});
+      return;
+    }
+    std::memcpy(buffer_, bytes, size);
+    size_ = size;
+  }
+
+  void flush(PromptField field) {
+    if (size_ == 0) return;
+    sink_.on_text(field, {buffer_, size_});
+    size_ = 0;
+  }
+
+  void end_field(PromptField field) {
+    flush(field);
+    sink_.on_field_end(field);
+  }
+
+ private:
+  static constexpr std::size_t kCapacity = 2048;
+  PromptSink& sink_;
+  std::size_t size_ = 0;
+  char buffer_[kCapacity];
+};
+
+struct Level {
+  Role role;
+  PromptField field;
+  uint16_t seen;  // bit i: keys_of(role)[i] was seen
+};
+
+}  // namespace
+
+std::string_view field_name(PromptField field) {
+  switch (field) {
+    case PromptField::kMessageContent:
+      return "messages[].content";
+    case PromptField::kMessageName:
+      return "messages[].name";
+    case PromptField::kToolArguments:
+      return "messages[].tool_calls[].function.arguments";
+    case PromptField::kToolDescription:
+      return "tools[].function.description";
+    case PromptField::kPrompt:
+      return "prompt";
+    case PromptField::kInput:
+      return "input";
+    case PromptField::kInstructions:
+      return "instructions";
+    case PromptField::kSystem:
+      return "system";
+    case PromptField::kSuffix:
+      return "suffix";
+  }
+  return "unknown";
+}
+
+// Everything the parser carries between feed() calls. Trivially copyable; the constructor
+// checks its size against kStateBytes.
+struct PromptExtractor::State {
+  struct Context {
+    const JsonLimits& limits;
+    RequestFields& fields;
+    Emitter& out;
+  };
+
+  void run(const uint8_t* p, const uint8_t* end, Context& cx);
+  RequestReason finish();
+
+  const uint8_t* structure_bytes(const uint8_t* p, const uint8_t* end, Context& cx);
+  const uint8_t* string_bytes(const uint8_t* p, const uint8_t* end, Context& cx);
+  template <Dest kTo>
+  const uint8_t* string_bytes(const uint8_t* p, const uint8_t* end, Context& cx);
+  template <Dest kTo>
+  const uint8_t* plain_bytes(const uint8_t* p, const uint8_t* end, Context& cx);
+  const uint8_t* number_bytes(const uint8_t* p, const uint8_t* end, Context& cx);
+  const uint8_t* literal_bytes(const uint8_t* p, const uint8_t* end, Context& cx);
+
+  void start_value(uint8_t c, Context& cx);
+  void open(bool object, Role role, PromptField slot_field);
+  void close(bool object);
+  void begin_string(Dest to, PromptField text_field, bool is_key);
+  void end_key();
+  void end_number(Context& cx);
+  template <Dest kTo>
+  bool append(const uint8_t* bytes, std::size_t size, Context& cx);
+  template <Dest kTo>
+  bool append_code_point(uint32_t cp, Context& cx);
+
+  bool is_object(uint32_t level) const {  // level: 1-based depth
+    return (object_bits[(level - 1) / 64] >> ((level - 1) % 64)) & 1;
+  }
+  void reject(RequestReason why) { reason = why; }
+  const uint8_t* fail(RequestReason why, const uint8_t* at) {
+    reason = why;
+    return at;
+  }
+
+  uint64_t object_bits[kMaxDepth / 64] = {};  // bit d: the container at depth d+1 is an object
+  uint64_t number_value = 0;                  // the integer of a max_* value so far
+  Level tracked[kMaxTracked] = {};            // roles of the outermost tracked_depth containers
+  uint32_t number_bytes_seen = 0;
+  uint16_t hex_unit = 0;        // \uXXXX digits so far
+  uint16_t high_surrogate = 0;  // 0: none pending
+  RequestReason reason = RequestReason::ok;
+  Mode mode = Mode::kStart;
+  StringStep string_step = StringStep::kPlain;
+  Dest dest = Dest::kDiscard;
+  PromptField field = PromptField::kMessageContent;  // of the string being emitted
+  bool in_key = false;
+  bool key_escaped = false;
+  uint8_t depth = 0;          // open containers
+  uint8_t tracked_depth = 0;  // how many of the outermost are tracked (always a prefix)
+  uint8_t max_depth = 0;
+  uint8_t hex_digits = 0;
+  uint8_t utf8_pending = 0;  // continuation bytes still due
+  uint8_t utf8_low = 0;      // range of the next continuation byte
+  uint8_t utf8_high = 0;
+  uint8_t held_size = 0;
+  uint8_t held[4] = {};          // a multi-byte character cut by a piece boundary
+  Role next_role = Role::kSkip;  // of the value after the key just read
+  PromptField next_field = PromptField::kMessageContent;
+  Role scalar_role = Role::kSkip;  // of the number or literal being read
+  NumberStep number_step = NumberStep::kInt;
+  uint8_t literal = 0;  // index into kLiterals
+  uint8_t literal_size = 0;
+  uint8_t key_size = 0;       // kKeyTooLong: longer than any known key
+  char key[kKeyBuffer] = {};  // zero after key_size
+};
+
+void PromptExtractor::State::run(const uint8_t* p, const uint8_t* end, Context& cx) {
+  while (p < end && reason == RequestReason::ok) {
+    switch (mode) {
+      case Mode::kString:
+        p = string_bytes(p, end, cx);
+        break;
+      case Mode::kNumber:
+        p = number_bytes(p, end, cx);
+        break;
+      case Mode::kLiteral:
+        p = literal_bytes(p, end, cx);
+        break;
+      default:
+        p = structure_bytes(p, end, cx);
+        break;
+    }
+  }
+}
+
+RequestReason PromptExtractor::State::finish() {
+  if (reason != RequestReason::ok) return reason;
+  if (mode == Mode::kDone) return reason;
+  // A character cut by the end of the body is a truncated UTF-8 sequence before it is a
+  // truncated document.
+  const bool in_character = mode == Mode::kString && string_step == StringStep::kUtf8;
+  reject(in_character ? RequestReason::json_invalid_utf8 : RequestReason::json_invalid);
+  return reason;
+}
+
+// The driver within a piece: structural bytes one at a time, and the tokens they open (strings,
+// numbers, literals) run to their end from here, so that a compact document does not return to
+// run() once per token.
+const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const uint8_t* end,
+                                                       Context& cx) {
+  while (p < end) {
+    const uint8_t c = *p;
+    if (is_whitespace(c)) {
+      ++p;
+      continue;
+    }
+    switch (mode) {
+      case Mode::kArrayFirst:
+        if (c == ']') {
+          close(false);
+          break;
+        }
+        [[fallthrough]];
+      case Mode::kStart:
+      case Mode::kValue:
+        start_value(c, cx);
+        break;
+      case Mode::kObjectFirst:
+        if (c == '}') {
+          close(true);
+          break;
+        }
+        [[fallthrough]];
+      case Mode::kKey:
+        if (c != '"') return fail(unexpected(c), p);
+        begin_string(depth == tracked_depth ? Dest::kKey : Dest::kDiscard, field, true);
+        break;
+      case Mode::kColon:
+        if (c != ':') return fail(unexpected(c), p);
+        mode = Mode::kValue;
+        break;
+      case Mode::kAfterValue:
+        if (c == ',') {
+          mode = is_object(depth) ? Mode::kKey : Mode::kValue;
+        } else if (c == '}' || c == ']') {
+          close(c == '}');
+        } else {
+          reject(unexpected(c));
+        }
+        break;
+      default:  // kDone; kString, kNumber and kLiteral never stand here
+        reject(unexpected(c));
+        break;
+    }
+    if (reason != RequestReason::ok) return p;
+    ++p;
+    switch (mode) {
+      case Mode::kString:
+        p = string_bytes(p, end, cx);
+        break;
+      case Mode::kNumber:
+        p = number_bytes(p, end, cx);
+        break;
+      case Mode::kLiteral:
+        p = literal_bytes(p, end, cx);
+        break;
+      default:
+        continue;
+    }
+    // Still inside the token: the piece ended there (or it failed).
+    if (reason != RequestReason::ok || mode == Mode::kString || mode == Mode::kNumber ||
+        mode == Mode::kLiteral) {
+      return p;
+    }
+  }
+  return p;
+}
+
+void PromptExtractor::State::start_value(uint8_t c, Context& cx) {
+  Role role = Role::kSkip;
+  PromptField slot_field = PromptField::kMessageContent;
+  if (depth == 0) {
+    role = Role::kRoot;
+  } else if (depth == tracked_depth) {
+    if (is_object(depth)) {
+      role = next_role;
+      slot_field = next_field;
+    } else {
+      role = element_role(tracked[tracked_depth - 1].role);
+      slot_field = tracked[tracked_depth - 1].field;
+    }
+  }
+  if (role == Role::kRoot && c != '{') return reject(unexpected(c));
+  const bool is_scalar_role = role == Role::kModel || role == Role::kStream || is_max_role(role);
+  switch (c) {
+    case '{':
+    case '[':
+      if (is_scalar_role) return reject(RequestReason::json_invalid);
+      return open(c == '{', role, slot_field);
+    case '"':
+      if (role == Role::kModel) return begin_string(Dest::kModel, slot_field, false);
+      if (is_scalar_role) return reject(RequestReason::json_invalid);
+      return begin_string(is_text_role(role) ? Dest::kEmit : Dest::kDiscard, slot_field, false);
+    case 't':
+    case 'f':
+    case 'n':
+      if ((role == Role::kModel || is_max_role(role)) && c != 'n') {
+        return reject(RequestReason::json_invalid);
+      }
+      mode = Mode::kLiteral;
+      literal = c == 't' ? 0 : c == 'f' ? 1 : 2;
+      literal_size = 1;
+      scalar_role = role;
+      return;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+      if (role == Role::kModel || role == Role::kStream) return reject(RequestReason::json_invalid);
+      if (is_max_role(role) && c == '-') return reject(RequestReason::json_invalid);
+      if (role == Role::kTextListItem || role == Role::kTokenId) cx.fields.prompt_token_ids = true;
+      mode = Mode::kNumber;
+      number_step = c == '-' ? NumberStep::kMinus : c == '0' ? NumberStep::kZero : NumberStep::kInt;
+      number_bytes_seen = 1;
+      number_value = c == '-' ? 0 : static_cast<uint64_t>(c - '0');
+      scalar_role = role;
+      if (number_bytes_seen > cx.limits.max_scalar_bytes)
+        reject(RequestReason::json_field_too_long);
+      return;
+    default:
+      return reject(unexpected(c));
+  }
+}
+
+void PromptExtractor::State::open(bool object, Role role, PromptField slot_field) {
+  if (depth >= max_depth) return reject(RequestReason::json_too_deep);
+  const uint64_t bit = uint64_t{1} << (depth % 64);
+  if (object) {
+    object_bits[depth / 64] |= bit;
+  } else {
+    object_bits[depth / 64] &= ~bit;
+  }
+  const Role tracked_role = container_role(role, slot_field, object);
+  if (tracked_role != Role::kSkip) {
+    assert(depth == tracked_depth && tracked_depth < kMaxTracked);
+    tracked[tracked_depth++] = {tracked_role, slot_field, 0};
+  }
+  ++depth;
+  mode = object ? Mode::kObjectFirst : Mode::kArrayFirst;
+}
+
+void PromptExtractor::State::close(bool object) {
+  if (depth == 0 || is_object(depth) != object) return reject(RequestReason::json_invalid);
+  if (depth == tracked_depth) --tracked_depth;
+  --depth;
+  mode = depth == 0 ? Mode::kDone : Mode::kAfterValue;
+}
+
+void PromptExtractor::State::begin_string(Dest to, PromptField text_field, bool is_key) {
+  mode = Mode::kString;
+  string_step = StringStep::kPlain;
+  dest = to;
+  field = text_field;
+  in_key = is_key;
+  key_escaped = false;
+  if (to == Dest::kKey) {
+    key_size = 0;
+    std::memset(key, 0, sizeof key);
+  }
+}
+
+void PromptExtractor::State::end_key() {
+  next_role = Role::kSkip;
+  mode = Mode::kColon;
+  if (dest != Dest::kKey || key_size == kKeyTooLong) return;
+  Level& level = tracked[tracked_depth - 1];
+  const std::span<const KnownKey> keys = keys_of(level.role);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].name.size() != key_size || std::memcmp(keys[i].padded, key, kKeyBuffer) != 0) {
+      continue;
+    }
+    if (key_escaped) return reject(RequestReason::json_escaped_known_key);
+    const auto bit = static_cast<uint16_t>(1u << i);
+    if (level.seen & bit) return reject(RequestReason::json_duplicate_key);
+    level.seen |= bit;
+    next_role = keys[i].role;
+    next_field = keys[i].inherit_field ? level.field : keys[i].field;
+    return;
+  }
+}
+
+template <Dest kTo>
+bool PromptExtractor::State::append(const uint8_t* bytes, std::size_t size, Context& cx) {
+  if constexpr (kTo == Dest::kEmit) {
+    cx.out.append(field, bytes, size);
+  } else if constexpr (kTo == Dest::kKey) {
+    if (key_size == kKeyTooLong) return true;
+    if (size > kKeyBuffer - key_size) {
+      key_size = kKeyTooLong;
+      return true;
+    }
+    std::memcpy(key + key_size, bytes, size);
+    key_size = static_cast<uint8_t>(key_size + size);
+  } else if constexpr (kTo == Dest::kModel) {
+    if (size > cx.limits.max_scalar_bytes - cx.fields.model.size()) {
+      reject(RequestReason::json_field_too_long);
+      return false;
+    }
+    // Within the capacity reserved by the constructor and reset(): never allocates.
+    cx.fields.model.append(reinterpret_cast<const char*>(bytes), size);
+  }
+  return true;
+}
+
+template <Dest kTo>
+bool PromptExtractor::State::append_code_point(uint32_t cp, Context& cx) {
+  uint8_t bytes[4];
+  return append<kTo>(bytes, encode_utf8(cp, bytes), cx);
+}
+
+const uint8_t* PromptExtractor::State::string_bytes(const uint8_t* p, const uint8_t* end,
+                                                    Context& cx) {
+  switch (dest) {
+    case Dest::kDiscard:
+      return string_bytes<Dest::kDiscard>(p, end, cx);
+    case Dest::kEmit:
+      return string_bytes<Dest::kEmit>(p, end, cx);
+    case Dest::kKey:
+      return string_bytes<Dest::kKey>(p, end, cx);
+    case Dest::kModel:
+      return string_bytes<Dest::kModel>(p, end, cx);
+  }
+  return p;
+}
+
+// The common case runs in plain_bytes: runs of plain ASCII found 16 bytes at a time, multi-byte
+// characters validated in place, escapes decoded in place when the piece holds them whole. What
+// a piece boundary cuts (a character, an escape) and every error go through the byte-at-a-time
+// steps below, which alone decide the reason.
+template <Dest kTo>
+const uint8_t* PromptExtractor::State::string_bytes(const uint8_t* p, const uint8_t* end,
+                                                    Context& cx) {
+  while (p < end) {
+    switch (string_step) {
+      case StringStep::kPlain:
+        p = plain_bytes<kTo>(p, end, cx);
+        if (mode != Mode::kString) return p;
+        break;
+      case StringStep::kUtf8: {
+        const uint8_t c = *p;
+        if (c < utf8_low || c > utf8_high) return fail(RequestReason::json_invalid_utf8, p);
+        held[held_size++] = c;
+        ++p;
+        utf8_low = 0x80;
+        utf8_high = 0xbf;
+        if (--utf8_pending == 0) {
+          string_step = StringStep::kPlain;
+          if (!append<kTo>(held, held_size, cx)) return p;
+        }
+        break;
+      }
+      case StringStep::kEscape: {
+        const uint8_t c = *p++;
+        if (c == 'u') {
+          string_step = StringStep::kHex;
+          hex_digits = 0;
+          hex_unit = 0;
+          break;
+        }
+        const uint8_t decoded = kShortEscapes[c];
+        if (decoded == 0) return fail(unexpected(c), p - 1);
+        string_step = StringStep::kPlain;
+        if (!append<kTo>(&decoded, 1, cx)) return p;
+        break;
+      }
+      case StringStep::kHex: {
+        while (p < end && hex_digits < 4) {
+          const int digit = kHexDigits[*p];
+          if (digit < 0) return fail(unexpected(*p), p);
+          hex_unit = static_cast<uint16_t>((hex_unit << 4) | digit);
+          ++hex_digits;
+          ++p;
+        }
+        if (hex_digits < 4) return p;
+        const uint32_t unit = hex_unit;
+        string_step = StringStep::kPlain;
+        if (high_surrogate != 0) {
+          if (!is_low_surrogate(unit)) return fail(RequestReason::json_lone_surrogate, p);
+          const uint32_t cp = combine_surrogates(high_surrogate, unit);
+          high_surrogate = 0;
+          if (!append_code_point<kTo>(cp, cx)) return p;
+        } else if (is_high_surrogate(unit)) {
+          high_surrogate = static_cast<uint16_t>(unit);
+          string_step = StringStep::kAfterHigh;
+        } else if (is_low_surrogate(unit)) {
+          return fail(RequestReason::json_lone_surrogate, p);
+        } else if (!append_code_point<kTo>(unit, cx)) {
+          return p;
+        }
+        break;
+      }
+      case StringStep::kAfterHigh:
+      case StringStep::kAfterHighBackslash: {
+        const uint8_t c = *p;
+        const uint8_t due = string_step == StringStep::kAfterHigh ? '\\' : 'u';
+        if (c != due) {
+          const RequestReason why = unexpected(c);
+          return fail(
+              why == RequestReason::json_invalid_utf8 ? why : RequestReason::json_lone_surrogate,
+              p);
+        }
+        ++p;
+        if (string_step == StringStep::kAfterHigh) {
+          string_step = StringStep::kAfterHighBackslash;
+        } else {
+          string_step = StringStep::kHex;
+          hex_digits = 0;
+          hex_unit = 0;
+        }
+        break;
+      }
+    }
+    if (reason != RequestReason::ok) return p;
+  }
+  return p;
+}
+
+// From kPlain: returns at the end of the string (mode changed), at the end of the piece, when a
+// step must carry over (string_step changed), or on an error.
+template <Dest kTo>
+const uint8_t* PromptExtractor::State::plain_bytes(const uint8_t* p, const uint8_t* end,
+                                                   Context& cx) {
+  const uint8_t* run = p;  // plain bytes not yet appended
+  // The model's length limit must fail at the byte that crosses it, as it does when the piece
+  // ends there: before reporting an error further on, the run before it is appended.
+  auto fail_after_run = [&](RequestReason why, const uint8_t* at) {
+    if constexpr (kTo == Dest::kModel) {
+      if (!append<kTo>(run, static_cast<std::size_t>(at - run), cx)) return at;
+    }
+    return fail(why, at);
+  };
+  for (;;) {
+    p = find_special(p, end);
+    if (p == end) {
+      append<kTo>(run, static_cast<std::size_t>(p - run), cx);
+      return p;
+    }
+    uint8_t c = *p;
+    if (c >= 0x80) {
+      // Validate a run of multi-byte characters in place (CJK text is little else). Two- and
+      // three-byte characters take a path whose step does not depend on a table lookup, so the
+      // loads of successive characters overlap.
+      for (;;) {
+        if (end - p >= 3) {
+          const uint8_t b1 = p[1];
+          if ((c & 0xf0) == 0xe0) {
+            const bool valid = ((b1 & 0xc0) == 0x80) & ((p[2] & 0xc0) == 0x80) &
+                               (c != 0xe0 || b1 >= 0xa0) &  // overlong
+                               (c != 0xed || b1 < 0xa0);    // UTF-16 surrogate
+            if (valid) {
+              p += 3;
+              if (p == end || *p < 0x80) break;
+              c = *p;
+              continue;
+            }
+          } else if (c >= 0xc2 && c < 0xe0 && (b1 & 0xc0) == 0x80) {
+            p += 2;
+            if (p == end || *p < 0x80) break;
+            c = *p;
+            continue;
+          }
+        }
+        const Utf8Lead lead = kUtf8Leads[c];
+        const std::size_t continuations = lead.continuations;
+        if (continuations == 0) return fail_after_run(RequestReason::json_invalid_utf8, p);
+        if (static_cast<std::size_t>(end - p) <= continuations) {
+          // Cut by the end of the piece: check what is there, hold it, finish it next piece.
+          const auto present = static_cast<std::size_t>(end - p - 1);
+          for (std::size_t i = 1; i <= present; ++i) {
+            if (p[i] < (i == 1 ? lead.low : 0x80) || p[i] > (i == 1 ? lead.high : 0xbf)) {
+              return fail_after_run(RequestReason::json_invalid_utf8, p);
+            }
+          }
+          if (!append<kTo>(run, static_cast<std::size_t>(p - run), cx)) return p;
+          held_size = static_cast<uint8_t>(1 + present);
+          std::memcpy(held, p, held_size);
+          utf8_pending = static_cast<uint8_t>(continuations - present);
+          utf8_low = present == 0 ? lead.low : uint8_t{0x80};
+          utf8_high = present == 0 ? lead.high : uint8_t{0xbf};
+          string_step = StringStep::kUtf8;
+          return end;
+        }
+        if (p[1] < lead.low || p[1] > lead.high || (continuations >= 2 && (p[2] & 0xc0) != 0x80) ||
+            (continuations == 3 && (p[3] & 0xc0) != 0x80)) {
+          return fail_after_run(RequestReason::json_invalid_utf8, p);
+        }
+        p += 1 + continuations;
+        if (p == end || *p < 0x80) break;
+        c = *p;
+      }
+      continue;
+    }
+    if (!append<kTo>(run, static_cast<std::size_t>(p - run), cx)) return p;
+    if (c == '"') {
+      if constexpr (kTo == Dest::kKey || kTo == Dest::kDiscard) {
+        if (in_key) {
+          end_key();
+          // The colon of a compact document, taken here rather than by a trip through
+          // structure_bytes' switch.
+          if (p + 1 < end && p[1] == ':' && reason == RequestReason::ok) {
+            mode = Mode::kValue;
+            return p + 2;
+          }
+          return p + 1;
+        }
+      }
+      if constexpr (kTo == Dest::kEmit) cx.out.end_field(field);
+      mode = Mode::kAfterValue;
+      return p + 1;
+    }
+    if (c != '\\') return fail(RequestReason::json_invalid, p);  // RFC 8259 §7: escape controls
+    key_escaped = true;
+    // Escapes the piece holds whole; anything else (and every malformed escape) goes through
+    // the steps.
+    const auto left = static_cast<std::size_t>(end - p);
+    if (left < 2) {
+      string_step = StringStep::kEscape;
+      return p + 1;
+    }
+    if (const uint8_t decoded = kShortEscapes[p[1]]; decoded != 0) {
+      if (!append<kTo>(&decoded, 1, cx)) return p;
+      p += 2;
+      run = p;
+      continue;
+    }
+    const int unit = p[1] == 'u' && left >= 6 ? hex4(p + 2) : -1;
+    if (unit >= 0 && !is_high_surrogate(unit) && !is_low_surrogate(unit)) {
+      if (!append_code_point<kTo>(static_cast<uint32_t>(unit), cx)) return p;
+      p += 6;
+      run = p;
+      continue;
+    }
+    if (unit >= 0 && is_high_surrogate(unit) && left >= 12 && p[6] == '\\' && p[7] == 'u') {
+      const int low = hex4(p + 8);
+      if (low >= 0 && is_low_surrogate(low)) {
+        if (!append_code_point<kTo>(combine_surrogates(unit, low), cx)) return p;
+        p += 12;
+        run = p;
+        continue;
+      }
+    }
+    string_step = StringStep::kEscape;
+    return p + 1;
+  }
+}
+
+const uint8_t* PromptExtractor::State::number_bytes(const uint8_t* p, const uint8_t* end,
+                                                    Context& cx) {
+  const bool is_max = is_max_role(scalar_role);
+  for (; p < end; ++p) {
+    const uint8_t c = *p;
+    const bool digit = c >= '0' && c <= '9';
+    bool ends = false;
+    switch (number_step) {
+      case NumberStep::kMinus:
+        if (!digit) return fail(unexpected(c), p);
+        number_step = c == '0' ? NumberStep::kZero : NumberStep::kInt;
+        break;
+      case NumberStep::kZero:
+        if (digit) return fail(RequestReason::json_invalid, p);  // RFC 8259 §6: no leading 0
+        [[fallthrough]];
+      case NumberStep::kInt:
+        if (digit) {
+          if (is_max) {
+            const auto value = static_cast<uint64_t>(c - '0');
+            if (number_value > (UINT64_MAX - value) / 10) {
+              return fail(RequestReason::json_invalid, p);
+            }
+            number_value = number_value * 10 + value;
+          }
+        } else if (c == '.') {
+          number_step = NumberStep::kDot;
+        } else if (c == 'e' || c == 'E') {
+          number_step = NumberStep::kExp;
+        } else {
+          ends = true;
+        }
+        if (!ends && !digit && is_max) return fail(RequestReason::json_invalid, p);
+        break;
+      case NumberStep::kDot:
+        if (!digit) return fail(unexpected(c), p);
+        number_step = NumberStep::kFrac;
+        break;
+      case NumberStep::kFrac:
+        if (c == 'e' || c == 'E') {
+          number_step = NumberStep::kExp;
+        } else if (!digit) {
+          ends = true;
+        }
+        break;
+      case NumberStep::kExp:
+        if (c == '+' || c == '-') {
+          number_step = NumberStep::kExpSign;
+          break;
+        }
+        [[fallthrough]];
+      case NumberStep::kExpSign:
+        if (!digit) return fail(unexpected(c), p);
+        number_step = NumberStep::kExpDigits;
+        break;
+      case NumberStep::kExpDigits:
+        if (!digit) ends = true;
+        break;
+    }
+    if (ends) {
+      end_number(cx);
+      return p;  // the delimiter is the next structural byte
+    }
+    if (++number_bytes_seen > cx.limits.max_scalar_bytes) {
+      return fail(RequestReason::json_field_too_long, p);
+    }
+  }
+  return p;
+}
+
+void PromptExtractor::State::end_number(Context& cx) {
+  mode = Mode::kAfterValue;
+  switch (scalar_role) {
+    case Role::kMaxTokens:
+      cx.fields.max_tokens = number_value;
+      break;
+    case Role::kMaxCompletionTokens:
+      cx.fields.max_completion_tokens = number_value;
+      break;
+    case Role::kMaxOutputTokens:
+      cx.fields.max_output_tokens = number_value;
+      break;
+    default:
+      break;
+  }
+}
+
+const uint8_t* PromptExtractor::State::literal_bytes(const uint8_t* p, const uint8_t* end,
+                                                     Context& cx) {
+  const std::string_view text = kLiterals[literal];
+  for (; p < end && literal_size < text.size(); ++p, ++literal_size) {
+    if (*p != static_cast<uint8_t>(text[literal_size])) return fail(unexpected(*p), p);
+  }
+  if (literal_size == text.size()) {
+    mode = Mode::kAfterValue;
+    if (scalar_role == Role::kStream && literal != 2) cx.fields.stream = literal == 0;
+  }
+  return p;
+}
+
+PromptExtractor::PromptExtractor(JsonLimits limits) : limits_(limits) {
+  // State lives in state_, is reset by placement new and copied with the extractor.
+  static_assert(std::is_trivially_copyable_v<State> && std::is_trivially_destructible_v<State>);
+  static_assert(sizeof(State) <= kStateBytes && alignof(State) <= 8);
+  reset();
+}
+
+void PromptExtractor::reset() {
+  State& s = *new (state_) State();
+  s.max_depth = static_cast<uint8_t>(std::min(limits_.max_depth, kMaxDepth));
+  fields_.model.clear();
+  // A no-op after the first call; restores the capacity a copied extractor did not inherit.
+  fields_.model.reserve(limits_.max_scalar_bytes);
+  fields_.stream.reset();
+  fields_.max_tokens.reset();
+  fields_.max_completion_tokens.reset();
+  fields_.max_output_tokens.reset();
+  fields_.prompt_token_ids = false;
+}
+
+PromptExtractor::State& PromptExtractor::state() {
+  return *std::launder(reinterpret_cast<State*>(state_));
+}
+
+RequestReason PromptExtractor::feed(std::span<const uint8_t> bytes, PromptSink& sink) {
+  State& s = state();
+  if (s.reason != RequestReason::ok) return s.reason;
+  Emitter out(sink);
+  State::Context cx{limits_, fields_, out};
+  s.run(bytes.data(), bytes.data() + bytes.size(), cx);
+  // After a rejection the text still buffered is dropped: nothing is emitted past the point
+  // where the document failed.
+  if (s.reason == RequestReason::ok && s.mode == Mode::kString) out.flush(s.field);
+  return s.reason;
+}
+
+RequestReason PromptExtractor::finish(PromptSink& /*sink*/) {
+  return state().finish();
+}
+
+}  // namespace sluice

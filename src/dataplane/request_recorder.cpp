@@ -1,0 +1,76 @@
+#include "sluice/request_recorder.hpp"
+
+namespace sluice {
+
+void append_json_escaped(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (const char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += "\\u00";
+          out += kHex[(c >> 4) & 0xf];
+          out += kHex[c & 0xf];
+        } else {
+          out += c;
+        }
+    }
+  }
+}
+
+void RequestRecorder::on_request_head(uint32_t flow_id, const RequestHead& head) {
+  if (prompts_ == nullptr) return;
+  Pending& pending = pending_[flow_id];
+  pending.method = head.method;
+  pending.target = head.target;
+  pending.text.clear();
+}
+
+void RequestRecorder::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
+  if (prompts_ != nullptr) pending_[flow_id].text += canonical;
+}
+
+void RequestRecorder::on_request_end(uint32_t flow_id, const RequestOutcome& outcome) {
+  counts_.add(outcome.reason);
+  if (prompts_ == nullptr) return;
+  const Pending pending = pending_[flow_id];  // empty when refused before its head was complete
+  pending_.erase(flow_id);
+  const RequestReasonInfo& reason = info_of(outcome.reason);
+  std::string line = "{\"flow\":" + std::to_string(flow_id) +
+                     ",\"request\":" + std::to_string(outcome.sequence) + ",\"method\":\"";
+  append_json_escaped(line, pending.method);
+  line += "\",\"target\":\"";
+  append_json_escaped(line, pending.target);
+  line += "\",\"reason\":\"" + std::string(reason.name) +
+          "\",\"status\":" + std::to_string(reason.status);
+  if (outcome.fields != nullptr) {
+    line += ",\"model\":\"";
+    append_json_escaped(line, outcome.fields->model);
+    line += "\"";
+    if (outcome.fields->prompt_token_ids) line += ",\"prompt_token_ids\":true";
+  }
+  line += ",\"body_bytes\":" + std::to_string(outcome.body_bytes) +
+          ",\"tokens_estimate\":" + std::to_string(outcome.token_estimate) + ",\"text\":\"";
+  append_json_escaped(line, pending.text);
+  line += "\"}\n";
+  std::fwrite(line.data(), 1, line.size(), prompts_);
+}
+
+void RequestRecorder::on_response_end(uint32_t, uint16_t) {}
+
+}  // namespace sluice

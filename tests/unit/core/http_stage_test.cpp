@@ -1,0 +1,170 @@
+#include "sluice/http_stage.hpp"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <string>
+#include <vector>
+
+namespace sluice {
+namespace {
+
+struct Observed {
+  std::vector<std::string> texts;  // canonical text per ended request
+  std::vector<RequestReason> reasons;
+  std::vector<std::string> models;
+  std::vector<uint16_t> responses;
+  std::string current;
+  bool operator==(const Observed&) const = default;
+};
+
+class Observer final : public RequestObserver {
+ public:
+  explicit Observer(Observed& out) : out_(out) {}
+  void on_request_head(uint32_t, const RequestHead&) override { out_.current.clear(); }
+  void on_prompt_text(uint32_t, std::string_view text) override { out_.current += text; }
+  void on_request_end(uint32_t, const RequestOutcome& outcome) override {
+    out_.texts.push_back(out_.current);
+    out_.reasons.push_back(outcome.reason);
+    out_.models.push_back(outcome.fields != nullptr ? outcome.fields->model : "");
+    out_.current.clear();
+  }
+  void on_response_end(uint32_t, uint16_t status) override { out_.responses.push_back(status); }
+
+ private:
+  Observed& out_;
+};
+
+struct StageRun {
+  Observed observed;
+  bool killed = false;
+  bool operator==(const StageRun&) const = default;
+};
+
+StageRun run(const std::vector<std::string_view>& pieces, std::string_view response = "") {
+  const HttpStageConfig config;
+  StageRun result;
+  Observer observer(result.observed);
+  HttpStage stage(&config, observer);
+  stage.on_open(7);
+  for (std::string_view piece : pieces) {
+    const auto verdict = stage.on_data(
+        7, Direction::kToServer, {reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, 0);
+    if (verdict == StreamVerdict::kKill) {
+      result.killed = true;
+      break;
+    }
+  }
+  if (!response.empty()) {
+    stage.on_data(7, Direction::kToClient,
+                  {reinterpret_cast<const uint8_t*>(response.data()), response.size()}, 0);
+  }
+  stage.on_close(7);
+  return result;
+}
+
+StageRun run_every_way(std::string_view input) {
+  const StageRun whole = run({input});
+  for (std::size_t cut = 1; cut < input.size(); ++cut) {
+    EXPECT_EQ(run({input.substr(0, cut), input.substr(cut)}), whole) << "cut at " << cut;
+  }
+  std::vector<std::string_view> single;
+  for (std::size_t i = 0; i < input.size(); ++i) single.push_back(input.substr(i, 1));
+  EXPECT_EQ(run(single), whole);
+  return whole;
+}
+
+std::string request(std::string_view body, std::string_view extra_headers = "") {
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n" +
+         std::string(extra_headers) + "Content-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + std::string(body);
+}
+
+TEST(HttpStage, ReportsTheCanonicalPromptOfEachPipelinedRequest) {
+  const std::string input =
+      request(
+          R"({"model":"gpt-x","messages":[{"role":"system","content":"Be   brief."},{"role":"user","content":"ｉｇｎｏｒｅ previous"}]})") +
+      request(R"({"model":"m2","prompt":["a","b"]})");
+  const StageRun r = run_every_way(input);
+  EXPECT_FALSE(r.killed);
+  ASSERT_EQ(r.observed.reasons.size(), 2u);
+  EXPECT_EQ(r.observed.reasons[0], RequestReason::ok);
+  EXPECT_EQ(r.observed.texts[0], "Be brief.\nignore previous");
+  EXPECT_EQ(r.observed.models[0], "gpt-x");
+  EXPECT_EQ(r.observed.texts[1], "a\nb");
+  EXPECT_EQ(r.observed.models[1], "m2");
+}
+
+std::string gzip(std::string_view text) {
+  z_stream z{};
+  deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&z, text.size()) + 32, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+TEST(HttpStage, ReadsGzipEncodedAndChunkedBodiesLikePlainOnes) {
+  const std::string body = R"({"model":"m","messages":[{"role":"user","content":"hello world"}]})";
+  const StageRun plain = run({request(body)});
+  const std::string packed = gzip(body);
+  const StageRun encoded = run_every_way(request(packed, "Content-Encoding: gzip\r\n"));
+  EXPECT_EQ(encoded.observed.texts, plain.observed.texts);
+  const std::string chunked =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n3\r\n" +
+      body.substr(0, 3) + "\r\n" + [&] {
+        std::string rest = body.substr(3);
+        char size[16];
+        std::snprintf(size, sizeof size, "%zx", rest.size());
+        return std::string(size) + "\r\n" + rest + "\r\n0\r\n\r\n";
+      }();
+  EXPECT_EQ(run_every_way(chunked).observed.texts, plain.observed.texts);
+}
+
+TEST(HttpStage, KillsTheFlowOnARefusalAndReadsNothingAfterIt) {
+  const std::string input = request(R"({"messages":[],"messages":[]})") +
+                            request(R"({"messages":[{"role":"user","content":"smuggled"}]})");
+  const StageRun r = run_every_way(input);
+  EXPECT_TRUE(r.killed);
+  ASSERT_EQ(r.observed.reasons.size(), 1u);
+  EXPECT_EQ(r.observed.reasons[0], RequestReason::json_duplicate_key);
+}
+
+TEST(HttpStage, KillsTheFlowOnAFramingRefusal) {
+  const StageRun r = run(
+      {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"});
+  EXPECT_TRUE(r.killed);
+  ASSERT_EQ(r.observed.reasons.size(), 1u);
+  EXPECT_EQ(r.observed.reasons[0], RequestReason::http_content_length_and_transfer_encoding);
+}
+
+TEST(HttpStage, FollowsResponsesToTheirEnd) {
+  const StageRun r =
+      run({request(R"({"prompt":"x"})")}, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(r.observed.responses, std::vector<uint16_t>{200});
+}
+
+TEST(HttpStage, RecyclesFlowStates) {
+  const HttpStageConfig config;
+  Observed observed;
+  Observer observer(observed);
+  HttpStage stage(&config, observer);
+  const std::string input = request(R"({"prompt":"x"})");
+  for (uint32_t round = 0; round < 100; ++round) {
+    const uint32_t flow = round % 3;
+    stage.on_data(flow, Direction::kToServer,
+                  {reinterpret_cast<const uint8_t*>(input.data()), input.size()}, 0);
+    stage.on_close(flow);
+  }
+  EXPECT_EQ(stage.states_allocated(), 1u);
+  EXPECT_EQ(observed.reasons.size(), 100u);
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,717 @@
+// Specification of the streaming prompt extractor: which fields of which API shapes it extracts,
+// what it leaves alone, which reason it gives for each malformed or ambiguous body, and that the
+// result does not depend on how the body is cut into pieces: every case is replayed whole, split
+// in two at every byte position, and byte by byte, and must give the same texts, fields and
+// reason each time (these tests run under ASan/UBSan in the sanitizer build).
+#include "sluice/prompt_extractor.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sluice {
+namespace {
+
+using F = PromptField;
+using R = RequestReason;
+
+struct Text {
+  PromptField field;
+  std::string text;
+  bool operator==(const Text&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& out, const Text& t) {
+  return out << field_name(t.field) << "=\"" << t.text << '"';
+}
+
+bool same_fields(const RequestFields& a, const RequestFields& b) {
+  return a.model == b.model && a.stream == b.stream && a.max_tokens == b.max_tokens &&
+         a.max_completion_tokens == b.max_completion_tokens &&
+         a.max_output_tokens == b.max_output_tokens && a.prompt_token_ids == b.prompt_token_ids;
+}
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    std::size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<uint8_t>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = cp << 6 | (cc & 0x3f);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff)) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+// Records the texts in order and checks the sink contract as it goes: pieces of one string all
+// name the same field, no piece is empty or cuts a UTF-8 character, on_field_end closes a string.
+class Recorder : public PromptSink {
+ public:
+  void on_text(PromptField field, std::string_view utf8) override {
+    ++calls;
+    EXPECT_FALSE(utf8.empty()) << "empty piece";
+    EXPECT_TRUE(valid_utf8(utf8)) << "piece is not whole UTF-8 characters";
+    if (!open_) {
+      texts.push_back({field, ""});
+      open_ = true;
+    }
+    EXPECT_EQ(texts.back().field, field) << "a piece of another field inside a string";
+    texts.back().text.append(utf8);
+  }
+  void on_field_end(PromptField field) override {
+    ++calls;
+    if (!open_) texts.push_back({field, ""});
+    EXPECT_EQ(texts.back().field, field);
+    open_ = false;
+  }
+
+  std::vector<Text> texts;
+  std::size_t calls = 0;
+
+ private:
+  bool open_ = false;
+};
+
+struct Outcome {
+  RequestReason reason = R::ok;
+  std::vector<Text> texts;
+  RequestFields fields;
+};
+
+// Feeds the body cut at `cuts` (increasing offsets), then finishes. Checks on the way that a
+// rejection sticks: every later call returns the same reason and emits nothing.
+Outcome run(std::string_view body, const std::vector<std::size_t>& cuts, JsonLimits limits = {}) {
+  PromptExtractor extractor(limits);
+  Recorder recorder;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(body.data());
+  std::optional<RequestReason> rejected;
+  std::size_t calls_at_rejection = 0;
+  std::size_t from = 0;
+  auto feed = [&](std::size_t to) {
+    const RequestReason reason = extractor.feed({bytes + from, to - from}, recorder);
+    from = to;
+    if (rejected) {
+      EXPECT_EQ(reason, *rejected) << "a rejection must stick";
+      EXPECT_EQ(recorder.calls, calls_at_rejection) << "nothing is emitted after a rejection";
+    } else if (reason != R::ok) {
+      rejected = reason;
+      calls_at_rejection = recorder.calls;
+    }
+  };
+  for (std::size_t cut : cuts) feed(cut);
+  feed(body.size());
+  const RequestReason reason = extractor.finish(recorder);
+  if (rejected) {
+    EXPECT_EQ(reason, *rejected);
+    EXPECT_EQ(recorder.calls, calls_at_rejection);
+  }
+  EXPECT_EQ(extractor.finish(recorder), reason) << "finish is idempotent";
+  return {reason, recorder.texts, extractor.fields()};
+}
+
+struct Case {
+  std::string_view name;
+  std::string body;
+  RequestReason reason = R::ok;
+  std::vector<Text> texts = {};
+  std::optional<RequestFields> fields = std::nullopt;  // checked when set (and reason is ok)
+  JsonLimits limits = {};
+};
+
+void expect_outcome(const Case& c, const Outcome& got, std::string_view how) {
+  SCOPED_TRACE(how);
+  EXPECT_EQ(info_of(got.reason).name, info_of(c.reason).name);
+  if (c.reason != R::ok || got.reason != R::ok) return;
+  EXPECT_EQ(got.texts, c.texts);
+  if (c.fields) {
+    EXPECT_TRUE(same_fields(got.fields, *c.fields))
+        << "model=" << got.fields.model << " stream=" << got.fields.stream.value_or(false)
+        << " max_tokens=" << got.fields.max_tokens.value_or(0)
+        << " token_ids=" << got.fields.prompt_token_ids;
+  }
+}
+
+// Whole, every two-piece split (empty pieces included), byte by byte: each must give what the
+// case says, and accepted bodies must give identical fields() every time.
+void check(const Case& c) {
+  SCOPED_TRACE(std::string(c.name));
+  const Outcome whole = run(c.body, {}, c.limits);
+  expect_outcome(c, whole, "whole");
+  for (std::size_t cut = 0; cut <= c.body.size(); ++cut) {
+    const Outcome split = run(c.body, {cut}, c.limits);
+    expect_outcome(c, split, "split at " + std::to_string(cut));
+    if (whole.reason == R::ok) {
+      EXPECT_TRUE(same_fields(split.fields, whole.fields));
+    }
+    if (::testing::Test::HasFailure()) return;  // one failing split says enough
+  }
+  std::vector<std::size_t> every;
+  for (std::size_t i = 1; i < c.body.size(); ++i) every.push_back(i);
+  const Outcome bytewise = run(c.body, every, c.limits);
+  expect_outcome(c, bytewise, "byte by byte");
+  if (whole.reason == R::ok) {
+    EXPECT_TRUE(same_fields(bytewise.fields, whole.fields));
+  }
+}
+
+void check_all(const std::vector<Case>& cases) {
+  for (const Case& c : cases) check(c);
+}
+
+RequestFields scalars(std::string model, std::optional<bool> stream = std::nullopt,
+                      std::optional<uint64_t> max_tokens = std::nullopt) {
+  RequestFields f;
+  f.model = std::move(model);
+  f.stream = stream;
+  f.max_tokens = max_tokens;
+  return f;
+}
+
+RequestFields token_ids() {
+  RequestFields f;
+  f.prompt_token_ids = true;
+  return f;
+}
+
+std::string nested_arrays(std::size_t levels) {
+  return R"({"x":)" + std::string(levels, '[') + std::string(levels, ']') + "}";
+}
+
+// ---- API shapes ------------------------------------------------------------------------------
+
+TEST(PromptExtractor, ExtractsChatMessagesInEveryRole) {
+  check_all({
+      {"string content, name, scalars",
+       R"({"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},)"
+       R"({"role":"user","content":"Hi","name":"alice"},{"role":"assistant","content":"Hello"},)"
+       R"({"role":"developer","content":"Dev note"}],"stream":true,"max_tokens":64})",
+       R::ok,
+       {{F::kMessageContent, "Be brief."},
+        {F::kMessageContent, "Hi"},
+        {F::kMessageName, "alice"},
+        {F::kMessageContent, "Hello"},
+        {F::kMessageContent, "Dev note"}},
+       scalars("gpt-4o", true, 64)},
+      {"content parts: text of each part, other parts ignored but validated",
+       R"({"messages":[{"role":"user","content":[{"type":"text","text":"What is"},)"
+       R"({"type":"image_url","image_url":{"url":"https://example.com/a.png","text":"no"}},)"
+       R"({"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}},)"
+       R"({"type":"text","text":" this?"}]}]})",
+       R::ok,
+       {{F::kMessageContent, "What is"}, {F::kMessageContent, " this?"}}},
+      {"tool calls: arguments extracted as text, not parsed",
+       R"({"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"call_1",)"
+       R"("type":"function","function":{"name":"get_weather",)"
+       R"("arguments":"{\"city\":\"Paris\",\"unit\":\"C\"}"}},{"id":"call_2","type":"function",)"
+       R"("function":{"name":"f","arguments":"{}"}}]},)"
+       R"({"role":"tool","tool_call_id":"call_1","content":"18 C"}]})",
+       R::ok,
+       {{F::kToolArguments, R"({"city":"Paris","unit":"C"})"},
+        {F::kToolArguments, "{}"},
+        {F::kMessageContent, "18 C"}}},
+      {"empty strings are fields too",
+       R"({"messages":[{"role":"user","content":"","name":""}]})",
+       R::ok,
+       {{F::kMessageContent, ""}, {F::kMessageName, ""}}},
+      {"content of other types is skipped",
+       R"({"messages":[{"content":null},{"content":42},{"content":{"text":"no"}},)"
+       R"({"content":[["no"],"no",1,null]},{"name":5},"no",7,null]})",
+       R::ok,
+       {}},
+      {"messages that is not an array is skipped",
+       R"({"messages":{"content":"no"},"tools":"no","system":{"text":"no"}})",
+       R::ok,
+       {}},
+  });
+}
+
+TEST(PromptExtractor, ExtractsToolDescriptions) {
+  check_all({
+      {"OpenAI tools: function.description, not parameter descriptions",
+       R"({"tools":[{"type":"function","function":{"name":"get_weather",)"
+       R"("description":"Get the weather","parameters":{"type":"object","properties":)"
+       R"({"city":{"type":"string","description":"no"}}}}},)"
+       R"({"type":"function","function":{"name":"g","description":"Second"}}]})",
+       R::ok,
+       {{F::kToolDescription, "Get the weather"}, {F::kToolDescription, "Second"}}},
+      {"Anthropic tools: description beside input_schema",
+       R"({"tools":[{"name":"lookup","description":"Looks things up",)"
+       R"("input_schema":{"type":"object","description":"no"}}]})",
+       R::ok,
+       {{F::kToolDescription, "Looks things up"}}},
+  });
+}
+
+TEST(PromptExtractor, ExtractsLegacyCompletionPrompts) {
+  check_all({
+      {"prompt and suffix strings",
+       R"({"model":"davinci-002","prompt":"def add(a, b):","suffix":"return c","max_tokens":16})",
+       R::ok,
+       {{F::kPrompt, "def add(a, b):"}, {F::kSuffix, "return c"}},
+       scalars("davinci-002", std::nullopt, 16)},
+      {"prompt array of strings",
+       R"({"prompt":["first","second",""]})",
+       R::ok,
+       {{F::kPrompt, "first"}, {F::kPrompt, "second"}, {F::kPrompt, ""}}},
+      {"prompt token ids", R"({"prompt":[1,2,3,50256]})", R::ok, {}, token_ids()},
+      {"prompt arrays of token ids", R"({"prompt":[[1,2],[3],[]]})", R::ok, {}, token_ids()},
+      {"empty prompt array has no token ids", R"({"prompt":[]})", R::ok, {}, RequestFields{}},
+      {"prompt mixing text and ids keeps both",
+       R"({"prompt":["a",7]})",
+       R::ok,
+       {{F::kPrompt, "a"}},
+       token_ids()},
+      {"strings inside a token array are not prompt text", R"({"prompt":[["no"]]})", R::ok, {}},
+  });
+}
+
+TEST(PromptExtractor, ExtractsResponsesApiInput) {
+  check_all({
+      {"instructions and input string",
+       R"({"model":"o3","instructions":"Be terse.","input":"Hello","max_output_tokens":100})",
+       R::ok,
+       {{F::kInstructions, "Be terse."}, {F::kInput, "Hello"}}},
+      {"input array of strings",
+       R"({"input":["a","b"]})",
+       R::ok,
+       {{F::kInput, "a"}, {F::kInput, "b"}}},
+      {"input message items with string and part content",
+       R"({"input":[{"role":"user","content":"hi"},{"type":"message","role":"user",)"
+       R"("content":[{"type":"input_text","text":"look at"},)"
+       R"({"type":"input_image","image_url":"data:image/png;base64,AAAA"}]},)"
+       R"({"type":"function_call","call_id":"c1","name":"f","arguments":"{\"q\":1}"},)"
+       R"({"type":"function_call_output","call_id":"c1","output":"42 results"},)"
+       R"({"type":"function_call_output","output":[{"type":"input_text","text":"parts"}]}]})",
+       R::ok,
+       {{F::kInput, "hi"},
+        {F::kInput, "look at"},
+        {F::kToolArguments, R"({"q":1})"},
+        {F::kInput, "42 results"},
+        {F::kInput, "parts"}}},
+      {"input token ids", R"({"input":[[1,2],[3]]})", R::ok, {}, token_ids()},
+  });
+}
+
+TEST(PromptExtractor, ExtractsAnthropicSystemAndToolResults) {
+  check_all({
+      {"system string",
+       R"({"system":"You are Claude.","messages":[]})",
+       R::ok,
+       {{F::kSystem, "You are Claude."}}},
+      {"system blocks",
+       R"({"system":[{"type":"text","text":"Rule one.","cache_control":{"type":"ephemeral"}},)"
+       R"({"type":"text","text":"Rule two."}]})",
+       R::ok,
+       {{F::kSystem, "Rule one."}, {F::kSystem, "Rule two."}}},
+      {"tool_result content, string and blocks",
+       R"({"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1",)"
+       R"("content":[{"type":"text","text":"result text"}]},)"
+       R"({"type":"tool_result","tool_use_id":"t2","content":"plain result"},)"
+       R"({"type":"tool_use","id":"t3","name":"x","input":{"text":"no"}}]}]})",
+       R::ok,
+       {{F::kMessageContent, "result text"}, {F::kMessageContent, "plain result"}}},
+  });
+}
+
+TEST(PromptExtractor, IgnoresKnownNamesOutsideTheirPaths) {
+  check_all({
+      {"content, prompt and messages nested under other keys",
+       R"({"metadata":{"content":"no","prompt":"no","messages":[{"content":"no"}]},)"
+       R"("messages":[{"role":"user","content":"yes","extra":{"content":"no","name":"no"}}],)"
+       R"("user":"no","response_format":{"type":"json_schema","schema":{"system":"no"}}})",
+       R::ok,
+       {{F::kMessageContent, "yes"}}},
+      {"top-level keys only at the top level",
+       R"({"x":{"prompt":"no","input":"no","suffix":"no"}})",
+       R::ok,
+       {}},
+      {"message keys only in messages", R"({"content":"no","name":"no","text":"no"})", R::ok, {}},
+      {"a part's nested content only one level down",
+       R"({"messages":[{"content":[{"content":[{"content":"no","text":"yes"}]}]}]})",
+       R::ok,
+       {{F::kMessageContent, "yes"}}},
+      {"unknown keys hold every kind of value",
+       R"({"a":-0,"b":1.5e-3,"c":2E+10,"d":[true,false,null,{}],"e":{"f":[[]]},"g":"\u0000",)"
+       R"("prompt":"p"})",
+       R::ok,
+       {{F::kPrompt, "p"}}},
+  });
+}
+
+// ---- text decoding ---------------------------------------------------------------------------
+
+TEST(PromptExtractor, DecodesEscapesAndKeepsUtf8) {
+  check_all({
+      {"short escapes",
+       R"({"prompt":"q\"b\\s\/b\bf\fn\nr\rt\t."})",
+       R::ok,
+       {{F::kPrompt, "q\"b\\s/b\bf\fn\nr\rt\t."}}},
+      {"\\u escapes, any case",
+       R"({"prompt":"\u0041\u00e9\u00E9\u4e2d\uFFFF\u0000!"})",
+       R::ok,
+       {{F::kPrompt, std::string("A\xc3\xa9\xc3\xa9\xe4\xb8\xad\xef\xbf\xbf\0!", 13)}}},
+      {"surrogate pair to one code point",
+       R"({"prompt":"\ud83d\ude00 \uDBFF\uDFFF"})",
+       R::ok,
+       {{F::kPrompt, "\xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"}}},
+      {"raw UTF-8 passes through",
+       "{\"prompt\":\"caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf "
+       "\xe2\x80\xae\x7f\"}",
+       R::ok,
+       {{F::kPrompt,
+         "caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf "
+         "\xe2\x80\xae\x7f"}}},
+      {"whitespace between tokens",
+       "\r\n\t {\n  \"messages\" :\t[ {\"content\"\r\n:\n\"a\" } ] ,\"stream\" : false }\n\t ",
+       R::ok,
+       {{F::kMessageContent, "a"}},
+       scalars("", false)},
+      {"long text crosses the emit buffer",
+       R"({"prompt":")" + std::string(5000, 'x') + R"(\n)" + std::string(3000, 'y') + R"("})",
+       R::ok,
+       {{F::kPrompt, std::string(5000, 'x') + "\n" + std::string(3000, 'y')}}},
+  });
+}
+
+TEST(PromptExtractor, EmitsWhatAPieceCompletesBeforeTheNextPieceArrives) {
+  PromptExtractor extractor;
+  Recorder recorder;
+  auto feed = [&](std::string_view piece) {
+    return extractor.feed({reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, recorder);
+  };
+  ASSERT_EQ(feed(R"({"prompt":"abc)"), R::ok);
+  ASSERT_EQ(recorder.texts, (std::vector<Text>{{F::kPrompt, "abc"}}));
+  // An escape and a UTF-8 character cut by the piece end are held until complete.
+  ASSERT_EQ(feed("d\\u00"), R::ok);
+  EXPECT_EQ(recorder.texts.back().text, "abcd");
+  ASSERT_EQ(feed("e9\xe4\xb8"), R::ok);
+  EXPECT_EQ(recorder.texts.back().text, "abcd\xc3\xa9");
+  ASSERT_EQ(feed("\xad"), R::ok);
+  EXPECT_EQ(recorder.texts.back().text, "abcd\xc3\xa9\xe4\xb8\xad");
+  ASSERT_EQ(feed("\"}"), R::ok);
+  EXPECT_EQ(extractor.finish(recorder), R::ok);
+  EXPECT_EQ(recorder.texts, (std::vector<Text>{{F::kPrompt, "abcd\xc3\xa9\xe4\xb8\xad"}}));
+}
+
+// ---- scalars ---------------------------------------------------------------------------------
+
+TEST(PromptExtractor, ReadsScalarFields) {
+  RequestFields all;
+  all.model = "m\xc3\xa9/\"1\"";
+  all.stream = false;
+  all.max_tokens = 0;
+  all.max_completion_tokens = 18446744073709551615u;
+  all.max_output_tokens = 4096;
+  RequestFields nulls;
+  check_all({
+      {"every scalar",
+       R"({"model":"m\u00e9\/\"1\"","stream":false,"max_tokens":0,)"
+       R"("max_completion_tokens":18446744073709551615,"max_output_tokens":4096})",
+       R::ok,
+       {},
+       all},
+      {"null leaves a scalar unset",
+       R"({"model":null,"stream":null,"max_tokens":null,"max_completion_tokens":null,)"
+       R"("max_output_tokens":null})",
+       R::ok,
+       {},
+       nulls},
+      {"model at the length limit",
+       R"({"model":")" + std::string(256, 'm') + R"("})",
+       R::ok,
+       {},
+       scalars(std::string(256, 'm'))},
+      {"model limit counts decoded bytes",
+       R"({"model":")" + std::string(254, 'm') + R"(\u00e9"})",
+       R::ok,
+       {},
+       scalars(std::string(254, 'm') + "\xc3\xa9")},
+      {"model over the limit by a decoded escape",
+       R"({"model":")" + std::string(255, 'm') + R"(\u00e9"})", R::json_field_too_long},
+      {"model over the limit", R"({"model":")" + std::string(257, 'm') + R"("})",
+       R::json_field_too_long},
+      // The limit fails at the byte that crosses it, wherever the pieces end (found by fuzzing).
+      {"model over the limit before an invalid byte",
+       R"({"model":")" + std::string(257, 'm') + "\x93\"}", R::json_field_too_long},
+      {"model over the limit by a character before an invalid byte",
+       R"({"model":")" + std::string(255, 'm') + "\xc3\xa9\x93\"}", R::json_field_too_long},
+      {"invalid byte before the model limit",
+       R"({"model":")" + std::string(10, 'm') + "\x93" + std::string(300, 'm') + "\"}",
+       R::json_invalid_utf8},
+      {"model over a configured limit",
+       R"({"model":"abcde"})",
+       R::json_field_too_long,
+       {},
+       std::nullopt,
+       JsonLimits{32, 4}},
+      {"number literal over the limit anywhere", R"({"x":)" + std::string(257, '1') + "}",
+       R::json_field_too_long},
+      {"number literal at the limit", R"({"x":)" + std::string(256, '1') + "}", R::ok},
+  });
+}
+
+TEST(PromptExtractor, RejectsScalarsOfTheWrongShape) {
+  check_all({
+      {"negative max_tokens", R"({"max_tokens":-1})", R::json_invalid},
+      {"fractional max_tokens", R"({"max_tokens":1.0})", R::json_invalid},
+      {"exponent max_completion_tokens", R"({"max_completion_tokens":1e3})", R::json_invalid},
+      {"max_output_tokens over 64 bits", R"({"max_output_tokens":18446744073709551616})",
+       R::json_invalid},
+      {"max_tokens as a string", R"({"max_tokens":"64"})", R::json_invalid},
+      {"max_tokens as a bool", R"({"max_tokens":true})", R::json_invalid},
+      {"max_tokens as an array", R"({"max_tokens":[1]})", R::json_invalid},
+      {"stream as a string", R"({"stream":"true"})", R::json_invalid},
+      {"stream as a number", R"({"stream":1})", R::json_invalid},
+      {"model as a number", R"({"model":5})", R::json_invalid},
+      {"model as an object", R"({"model":{"id":"x"}})", R::json_invalid},
+      {"model as a bool", R"({"model":false})", R::json_invalid},
+  });
+}
+
+// ---- rejections ------------------------------------------------------------------------------
+
+TEST(PromptExtractor, RejectsInvalidJson) {
+  check_all({
+      {"empty body", "", R::json_invalid},
+      {"whitespace only", " \n", R::json_invalid},
+      {"top-level array", "[]", R::json_invalid},
+      {"top-level string", R"("x")", R::json_invalid},
+      {"top-level number", "1", R::json_invalid},
+      {"top-level literal", "null", R::json_invalid},
+      {"byte order mark", "\xef\xbb\xbf{}", R::json_invalid},
+      {"truncated object", R"({"prompt":"x")", R::json_invalid},
+      {"truncated string", R"({"prompt":"x)", R::json_invalid},
+      {"truncated escape", R"({"prompt":"\u00)", R::json_invalid},
+      {"truncated literal", R"({"a":tru)", R::json_invalid},
+      {"truncated number", R"({"a":12)", R::json_invalid},
+      {"trailing garbage", R"({}x)", R::json_invalid},
+      {"second value", "{}{}", R::json_invalid},
+      {"key without value", R"({"a"})", R::json_invalid},
+      {"missing value", R"({"a":})", R::json_invalid},
+      {"missing colon", R"({"a" 1})", R::json_invalid},
+      {"missing comma", R"({"a":1 "b":2})", R::json_invalid},
+      {"trailing comma in object", R"({"a":1,})", R::json_invalid},
+      {"trailing comma in array", R"({"a":[1,]})", R::json_invalid},
+      {"leading comma", R"({,"a":1})", R::json_invalid},
+      {"mismatched brackets", R"({"a":[1}})", R::json_invalid},
+      {"mismatched braces", R"({"a":{]})", R::json_invalid},
+      {"single quotes", R"({'a':1})", R::json_invalid},
+      {"unquoted key", R"({a:1})", R::json_invalid},
+      {"number key", R"({1:1})", R::json_invalid},
+      {"leading zero", R"({"a":01})", R::json_invalid},
+      {"negative leading zero", R"({"a":-01})", R::json_invalid},
+      {"lone minus", R"({"a":-})", R::json_invalid},
+      {"plus sign", R"({"a":+1})", R::json_invalid},
+      {"dot without digits", R"({"a":1.})", R::json_invalid},
+      {"leading dot", R"({"a":.5})", R::json_invalid},
+      {"exponent without digits", R"({"a":1e})", R::json_invalid},
+      {"exponent sign without digits", R"({"a":1e+})", R::json_invalid},
+      {"hex number", R"({"a":0x1})", R::json_invalid},
+      {"NaN", R"({"a":NaN})", R::json_invalid},
+      {"Infinity", R"({"a":-Infinity})", R::json_invalid},
+      {"misspelt literal", R"({"a":nul})", R::json_invalid},
+      {"capitalised literal", R"({"a":True})", R::json_invalid},
+      {"literal with a tail", R"({"a":truex})", R::json_invalid},
+      {"comment", R"({"a":1/*c*/})", R::json_invalid},
+      {"unknown escape", R"({"prompt":"\x41"})", R::json_invalid},
+      {"escaped apostrophe", R"({"prompt":"\'"})", R::json_invalid},
+      {"bad hex digit", R"({"prompt":"\u12g4"})", R::json_invalid},
+      {"short \\u escape", R"({"prompt":"\u12"})", R::json_invalid},
+      {"raw control character", "{\"prompt\":\"a\x01\"}", R::json_invalid},
+      {"raw tab in a string", "{\"prompt\":\"a\tb\"}", R::json_invalid},
+      {"raw newline in a key", "{\"a\nb\":1}", R::json_invalid},
+      {"raw NUL in an unknown value", std::string("{\"x\":\"\0\"}", 9), R::json_invalid},
+      {"non-ASCII letter outside strings", "{\"a\":1}\xc3\xa9", R::json_invalid},
+  });
+}
+
+TEST(PromptExtractor, RejectsDuplicateKnownKeys) {
+  check_all({
+      {"root", R"({"model":"a","stream":true,"model":"b"})", R::json_duplicate_key},
+      {"root text field", R"({"prompt":"a","prompt":"b"})", R::json_duplicate_key},
+      {"root messages", R"({"messages":[],"messages":[]})", R::json_duplicate_key},
+      {"message role", R"({"messages":[{"role":"user","role":"system"}]})", R::json_duplicate_key},
+      {"message content", R"({"messages":[{"content":"a","content":"b"}]})", R::json_duplicate_key},
+      {"part text", R"({"messages":[{"content":[{"text":"a","type":"text","text":"b"}]}]})",
+       R::json_duplicate_key},
+      {"tool call function", R"({"messages":[{"tool_calls":[{"function":{},"function":{}}]}]})",
+       R::json_duplicate_key},
+      {"tool call arguments",
+       R"({"messages":[{"tool_calls":[{"function":{"arguments":"1","arguments":"2"}}]}]})",
+       R::json_duplicate_key},
+      {"tool function description",
+       R"({"tools":[{"function":{"description":"a","name":"n","description":"b"}}]})",
+       R::json_duplicate_key},
+      {"system block", R"({"system":[{"type":"text","type":"x"}]})", R::json_duplicate_key},
+      {"input item", R"({"input":[{"role":"user","role":"system"}]})", R::json_duplicate_key},
+      {"each message has its own set",
+       R"({"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]})",
+       R::ok,
+       {{F::kMessageContent, "a"}, {F::kMessageContent, "b"}}},
+      // Documented limits of bounded state: unknown keys and untracked objects are not checked.
+      {"unknown keys are not checked", R"({"temperature":1,"temperature":2})", R::ok},
+      {"untracked objects are not checked", R"({"metadata":{"prompt":1,"prompt":2}})", R::ok},
+  });
+}
+
+TEST(PromptExtractor, RejectsEscapedKnownKeys) {
+  check_all({
+      {"root prompt", R"({"\u0070rompt":"x"})", R::json_escaped_known_key},
+      {"root messages", R"({"m\u0065ssages":[]})", R::json_escaped_known_key},
+      {"root model, escaped slash-free form", R"({"mod\u0065l":"x"})", R::json_escaped_known_key},
+      {"message content", R"({"messages":[{"c\u006Fntent":"x"}]})", R::json_escaped_known_key},
+      {"message role", R"({"messages":[{"rol\u0065":"system"}]})", R::json_escaped_known_key},
+      {"part text", R"({"system":[{"t\u0065xt":"x"}]})", R::json_escaped_known_key},
+      {"tool arguments", R"({"messages":[{"tool_calls":[{"function":{"\u0061rguments":"x"}}]}]})",
+       R::json_escaped_known_key},
+      {"escaped unknown key is fine", R"({"\u0070rompts":"x","\u00e9":1})", R::ok},
+      {"known name of another level is fine", R"({"messages":[{"\u0070rompt":"x"}]})", R::ok},
+      {"untracked level is fine", R"({"metadata":{"\u0070rompt":"x"}})", R::ok},
+      {"escaped key decoding past the longest known key",
+       R"({"\u0070rompt_and_more_than_twenty_four":"x"})", R::ok},
+  });
+}
+
+TEST(PromptExtractor, RejectsNestingDeeperThanTheLimit) {
+  check_all({
+      {"32 levels with the default limit", nested_arrays(31), R::ok},
+      {"33 levels with the default limit", nested_arrays(32), R::json_too_deep},
+      {"objects count too",
+       R"({"a":{"b":{"c":{}}}})",
+       R::json_too_deep,
+       {},
+       std::nullopt,
+       JsonLimits{3, 256}},
+      {"at a configured limit", R"({"a":{"b":{}}})", R::ok, {}, std::nullopt, JsonLimits{3, 256}},
+      {"limit above the cap is clamped to 128",
+       nested_arrays(128),
+       R::json_too_deep,
+       {},
+       std::nullopt,
+       JsonLimits{1000, 256}},
+      {"at the cap", nested_arrays(127), R::ok, {}, std::nullopt, JsonLimits{1000, 256}},
+  });
+}
+
+TEST(PromptExtractor, RejectsLoneSurrogates) {
+  check_all({
+      {"high at the end of a string", R"({"prompt":"\ud800"})", R::json_lone_surrogate},
+      {"high then a character", R"({"prompt":"\ud800x"})", R::json_lone_surrogate},
+      {"high then another escape", R"({"prompt":"\ud800\n"})", R::json_lone_surrogate},
+      {"high then a BMP escape", R"({"prompt":"\uD800\u0041"})", R::json_lone_surrogate},
+      {"two highs", R"({"prompt":"\ud800\ud800"})", R::json_lone_surrogate},
+      {"lone low", R"({"prompt":"\udc00"})", R::json_lone_surrogate},
+      {"pair in the wrong order", R"({"prompt":"\ude00\ud83d"})", R::json_lone_surrogate},
+      {"in a key", R"({"\udfff":1})", R::json_lone_surrogate},
+      {"in a skipped value", R"({"x":["\ud800"]})", R::json_lone_surrogate},
+      {"high then a malformed escape is invalid JSON", R"({"prompt":"\ud800\u12x4"})",
+       R::json_invalid},
+  });
+}
+
+TEST(PromptExtractor, RejectsInvalidUtf8Anywhere) {
+  check_all({
+      {"overlong two bytes", "{\"prompt\":\"\xc0\x80\"}", R::json_invalid_utf8},
+      {"overlong C1", "{\"prompt\":\"\xc1\xbf\"}", R::json_invalid_utf8},
+      {"overlong three bytes", "{\"prompt\":\"\xe0\x80\x80\"}", R::json_invalid_utf8},
+      {"overlong four bytes", "{\"prompt\":\"\xf0\x8f\xbf\xbf\"}", R::json_invalid_utf8},
+      {"encoded surrogate", "{\"prompt\":\"\xed\xa0\x80\"}", R::json_invalid_utf8},
+      {"above U+10FFFF", "{\"prompt\":\"\xf4\x90\x80\x80\"}", R::json_invalid_utf8},
+      {"F5 lead", "{\"prompt\":\"\xf5\x80\x80\x80\"}", R::json_invalid_utf8},
+      {"FF byte", "{\"prompt\":\"\xff\"}", R::json_invalid_utf8},
+      {"lone continuation", "{\"prompt\":\"\x80\"}", R::json_invalid_utf8},
+      {"truncated before the quote", "{\"prompt\":\"\xe4\xb8\"}", R::json_invalid_utf8},
+      {"truncated before ASCII",
+       "{\"prompt\":\"\xc3"
+       "a\"}",
+       R::json_invalid_utf8},
+      {"truncated by the end of the body", "{\"prompt\":\"\xe4\xb8", R::json_invalid_utf8},
+      {"in a key", "{\"\xc3\x28\":1}", R::json_invalid_utf8},
+      {"in a skipped value", "{\"x\":[\"\xed\xbf\xbf\"]}", R::json_invalid_utf8},
+      {"in the model", "{\"model\":\"\xe0\x9f\x80\"}", R::json_invalid_utf8},
+      {"outside strings", "{\"a\":1\xff}", R::json_invalid_utf8},
+      {"after the document", "{}\x80", R::json_invalid_utf8},
+      {"after an escape", "{\"prompt\":\"\\\xff\"}", R::json_invalid_utf8},
+  });
+}
+
+// ---- lifecycle -------------------------------------------------------------------------------
+
+TEST(PromptExtractor, RejectionSticksUntilReset) {
+  PromptExtractor extractor;
+  Recorder recorder;
+  auto feed = [&](std::string_view piece) {
+    return extractor.feed({reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, recorder);
+  };
+  EXPECT_EQ(feed(R"({"model":"a","prompt":"x)"), R::ok);
+  EXPECT_EQ(feed("\x01"), R::json_invalid);
+  const std::size_t calls = recorder.calls;
+  EXPECT_EQ(feed(R"(y","messages":[{"content":"z"}]})"), R::json_invalid);
+  EXPECT_EQ(extractor.finish(recorder), R::json_invalid);
+  EXPECT_EQ(recorder.calls, calls);
+
+  extractor.reset();
+  EXPECT_TRUE(same_fields(extractor.fields(), RequestFields{}));
+  Recorder fresh;
+  const std::string_view body = R"({"suffix":"s","stream":true})";
+  EXPECT_EQ(extractor.feed({reinterpret_cast<const uint8_t*>(body.data()), body.size()}, fresh),
+            R::ok);
+  EXPECT_EQ(extractor.finish(fresh), R::ok);
+  EXPECT_EQ(fresh.texts, (std::vector<Text>{{F::kSuffix, "s"}}));
+  EXPECT_EQ(extractor.fields().stream, true);
+}
+
+TEST(PromptExtractor, ResetClearsFieldsAndKeepsModelCapacity) {
+  PromptExtractor extractor;
+  Recorder recorder;
+  const std::string body =
+      R"({"model":")" + std::string(200, 'm') + R"(","max_tokens":5,"prompt":[1]})";
+  ASSERT_EQ(extractor.feed({reinterpret_cast<const uint8_t*>(body.data()), body.size()}, recorder),
+            R::ok);
+  ASSERT_EQ(extractor.finish(recorder), R::ok);
+  const char* storage = extractor.fields().model.data();
+  extractor.reset();
+  EXPECT_TRUE(same_fields(extractor.fields(), RequestFields{}));
+  EXPECT_EQ(extractor.fields().model.data(), storage) << "reset keeps the model buffer";
+  EXPECT_GE(extractor.fields().model.capacity(), JsonLimits{}.max_scalar_bytes);
+}
+
+TEST(PromptExtractor, NamesEveryField) {
+  for (auto field : {F::kMessageContent, F::kMessageName, F::kToolArguments, F::kToolDescription,
+                     F::kPrompt, F::kInput, F::kInstructions, F::kSystem, F::kSuffix}) {
+    EXPECT_NE(field_name(field), "unknown");
+  }
+  EXPECT_EQ(field_name(F::kToolArguments), "messages[].tool_calls[].function.arguments");
+}
+
+}  // namespace
+}  // namespace sluice
