@@ -325,9 +325,45 @@ ping_run() {
   bash tools/topology.sh ping "$cli_ns" "$server_ip" 10 >"$res/ping" 2>&1 || true
 }
 
-say "traffic: GET loop, 64K/1M download loop, JSON POST loop, keep-alive loop, UDP, ping (~20 s)"
+# Requests Sluice must refuse: each is sent raw over its own connection; Sluice resets the
+# flow before the request can complete at the server, so no HTTP answer comes back.
+refused_run() {
+  sleep 3
+  ip netns exec "$cli_ns" "$py" - "$server_ip" >"$res/refused" 2>&1 <<'PY' || true
+import socket, sys
+host = sys.argv[1]
+body_dup = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"messages":[]}'
+body_esc = b'{"model":"m","\\u006dessages":[{"role":"user","content":"hi"}]}'
+def post(body, extra=b""):
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+            b"Content-Type: application/json\r\n" + extra +
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+cases = [
+    ("request smuggling (Content-Length + Transfer-Encoding)",
+     b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("duplicate JSON key", post(body_dup)),
+    ("escaped JSON key", post(body_esc)),
+]
+for name, data in cases:
+    s = socket.create_connection((host, 8000), timeout=3)
+    s.settimeout(3)
+    outcome = "refused"
+    try:
+        s.sendall(data)
+        reply = s.recv(100)
+        if reply.startswith(b"HTTP/1.1 2"):
+            outcome = "ANSWERED"
+    except (ConnectionResetError, socket.timeout, OSError):
+        pass
+    s.close()
+    print(f"{outcome} {name}")
+PY
+}
+
+say "traffic: GET loop, 64K/1M download loop, JSON POST loop, keep-alive loop, UDP, ping, 3 evasive requests (~20 s)"
 traffic_pids=()
-for fn in gets_loop bulk_loop posts_loop keepalive_loop udp_loop ping_run; do
+for fn in gets_loop bulk_loop posts_loop keepalive_loop udp_loop ping_run refused_run; do
   "$fn" &
   traffic_pids+=("$!")
   bg_pids+=("$!")
@@ -384,6 +420,8 @@ say "  $(printf '%-34s' "  ...over connections") $connects"
 udp_sent=$(wc -l <"$res/udp_sent" 2>/dev/null || echo 0)
 say "  $(printf '%-34s' "UDP datagrams received") $(cat "$res/udp_received")/$udp_sent"
 say "  $(printf '%-34s' "ICMP") $(sed -n 's/^ping: //p' "$res/ping" | tail -n 1)"
+refused=$(grep -c '^refused ' "$res/refused" 2>/dev/null || true)
+say "  $(printf '%-34s' "evasive requests refused") ${refused:-0}/3 (reset by Sluice, see requests_* above)"
 
 echo
 if ((sluice_rc != 0)); then

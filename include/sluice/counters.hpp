@@ -65,7 +65,7 @@ namespace sluice {
   X(drop_tcp_conflicting_retransmission, Drop)      \
   X(drop_tcp_unverifiable_retransmission, Drop)     \
   X(drop_tcp_killed_flow, Drop)                     \
-  X(drop_consumer, Drop)                            \
+  X(drop_request_refused, Drop)                     \
   /* drops: resources */                            \
   X(drop_tx_full, Drop)                             \
   X(drop_redistribute_full, Drop)                   \

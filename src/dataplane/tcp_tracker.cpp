@@ -152,7 +152,7 @@ TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
     return kForward;
   }
   if (!fresh.empty() && deliver(flow, direction, fresh, now_ns) == StreamVerdict::kKill) {
-    return kill(flow, Counter::drop_consumer, now_ns);
+    return kill(flow, Counter::drop_request_refused, now_ns);
   }
   if (fin && !state.fin_received && seq + length == state.next_seq)
     deliver_fin(flow, direction, now_ns);
@@ -341,7 +341,7 @@ TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_n
     state.held_head = held.next;
     --state.held_count;
     free_slot(index);
-    if (killed) return kill(flow, Counter::drop_consumer, now_ns);
+    if (killed) return kill(flow, Counter::drop_request_refused, now_ns);
   }
   if (state.fin_held && !state.fin_received && state.fin_held_seq == state.next_seq) {
     state.fin_held = false;

@@ -383,7 +383,7 @@ TEST_F(TcpTrackerTest, AConsumerVerdictKillsTheFlow) {
   EXPECT_EQ(client_data(0, "fine, ").verdict, TcpVerdict::kForward);
   const TcpResult result = client_data(6, "FORBIDDEN");
   EXPECT_EQ(result.verdict, TcpVerdict::kKill);
-  EXPECT_EQ(result.reason, Counter::drop_consumer);
+  EXPECT_EQ(result.reason, Counter::drop_request_refused);
 }
 
 TEST_F(TcpTrackerTest, ReleaseReturnsHeldBlocksAndClosesTheConsumer) {
