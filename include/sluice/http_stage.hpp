@@ -62,6 +62,8 @@ class HttpStage final : public StreamConsumer {
   void on_close(uint32_t flow_id) override;
 
   std::size_t states_allocated() const { return allocated_; }
+  // Bytes of one flow's state (without zlib's, which exists only while a gzip body is read).
+  static std::size_t flow_state_bytes();
 
   struct FlowState;
 

@@ -150,6 +150,8 @@ HttpStage::FlowState* HttpStage::state_of(uint32_t flow_id, bool create) {
   return slot;
 }
 
+std::size_t HttpStage::flow_state_bytes() { return sizeof(FlowState); }
+
 void HttpStage::on_open(uint32_t) {}
 
 StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,

@@ -150,6 +150,13 @@ TEST(HttpStage, FollowsResponsesToTheirEnd) {
   EXPECT_EQ(r.observed.responses, std::vector<uint16_t>{200});
 }
 
+TEST(HttpStage, KeepsItsPerFlowStateSmall) {
+  // The figure the README documents; a change that grows it should be a conscious one.
+  RecordProperty("flow_state_bytes", static_cast<int>(HttpStage::flow_state_bytes()));
+  std::printf("HttpStage flow state: %zu bytes\n", HttpStage::flow_state_bytes());
+  EXPECT_LE(HttpStage::flow_state_bytes(), 4096u);
+}
+
 TEST(HttpStage, RecyclesFlowStates) {
   const HttpStageConfig config;
   Observed observed;
