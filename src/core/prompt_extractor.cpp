@@ -579,17 +579,11 @@ RequestReason PromptExtractor::State::finish() {
   return reason;
 }
 
-// The driver within a piece: structural bytes one at a time, and the tokens they open (strings,
-// numbers, literals) run to their end from here, so that a compact document does not return to
-// run() once per token.
 const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const uint8_t* end,
                                                        Context& cx) {
-  while (p < end) {
+  for (; p < end; ++p) {
     const uint8_t c = *p;
-    if (is_whitespace(c)) {
-      ++p;
-      continue;
-    }
+    if (is_whitespace(c)) continue;
     switch (mode) {
       case Mode::kArrayFirst:
         if (c == ']') {
@@ -600,6 +594,7 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
       case Mode::kStart:
       case Mode::kValue:
         start_value(c, cx);
+        if (mode == Mode::kString || mode == Mode::kNumber || mode == Mode::kLiteral) return p + 1;
         break;
       case Mode::kObjectFirst:
         if (c == '}') {
@@ -608,11 +603,17 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
         }
         [[fallthrough]];
       case Mode::kKey:
-        if (c != '"') return fail(unexpected(c), p);
+        if (c != '"') {
+          reject(unexpected(c));
+          return p;
+        }
         begin_string(depth == tracked_depth ? Dest::kKey : Dest::kDiscard, field, true);
-        break;
+        return p + 1;
       case Mode::kColon:
-        if (c != ':') return fail(unexpected(c), p);
+        if (c != ':') {
+          reject(unexpected(c));
+          return p;
+        }
         mode = Mode::kValue;
         break;
       case Mode::kAfterValue:
@@ -624,30 +625,14 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
           reject(unexpected(c));
         }
         break;
-      default:  // kDone; kString, kNumber and kLiteral never stand here
+      case Mode::kDone:
         reject(unexpected(c));
+        break;
+      default:
+        assert(false);
         break;
     }
     if (reason != RequestReason::ok) return p;
-    ++p;
-    switch (mode) {
-      case Mode::kString:
-        p = string_bytes(p, end, cx);
-        break;
-      case Mode::kNumber:
-        p = number_bytes(p, end, cx);
-        break;
-      case Mode::kLiteral:
-        p = literal_bytes(p, end, cx);
-        break;
-      default:
-        continue;
-    }
-    // Still inside the token: the piece ended there (or it failed).
-    if (reason != RequestReason::ok || mode == Mode::kString || mode == Mode::kNumber ||
-        mode == Mode::kLiteral) {
-      return p;
-    }
   }
   return p;
 }
@@ -988,12 +973,6 @@ const uint8_t* PromptExtractor::State::plain_bytes(const uint8_t* p, const uint8
       if constexpr (kTo == Dest::kKey || kTo == Dest::kDiscard) {
         if (in_key) {
           end_key();
-          // The colon of a compact document, taken here rather than by a trip through
-          // structure_bytes' switch.
-          if (p + 1 < end && p[1] == ':' && reason == RequestReason::ok) {
-            mode = Mode::kValue;
-            return p + 2;
-          }
           return p + 1;
         }
       }
