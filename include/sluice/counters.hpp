@@ -35,6 +35,7 @@ namespace sluice {
   X(tcp_bytes_not_retained, Traffic)                \
   X(tcp_flows_killed, Traffic)                      \
   X(rst_sent, Traffic)                              \
+  X(denials_sent, Traffic)                          \
   X(redistributed_packets, Traffic)                 \
   /* drops: malformed frames, by reason */          \
   X(drop_truncated_ethernet, Drop)                  \

@@ -1,9 +1,10 @@
 // The L7 stage of a worker: a StreamConsumer that turns each inspected flow's in-order bytes
 // into requests — HTTP/1.1 framing, Content-Encoding, JSON prompt extraction, canonical text —
 // and reports them to a RequestObserver (admission, rules and audit plug in there). A request
-// the assembler refuses ends the flow (StreamVerdict::kKill) and is reported with its reason;
-// the enforcement issue turns that into the HTTP error response the reason names.
+// the assembler refuses is reported with its reason and ends the flow.
 //
+// A refused request is answered with the reason's status and an OpenAI-style error body
+// (StreamVerdict::kDeny), then the flow ends.
 // Per-flow state (≈ 3 KiB without zlib, see kFlowStateBytes) is allocated the first time a flow
 // carries data and recycled through a free list when the flow closes, so memory follows the
 // number of concurrently active flows and the steady state allocates nothing.
@@ -60,6 +61,8 @@ class HttpStage final : public StreamConsumer {
                         uint64_t now_ns) override;
   void on_end(uint32_t flow_id, Direction direction) override;
   void on_close(uint32_t flow_id) override;
+  // The HTTP error response to the flow's refused request (after kDeny).
+  std::span<const uint8_t> denial(uint32_t flow_id) override;
 
   std::size_t states_allocated() const { return allocated_; }
   // Bytes of one flow's state (without zlib's, which exists only while a gzip body is read).

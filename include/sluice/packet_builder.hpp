@@ -13,10 +13,15 @@ namespace sluice {
 // Enough for Ethernet + two tags + IPv6 + TCP without options.
 inline constexpr std::size_t kMaxRstFrame = 14 + 8 + 40 + 20;
 
-// A RST|ACK for the flow of `info` (a classified TCP packet in `frame`). `reply` false: it
-// pretends to come from the packet's sender and goes where the packet was going; true: it
-// pretends to come from the packet's receiver and goes back to its sender. Returns the frame
-// length (0 if `out` is too small or the packet is not TCP over IP).
+// A TCP segment of the flow of `info` (a classified TCP packet in `frame`) with the given flags
+// and payload. `reply` false: it pretends to come from the packet's sender and goes where the
+// packet was going; true: it pretends to come from the packet's receiver and goes back to its
+// sender. Returns the frame length (0 if `out` is too small or the packet is not TCP over IP).
+std::size_t build_tcp_segment(std::span<const uint8_t> frame, const PacketInfo& info, bool reply,
+                              uint32_t seq, uint32_t ack, uint8_t flags,
+                              std::span<const uint8_t> payload, std::span<uint8_t> out);
+
+// A RST|ACK for the flow (build_tcp_segment without payload).
 std::size_t build_tcp_rst(std::span<const uint8_t> frame, const PacketInfo& info, bool reply,
                           uint32_t seq, uint32_t ack, std::span<uint8_t> out);
 

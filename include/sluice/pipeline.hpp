@@ -49,13 +49,17 @@ class Pipeline {
   bool passes(Policy policy, Counter passed, Counter dropped);
   Flow* open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_ns);
   void remove_flow(Flow& flow);
-  void send_resets(Side arrived_on, const Flow& flow, const PacketInfo& info,
-                   std::span<const uint8_t> frame, bool from_client);
+  void end_flow(Side arrived_on, const Flow& flow, const PacketInfo& info,
+                std::span<const uint8_t> frame, bool from_client, std::span<const uint8_t> denial);
+  void send_segment(Side toward, std::span<const uint8_t> frame, const PacketInfo& info, bool reply,
+                    uint32_t seq, uint32_t ack, uint8_t flags, std::span<const uint8_t> payload,
+                    Counter sent);
   void drop(rte_mbuf* mbuf) { rte_pktmbuf_free(mbuf); }
 
   const InspectConfig& inspect_;
   rte_mempool* pool_;
   PacketSink& sink_;
+  StreamConsumer& consumer_;
   Counters& counters_;
   FlowTable table_;
   TcpTracker tracker_;

@@ -12,6 +12,8 @@ namespace sluice {
 enum class StreamVerdict : uint8_t {
   kContinue,  // forward the segment that carried these bytes
   kKill,      // end the flow: the segment is dropped and both sides are reset
+  kDeny,      // end the flow: the segment is dropped, the client gets denial(), then a FIN,
+              // and the server side is reset
 };
 
 class StreamConsumer {
@@ -25,6 +27,8 @@ class StreamConsumer {
   virtual void on_end(uint32_t flow_id, Direction direction) = 0;
   // The flow left the table (closed and expired, evicted or reset); its id will be reused.
   virtual void on_close(uint32_t flow_id) = 0;
+  // After kDeny: the bytes to send to the client (an HTTP response), valid until the next call.
+  virtual std::span<const uint8_t> denial(uint32_t) { return {}; }
 };
 
 // Consumes nothing and lets everything through: the bridge before the HTTP stage exists.

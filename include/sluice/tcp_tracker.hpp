@@ -33,6 +33,7 @@ enum class TcpVerdict : uint8_t {
   kForward,
   kDrop,  // drop this packet, keep the flow
   kKill,  // drop this packet, reset both sides, drop the flow's later packets
+  kDeny,  // drop this packet, answer the client with the consumer's denial, reset the server
 };
 
 struct TcpResult {
@@ -86,6 +87,8 @@ class TcpTracker {
                  bool fin, uint64_t now_ns);
   TcpResult drain_held(Flow& flow, Direction direction, uint64_t now_ns);
   TcpResult kill(Flow& flow, Counter reason, uint64_t now_ns);
+  // The consumer ended the flow (kKill or kDeny).
+  TcpResult end_by_consumer(Flow& flow, StreamVerdict verdict, uint64_t now_ns);
   void reset_tracking(Flow& flow, uint64_t now_ns);
   uint32_t flow_id(const Flow& flow) const { return table_.index_of(flow); }
 

@@ -1,9 +1,63 @@
 #include "sluice/http_stage.hpp"
 
+#include <algorithm>
+#include <array>
+#include <cstdio>
+
 #include "sluice/canonicalizer.hpp"
 #include "sluice/http_response.hpp"
 
 namespace sluice {
+namespace {
+
+std::string_view status_text(uint16_t status) {
+  switch (status) {
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Error";
+  }
+}
+
+// The answer to a refused request, in the OpenAI error shape SDKs already parse:
+// {"error":{"message":…,"type":"invalid_request_error","param":null,"code":<reason name>}}.
+std::size_t write_denial(RequestReason reason, std::span<char> out) {
+  const RequestReasonInfo& info = info_of(reason);
+  char body[256];
+  const int body_length = std::snprintf(
+      body, sizeof body,
+      R"({"error":{"message":"%.*s","type":"invalid_request_error","param":null,"code":"%.*s"}})",
+      static_cast<int>(info.text.size()), info.text.data(), static_cast<int>(info.name.size()),
+      info.name.data());
+  const std::string_view phrase = status_text(info.status);
+  const int length =
+      std::snprintf(out.data(), out.size(),
+                    "HTTP/1.1 %u %.*s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                    "connection: close\r\n\r\n%s",
+                    static_cast<unsigned>(info.status), static_cast<int>(phrase.size()),
+                    phrase.data(), body_length, body);
+  return length > 0 ? std::min<std::size_t>(static_cast<std::size_t>(length), out.size() - 1) : 0;
+}
+
+}  // namespace
 
 // Everything the stage keeps for one flow; it is its own sink at every step of the chain
 // request parser → content decoder → prompt extractor → canonicaliser → observer.
@@ -35,6 +89,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     if (reported || refused != RequestReason::ok) return;
     reported = true;
     refused = reason;
+    if (reason != RequestReason::ok) denial_length = write_denial(reason, denial);
     if (field_open) {
       canonicalizer.end_field(*this);
       field_open = false;
@@ -115,6 +170,8 @@ struct HttpStage::FlowState final : HttpRequestSink,
   uint64_t sequence = 0;
   RequestReason failure = RequestReason::ok;  // of the current request's body
   RequestReason refused = RequestReason::ok;  // sticky: the flow's first refusal
+  std::array<char, 512> denial{};             // the answer to it
+  std::size_t denial_length = 0;
   uint16_t status = 0;
   bool in_body = false;
   bool reported = false;
@@ -150,7 +207,9 @@ HttpStage::FlowState* HttpStage::state_of(uint32_t flow_id, bool create) {
   return slot;
 }
 
-std::size_t HttpStage::flow_state_bytes() { return sizeof(FlowState); }
+std::size_t HttpStage::flow_state_bytes() {
+  return sizeof(FlowState);
+}
 
 void HttpStage::on_open(uint32_t) {}
 
@@ -161,13 +220,19 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
     state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
     return StreamVerdict::kContinue;
   }
-  if (state.refused != RequestReason::ok) return StreamVerdict::kKill;
+  if (state.refused != RequestReason::ok) return StreamVerdict::kDeny;
   const RequestReason framing = state.request.feed(bytes, state);
   // A refusal ends the flow at the segment that showed it, before the request can complete
   // at the host.
   if (framing != RequestReason::ok) state.report(framing);
   if (state.failure != RequestReason::ok) state.report(state.failure);
-  return state.refused == RequestReason::ok ? StreamVerdict::kContinue : StreamVerdict::kKill;
+  return state.refused == RequestReason::ok ? StreamVerdict::kContinue : StreamVerdict::kDeny;
+}
+
+std::span<const uint8_t> HttpStage::denial(uint32_t flow_id) {
+  const FlowState* state = state_of(flow_id, false);
+  if (state == nullptr) return {};
+  return {reinterpret_cast<const uint8_t*>(state->denial.data()), state->denial_length};
 }
 
 void HttpStage::on_end(uint32_t flow_id, Direction direction) {

@@ -21,10 +21,16 @@ constexpr uint16_t kIpv4DontFragment = 0x4000;
 
 std::size_t build_tcp_rst(std::span<const uint8_t> frame, const PacketInfo& info, bool reply,
                           uint32_t seq, uint32_t ack, std::span<uint8_t> out) {
+  return build_tcp_segment(frame, info, reply, seq, ack, tcp_flag::kRst | tcp_flag::kAck, {}, out);
+}
+
+std::size_t build_tcp_segment(std::span<const uint8_t> frame, const PacketInfo& info, bool reply,
+                              uint32_t seq, uint32_t ack, uint8_t flags,
+                              std::span<const uint8_t> payload, std::span<uint8_t> out) {
   if (!info.is_tcp() || (info.l3 != L3::kIpv4 && info.l3 != L3::kIpv6)) return 0;
   const std::size_t l2 = info.l3_offset;  // Ethernet + tags, copied as they are
   const std::size_t l3 = info.is_ipv4() ? 20 : 40;
-  const std::size_t length = l2 + l3 + 20;
+  const std::size_t length = l2 + l3 + 20 + payload.size();
   if (out.size() < length || frame.size() < l2) return 0;
   uint8_t* p = out.data();
   std::memcpy(p, frame.data(), l2);
@@ -36,9 +42,10 @@ std::size_t build_tcp_rst(std::span<const uint8_t> frame, const PacketInfo& info
   const IpAddress& dst = reply ? info.src : info.dst;
   uint8_t* ip = p + l2;
   std::memset(ip, 0, l3 + 20);
+  const auto ip_payload = static_cast<uint16_t>(20 + payload.size());
   if (info.is_ipv4()) {
     ip[0] = 0x45;
-    store16(ip + 2, static_cast<uint16_t>(l3 + 20));
+    store16(ip + 2, static_cast<uint16_t>(l3 + ip_payload));
     store16(ip + 6, kIpv4DontFragment);
     ip[8] = kTtl;
     ip[9] = 6;
@@ -47,7 +54,7 @@ std::size_t build_tcp_rst(std::span<const uint8_t> frame, const PacketInfo& info
     store16(ip + 10, ipv4_header_checksum({ip, 20}));
   } else {
     ip[0] = 0x60;
-    store16(ip + 4, 20);
+    store16(ip + 4, ip_payload);
     ip[6] = 6;
     ip[7] = kTtl;
     std::memcpy(ip + 8, src.data(), 16);
@@ -59,7 +66,9 @@ std::size_t build_tcp_rst(std::span<const uint8_t> frame, const PacketInfo& info
   store32(tcp + 4, seq);
   store32(tcp + 8, ack);
   tcp[12] = 5 << 4;
-  tcp[13] = tcp_flag::kRst | tcp_flag::kAck;
+  tcp[13] = flags;
+  if (flags != (tcp_flag::kRst | tcp_flag::kAck)) store16(tcp + 14, 65535);  // a window for data
+  if (!payload.empty()) std::memcpy(tcp + 20, payload.data(), payload.size());
 
   PacketInfo built = info;
   built.src = src;

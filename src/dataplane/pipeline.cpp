@@ -57,6 +57,7 @@ Pipeline::Pipeline(const Config& config, uint64_t hash_seed, rte_mempool* pool, 
     : inspect_(config.inspect),
       pool_(pool),
       sink_(sink),
+      consumer_(consumer),
       counters_(counters),
       table_(config.dataplane.flow_capacity, hash_seed, timeouts_of(config.inspect)),
       tracker_(tcp_config_of(config.inspect), table_, consumer, counters) {}
@@ -145,7 +146,11 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
     case TcpVerdict::kDrop:
       return drop(mbuf);
     case TcpVerdict::kKill:
-      send_resets(arrived_on, *flow, info, frame, from_client);
+      end_flow(arrived_on, *flow, info, frame, from_client, {});
+      return drop(mbuf);
+    case TcpVerdict::kDeny:
+      end_flow(arrived_on, *flow, info, frame, from_client,
+               consumer_.denial(table_.index_of(*flow)));
       return drop(mbuf);
   }
 }
@@ -197,40 +202,44 @@ void Pipeline::close_all() {
   }
 }
 
-void Pipeline::send_resets(Side arrived_on, const Flow& flow, const PacketInfo& info,
-                           std::span<const uint8_t> frame, bool from_client) {
+// Ends a flow from the middle: a RST to the server as if from the client, and to the client
+// either a RST as if from the server or, for a denial, the consumer's HTTP response with FIN.
+void Pipeline::end_flow(Side arrived_on, const Flow& flow, const PacketInfo& info,
+                        std::span<const uint8_t> frame, bool from_client,
+                        std::span<const uint8_t> denial) {
   const uint32_t client_next = flow.tcp.of(Direction::kToServer).next_seq;
   const uint32_t server_next = flow.tcp.of(Direction::kToClient).next_seq;
   const Side server_side = from_client ? opposite(arrived_on) : arrived_on;
-  struct Reset {
-    Side toward;
-    bool reply;  // goes back to the offending packet's sender
-    uint32_t seq;
-    uint32_t ack;
-  };
-  // To the server as if from the client, then to the client as if from the server.
-  const Reset resets[] = {
-      {server_side, !from_client, client_next, server_next},
-      {opposite(server_side), from_client, server_next, client_next},
-  };
-  for (const Reset& reset : resets) {
-    rte_mbuf* mbuf = rte_pktmbuf_alloc(pool_);
-    if (mbuf == nullptr) {
-      counters_.add(Counter::drop_mbuf_alloc_failed);
-      continue;
-    }
-    auto* out = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(mbuf, kMaxRstFrame));
-    const std::size_t length = out == nullptr ? 0
-                                              : build_tcp_rst(frame, info, reset.reply, reset.seq,
-                                                              reset.ack, {out, kMaxRstFrame});
-    if (length == 0) {
-      rte_pktmbuf_free(mbuf);
-      continue;
-    }
-    rte_pktmbuf_trim(mbuf, static_cast<uint16_t>(kMaxRstFrame - length));
-    counters_.add(Counter::rst_sent);
-    sink_.send(reset.toward, mbuf);
+  const uint8_t client_flags = denial.empty() ? tcp_flag::kRst | tcp_flag::kAck
+                                              : tcp_flag::kFin | tcp_flag::kPsh | tcp_flag::kAck;
+  // `reply`: the frame goes back to the offending packet's sender.
+  send_segment(server_side, frame, info, !from_client, client_next, server_next,
+               tcp_flag::kRst | tcp_flag::kAck, {}, Counter::rst_sent);
+  send_segment(opposite(server_side), frame, info, from_client, server_next, client_next,
+               client_flags, denial, denial.empty() ? Counter::rst_sent : Counter::denials_sent);
+}
+
+void Pipeline::send_segment(Side toward, std::span<const uint8_t> frame, const PacketInfo& info,
+                            bool reply, uint32_t seq, uint32_t ack, uint8_t flags,
+                            std::span<const uint8_t> payload, Counter sent) {
+  rte_mbuf* mbuf = rte_pktmbuf_alloc(pool_);
+  if (mbuf == nullptr) {
+    counters_.add(Counter::drop_mbuf_alloc_failed);
+    return;
   }
+  const std::size_t room = kMaxRstFrame + payload.size();
+  auto* out = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(mbuf, static_cast<uint16_t>(room)));
+  const std::size_t length =
+      out == nullptr ? 0
+                     : build_tcp_segment(frame, info, reply, seq, ack, flags, payload, {out, room});
+  if (length == 0) {
+    rte_pktmbuf_free(mbuf);
+    counters_.add(Counter::drop_mbuf_alloc_failed);
+    return;
+  }
+  rte_pktmbuf_trim(mbuf, static_cast<uint16_t>(room - length));
+  counters_.add(sent);
+  sink_.send(toward, mbuf);
 }
 
 }  // namespace sluice

@@ -151,8 +151,9 @@ TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
     counters_.add(Counter::tcp_identical_retransmissions);
     return kForward;
   }
-  if (!fresh.empty() && deliver(flow, direction, fresh, now_ns) == StreamVerdict::kKill) {
-    return kill(flow, Counter::drop_request_refused, now_ns);
+  if (!fresh.empty()) {
+    const StreamVerdict verdict = deliver(flow, direction, fresh, now_ns);
+    if (verdict != StreamVerdict::kContinue) return end_by_consumer(flow, verdict, now_ns);
   }
   if (fin && !state.fin_received && seq + length == state.next_seq)
     deliver_fin(flow, direction, now_ns);
@@ -335,13 +336,13 @@ TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_n
         check_delivered(state, held.seq, bytes.first(old_bytes)) != Check::kIdentical) {
       return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
     }
-    const bool killed =
-        old_bytes < held.length &&
-        deliver(flow, direction, bytes.subspan(old_bytes), now_ns) == StreamVerdict::kKill;
+    const StreamVerdict verdict = old_bytes < held.length
+                                      ? deliver(flow, direction, bytes.subspan(old_bytes), now_ns)
+                                      : StreamVerdict::kContinue;
     state.held_head = held.next;
     --state.held_count;
     free_slot(index);
-    if (killed) return kill(flow, Counter::drop_request_refused, now_ns);
+    if (verdict != StreamVerdict::kContinue) return end_by_consumer(flow, verdict, now_ns);
   }
   if (state.fin_held && !state.fin_received && state.fin_held_seq == state.next_seq) {
     state.fin_held = false;
@@ -359,6 +360,12 @@ TcpResult TcpTracker::kill(Flow& flow, Counter reason, uint64_t now_ns) {
   }
   table_.set_state(flow, FlowState::kKilled, now_ns);
   return {TcpVerdict::kKill, reason};
+}
+
+TcpResult TcpTracker::end_by_consumer(Flow& flow, StreamVerdict verdict, uint64_t now_ns) {
+  TcpResult result = kill(flow, Counter::drop_request_refused, now_ns);
+  if (verdict == StreamVerdict::kDeny) result.verdict = TcpVerdict::kDeny;
+  return result;
 }
 
 void TcpTracker::release(Flow& flow) {

@@ -236,6 +236,19 @@ else
   fail "POST /upload: expected 501, curl said '$res'"
 fi
 
+# A request Sluice refuses (a duplicate "messages" key: the host's JSON parser might read the
+# other one) is answered by Sluice itself: 400 with the OpenAI error shape, then the connection
+# closes; the request never completes at the server.
+refusal=$(in_ns "$cli_ns" curl -sS --max-time 5 -o - -w ' %{http_code}' -H 'Content-Type: application/json' \
+  --data-binary '{"model":"m","messages":[{"role":"user","content":"a"}],"messages":[]}' \
+  "$base_url/v1/chat/completions" 2>&1 | tail -c 300) || true
+connections=$((connections + 1))
+if [[ $refusal == *'"code":"json_duplicate_key"'*' 400' ]]; then
+  pass "duplicate JSON key answered by Sluice: 400 json_duplicate_key"
+else
+  fail "duplicate JSON key: expected Sluice's 400 json_duplicate_key, got '$refusal'"
+fi
+
 # ---------------------------------------------------------------- stop
 # Let the last ACK/FIN exchanges drain through before stopping.
 sleep 1.5

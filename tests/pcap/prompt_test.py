@@ -447,8 +447,11 @@ def main() -> int:
         problems = check_counters(counters, want)
         if "tcp_flows_killed" in counters and counters["tcp_flows_killed"] != len(negs):
             problems.append(f"tcp_flows_killed = {counters['tcp_flows_killed']}, expected {len(negs)}")
-        if "rst_sent" in counters and counters["rst_sent"] != 2 * len(negs):
-            problems.append(f"rst_sent = {counters['rst_sent']}, expected {2 * len(negs)}")
+        # Each refusal: a RST to the server and the HTTP error (with FIN) to the client.
+        if counters.get("rst_sent") != len(negs):
+            problems.append(f"rst_sent = {counters.get('rst_sent')}, expected {len(negs)}")
+        if counters.get("denials_sent") != len(negs):
+            problems.append(f"denials_sent = {counters.get('denials_sent')}, expected {len(negs)}")
         # The pipelined request after a refused one must never reach the server.
         try:
             _, out = mc.read_pcap(os.path.join(args.workdir, "negative.server.pcap"))
@@ -459,6 +462,20 @@ def main() -> int:
         except (OSError, ValueError) as e:
             problems.append(f"negative.server.pcap: {e}")
         checks.report("negative_counters", problems)
+
+        # The client of each refused request gets the HTTP error of its reason, OpenAI-shaped.
+        problems = []
+        try:
+            _, out = mc.read_pcap(os.path.join(args.workdir, "negative.client.pcap"))
+            answered = b"".join(frame for _, frame in out)
+            for neg in negs:
+                status = reason_statuses().get(neg["reason"])
+                code = f'"code":"{neg["reason"]}"'.encode()
+                if answered.count(code) < 1 or f"HTTP/1.1 {status} ".encode() not in answered:
+                    problems.append(f"{neg['name']}: no HTTP {status} answer with {code!r} to the client")
+        except (OSError, ValueError) as e:
+            problems.append(f"negative.client.pcap: {e}")
+        checks.report("negative_answers", problems)
 
     if args.verbose:
         print(f"({time.monotonic() - started:.1f} s)")

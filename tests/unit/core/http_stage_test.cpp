@@ -38,6 +38,7 @@ class Observer final : public RequestObserver {
 struct StageRun {
   Observed observed;
   bool killed = false;
+  std::string denial;
   bool operator==(const StageRun&) const = default;
 };
 
@@ -50,7 +51,10 @@ StageRun run(const std::vector<std::string_view>& pieces, std::string_view respo
   for (std::string_view piece : pieces) {
     const auto verdict = stage.on_data(
         7, Direction::kToServer, {reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, 0);
-    if (verdict == StreamVerdict::kKill) {
+    if (verdict != StreamVerdict::kContinue) {
+      EXPECT_EQ(verdict, StreamVerdict::kDeny);
+      const auto denial = stage.denial(7);
+      result.denial.assign(denial.begin(), denial.end());
       result.killed = true;
       break;
     }
@@ -134,6 +138,12 @@ TEST(HttpStage, KillsTheFlowOnARefusalAndReadsNothingAfterIt) {
   EXPECT_TRUE(r.killed);
   ASSERT_EQ(r.observed.reasons.size(), 1u);
   EXPECT_EQ(r.observed.reasons[0], RequestReason::json_duplicate_key);
+  const std::string body =
+      R"({"error":{"message":"duplicate key in an object","type":"invalid_request_error",)"
+      R"("param":null,"code":"json_duplicate_key"}})";
+  EXPECT_EQ(r.denial,
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: " +
+                std::to_string(body.size()) + "\r\nconnection: close\r\n\r\n" + body);
 }
 
 TEST(HttpStage, KillsTheFlowOnAFramingRefusal) {
@@ -142,6 +152,17 @@ TEST(HttpStage, KillsTheFlowOnAFramingRefusal) {
   EXPECT_TRUE(r.killed);
   ASSERT_EQ(r.observed.reasons.size(), 1u);
   EXPECT_EQ(r.observed.reasons[0], RequestReason::http_content_length_and_transfer_encoding);
+  EXPECT_TRUE(r.denial.starts_with("HTTP/1.1 400 Bad Request\r\n")) << r.denial;
+}
+
+TEST(HttpStage, AnswersWithTheStatusOfTheReason) {
+  const StageRun big = run({"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n"});
+  EXPECT_TRUE(big.denial.starts_with("HTTP/1.1 413 Content Too Large\r\n")) << big.denial;
+  const StageRun method = run({"TRACE / HTTP/1.1\r\nHost: h\r\n\r\n"});
+  EXPECT_TRUE(method.denial.starts_with("HTTP/1.1 405 Method Not Allowed\r\n")) << method.denial;
+  const StageRun brotli = run({"POST / HTTP/1.1\r\nHost: h\r\nContent-Encoding: br\r\n\r\n"});
+  EXPECT_TRUE(brotli.denial.starts_with("HTTP/1.1 415 Unsupported Media Type\r\n"))
+      << brotli.denial;
 }
 
 TEST(HttpStage, FollowsResponsesToTheirEnd) {

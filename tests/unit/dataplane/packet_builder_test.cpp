@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <string>
 #include <vector>
 
 #include "sluice/classify.hpp"
@@ -76,6 +77,28 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(BuilderCase{false, false, false}, BuilderCase{false, false, true},
                       BuilderCase{true, false, false}, BuilderCase{true, false, true},
                       BuilderCase{false, true, false}, BuilderCase{true, true, true}));
+
+TEST(PacketBuilder, BuildsADataSegmentWithFinForADenial) {
+  const std::vector<uint8_t> frame = template_frame(true, false);
+  const Classification original = classify(frame);
+  const std::string answer = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+  std::array<uint8_t, kMaxRstFrame + 64> out{};
+  const std::size_t length = build_tcp_segment(
+      frame, original.info, true, 77, 88, tcp_flag::kFin | tcp_flag::kPsh | tcp_flag::kAck,
+      {reinterpret_cast<const uint8_t*>(answer.data()), answer.size()}, out);
+  ASSERT_EQ(length, 18u + 20u + 20u + answer.size());
+  const Classification built = classify({out.data(), length});
+  ASSERT_FALSE(built.malformed);
+  EXPECT_EQ(built.info.tcp_flags, tcp_flag::kFin | tcp_flag::kPsh | tcp_flag::kAck);
+  EXPECT_EQ(built.info.seq, 77u);
+  EXPECT_EQ(built.info.ack, 88u);
+  EXPECT_EQ(built.info.payload_length, answer.size());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out.data()) + built.info.payload_offset,
+                        answer.size()),
+            answer);
+  EXPECT_TRUE(ipv4_header_checksum_ok({out.data(), length}, built.info));
+  EXPECT_TRUE(l4_checksum_ok({out.data(), length}, built.info));
+}
 
 TEST(PacketBuilder, RefusesATooSmallBuffer) {
   const std::vector<uint8_t> frame = template_frame(false, false);

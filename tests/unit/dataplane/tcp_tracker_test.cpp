@@ -17,10 +17,10 @@ class RecordingConsumer final : public StreamConsumer {
   StreamVerdict on_data(uint32_t, Direction d, std::span<const uint8_t> bytes, uint64_t) override {
     stream[static_cast<int>(d)].append(bytes.begin(), bytes.end());
     ++pieces;
-    return stream[static_cast<int>(d)].find(kill_marker) != std::string::npos &&
-                   !kill_marker.empty()
-               ? StreamVerdict::kKill
-               : StreamVerdict::kContinue;
+    if (kill_marker.empty() || stream[static_cast<int>(d)].find(kill_marker) == std::string::npos) {
+      return StreamVerdict::kContinue;
+    }
+    return deny ? StreamVerdict::kDeny : StreamVerdict::kKill;
   }
   void on_end(uint32_t, Direction d) override { ended[static_cast<int>(d)] = true; }
   void on_close(uint32_t) override { ++closed; }
@@ -31,6 +31,7 @@ class RecordingConsumer final : public StreamConsumer {
   int closed = 0;
   int pieces = 0;
   std::string kill_marker;
+  bool deny = false;
 };
 
 constexpr uint32_t kClientIsn = 1000;
@@ -384,6 +385,17 @@ TEST_F(TcpTrackerTest, AConsumerVerdictKillsTheFlow) {
   const TcpResult result = client_data(6, "FORBIDDEN");
   EXPECT_EQ(result.verdict, TcpVerdict::kKill);
   EXPECT_EQ(result.reason, Counter::drop_request_refused);
+}
+
+TEST_F(TcpTrackerTest, AConsumerDenialEndsTheFlowWithADenyVerdict) {
+  consumer_.kill_marker = "FORBIDDEN";
+  consumer_.deny = true;
+  handshake();
+  const TcpResult result = client_data(0, "FORBIDDEN");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDeny);
+  EXPECT_EQ(result.reason, Counter::drop_request_refused);
+  EXPECT_EQ(flow_->state, FlowState::kKilled);
+  EXPECT_EQ(client_data(9, "more").verdict, TcpVerdict::kDrop);
 }
 
 TEST_F(TcpTrackerTest, ReleaseReturnsHeldBlocksAndClosesTheConsumer) {
