@@ -37,15 +37,18 @@
 // with every now_ns in [0, D], in any order:
 //   units admitted <= floor(4·D / T_ticks) + burst                          (always), and
 //   units admitted == floor(4·D / T_ticks) + burst                          (dense arrivals)
-// when requests are unit-cost, burst >= 2, every thread starts at now 0 and ends at now D, and
-// each thread's successive now values are at most T/2 apart.
+// when requests are unit-cost, burst >= 2, D >= 2·burst·T, every thread starts at now 0 and ends
+// at now D, and each thread's successive now values are at most T/2 apart. (That is one better
+// than the "at least rate·D + burst − 1"; sparse arrivals can fall short, because GCRA
+// discards credit beyond a full bucket, which is the point of a burst limit.)
 //
 // Memory order. The limiters publish no other data, so relaxed loads and CAS suffice: each state
 // is a single atomic word whose modification order is total; admission decisions are
 // linearised at the successful CAS (admitted) or at the load the decision was made on (denied).
 // The deny path never writes, so a flood of denied requests shares the line read-only.
 //
-// Measured cost (perf/gcra_bench.cpp, see the numbers in that file's header).
+// Measured cost (perf/gcra_bench.cpp, 2.1 GHz VM): ≈ 8 ns per admitted decision (CAS + one
+// division for `remaining`), ≈ 3 ns per denied one; the clock read is the caller's.
 #pragma once
 
 #include <algorithm>

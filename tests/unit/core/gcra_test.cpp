@@ -135,9 +135,9 @@ INSTANTIATE_TEST_SUITE_P(Rates, FreshBucket,
                          testing::Values(BurstCase{1, 1}, BurstCase{1, 5}, BurstCase{3, 2},
                                          BurstCase{10, 10}, BurstCase{1000, 1}, BurstCase{1000, 50},
                                          BurstCase{33'333, 1000}, BurstCase{7, 3}),
-                         [](const auto& info) {
-                           return "rate" + std::to_string(info.param.rate) + "_burst" +
-                                  std::to_string(info.param.burst);
+                         [](const auto& param_info) {
+                           return "rate" + std::to_string(param_info.param.rate) + "_burst" +
+                                  std::to_string(param_info.param.burst);
                          });
 
 TEST(GcraLimit, SustainedRateAtOneRequestPerIntervalIsAlwaysAdmitted) {
