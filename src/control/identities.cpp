@@ -39,8 +39,8 @@ class Reader {
         std::string expected;
         for (std::string_view k : known)
           expected += (expected.empty() ? "" : ", ") + std::string(k);
-        fail(entry.first, "unknown key '" + join(path, key) + "' (expected one of: " + expected +
-                              ")");
+        fail(entry.first,
+             "unknown key '" + join(path, key) + "' (expected one of: " + expected + ")");
       }
     }
   }
@@ -103,8 +103,8 @@ std::shared_ptr<const IdentityTable> parse(const YAML::Node& root, const std::st
     r.fail(list, "identities: expected a list of identities, got '" + Reader::describe(list) + "'");
 
   std::vector<Identity> identities;
-  std::map<std::string, std::string> name_seen_at;     // name → where
-  std::map<KeyDigest, std::string> digest_seen_at;      // digest → "where (path)"
+  std::map<std::string, std::string> name_seen_at;  // name → where
+  std::map<KeyDigest, std::string> digest_seen_at;  // digest → "where (path)"
   size_t index = 0;
   for (const YAML::Node& item : list) {
     const std::string path = "identities[" + std::to_string(index++) + "]";
@@ -124,7 +124,8 @@ std::shared_ptr<const IdentityTable> parse(const YAML::Node& root, const std::st
 
     const YAML::Node keys = item["keys"];
     const std::string keys_path = path + ".keys";
-    if (!keys) r.fail(item, keys_path + ": missing (expected a list of " + std::string(kDigestForm) + ")");
+    if (!keys)
+      r.fail(item, keys_path + ": missing (expected a list of " + std::string(kDigestForm) + ")");
     if (!keys.IsSequence() || keys.size() == 0)
       r.fail(keys, keys_path + ": expected a non-empty list of " + std::string(kDigestForm));
     size_t key_index = 0;
@@ -136,7 +137,8 @@ std::shared_ptr<const IdentityTable> parse(const YAML::Node& root, const std::st
       if (!digest)
         r.fail(key, key_path + ": expected " + std::string(kDigestForm) +
                         " (the value is not shown, in case it is a key in clear)");
-      const auto [first, fresh] = digest_seen_at.emplace(*digest, r.where(key) + " (" + key_path + ")");
+      const auto [first, fresh] =
+          digest_seen_at.emplace(*digest, r.where(key) + " (" + key_path + ")");
       if (!fresh)
         r.fail(key, key_path + ": key digest listed twice (first at " + first->second +
                         "); each key belongs to one identity");

@@ -2,36 +2,36 @@
 // the identity step of the data path that ties them together.
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <stdexcept>
 
 #include "sluice/identity.hpp"
 
 namespace sluice {
 
+size_t IdentityTable::DigestHash::operator()(const KeyDigest& digest) const {
+  size_t hash;
+  std::memcpy(&hash, digest.bytes.data(), sizeof hash);
+  return hash;
+}
+
 IdentityTable::IdentityTable(std::vector<Identity> identities, std::string source)
     : identities_(std::move(identities)), source_(std::move(source)) {
   static std::atomic<uint64_t> next_generation{1};  // 0 marks an empty cache slot
   generation_ = next_generation.fetch_add(1, std::memory_order_relaxed);
   for (uint32_t i = 0; i < identities_.size(); ++i) {
-    for (const KeyDigest& digest : identities_[i].keys) index_.emplace_back(digest, i);
-  }
-  std::sort(index_.begin(), index_.end());
-  const auto twice = std::adjacent_find(index_.begin(), index_.end(), [](auto& a, auto& b) {
-    return a.first == b.first;
-  });
-  if (twice != index_.end()) {
-    throw std::invalid_argument("identity table: key digest " + twice->first.to_string() +
-                                " is listed twice");
+    for (const KeyDigest& digest : identities_[i].keys) {
+      if (!index_.emplace(digest, i).second) {
+        throw std::invalid_argument("identity table: key digest " + digest.to_string() +
+                                    " is listed twice");
+      }
+    }
   }
 }
 
 const Identity* IdentityTable::find(const KeyDigest& sha256) const {
-  const auto it = std::lower_bound(index_.begin(), index_.end(), sha256,
-                                   [](const auto& entry, const KeyDigest& digest) {
-                                     return entry.first < digest;
-                                   });
-  if (it == index_.end() || it->first != sha256) return nullptr;
-  return &identities_[it->second];
+  const auto it = index_.find(sha256);
+  return it == index_.end() ? nullptr : &identities_[it->second];
 }
 
 std::vector<std::string> IdentityTable::tiers() const {

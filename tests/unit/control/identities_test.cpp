@@ -51,7 +51,8 @@ identities:
 
 TEST(Identities, AKeyHashedWithSha256OfFindsTheIdentityOfItsDigestInTheFile) {
   const auto table = load_identities_text(
-      "identities:\n  - {name: acme, tier: verified, keys: [" + kA + ", " + kB + "]}\n", "ids.yaml");
+      "identities:\n  - {name: acme, tier: verified, keys: [" + kA + ", " + kB + "]}\n",
+      "ids.yaml");
   const Identity* by_key = table->find(sha256_of("sk-acme-2"));
   ASSERT_NE(by_key, nullptr);
   EXPECT_EQ(by_key, table->find(*KeyDigest::parse(kB)));
@@ -60,14 +61,14 @@ TEST(Identities, AKeyHashedWithSha256OfFindsTheIdentityOfItsDigestInTheFile) {
 }
 
 TEST(Identities, ReadsEveryLimit) {
-  const auto table = load_identities_text("identities:\n  - name: a\n    tier: t\n    keys: [" +
-                                              kA +
-                                              "]\n    limits:\n"
-                                              "      requests_per_second: 1\n      burst: 2\n"
-                                              "      tokens_per_minute: 3\n      token_burst: 4\n"
-                                              "      max_concurrent: 5\n      max_body_bytes: 6\n"
-                                              "      max_output_tokens: 7\n",
-                                          "ids.yaml");
+  const auto table =
+      load_identities_text("identities:\n  - name: a\n    tier: t\n    keys: [" + kA +
+                               "]\n    limits:\n"
+                               "      requests_per_second: 1\n      burst: 2\n"
+                               "      tokens_per_minute: 3\n      token_burst: 4\n"
+                               "      max_concurrent: 5\n      max_body_bytes: 6\n"
+                               "      max_output_tokens: 7\n",
+                           "ids.yaml");
   const IdentityLimits& l = table->identities()[0].limits;
   EXPECT_EQ(l.requests_per_second, 1u);
   EXPECT_EQ(l.burst, 2u);
@@ -116,8 +117,7 @@ TEST(Identities, ErrorsNameFileLineColumnKeyAndExpectedForm) {
        "[a-z0-9_-], got 'Gold Plus'"},
       {"bad name", "identities:\n  - name: a b\n    tier: t\n    keys: [" + kA + "]\n",
        "ids.yaml:2:11: identities[0].name: expected a name of 1 to 64 characters"},
-      {"duplicate name",
-       one + "  - name: a\n    tier: t\n    keys: [" + kB + "]\n",
+      {"duplicate name", one + "  - name: a\n    tier: t\n    keys: [" + kB + "]\n",
        "ids.yaml:5:11: identities[1].name: duplicate identity name 'a' (first defined at "
        "ids.yaml:2:11)"},
       {"digest twice in one identity",

@@ -11,7 +11,9 @@
 namespace sluice {
 namespace {
 
-std::string hex_of(const KeyDigest& digest) { return digest.to_string().substr(7); }
+std::string hex_of(const KeyDigest& digest) {
+  return digest.to_string().substr(7);
+}
 
 TEST(KeyDigest, Sha256MatchesKnownVectors) {  // FIPS 180-2 appendix B and the empty string
   EXPECT_EQ(hex_of(sha256_of("abc")),
@@ -74,9 +76,9 @@ TEST(KeyId, IsTheFirst48BitsOfHmacSha256OfTheDigest) {
     const KeyDigest digest = sha256_of("sk-" + std::to_string(random()));
     uint8_t mac[EVP_MAX_MD_SIZE];
     unsigned int length = 0;
-    ASSERT_NE(HMAC(EVP_sha256(), secrets.key_id_secret.data(), 32, digest.bytes.data(), 32, mac,
-                   &length),
-              nullptr);
+    ASSERT_NE(
+        HMAC(EVP_sha256(), secrets.key_id_secret.data(), 32, digest.bytes.data(), 32, mac, &length),
+        nullptr);
     uint64_t expected = 0;
     for (int i = 0; i < 6; ++i) expected = expected << 8 | mac[i];
     EXPECT_EQ(key_id_of(digest, secrets), expected);
@@ -90,7 +92,8 @@ TEST(KeyId, ProcessSecretsAreDrawnOnceAndNotZero) {
   EXPECT_EQ(key_id("sk-x"), key_id("sk-x"));
 }
 
-IdentityTable table_of(std::initializer_list<std::pair<const char*, std::vector<const char*>>> list) {
+IdentityTable table_of(
+    std::initializer_list<std::pair<const char*, std::vector<const char*>>> list) {
   std::vector<Identity> identities;
   for (const auto& [name, keys] : list) {
     Identity identity{name, "verified", {}, {}};
@@ -122,7 +125,9 @@ TEST(IdentityTable, EveryTableHasANewNonZeroGeneration) {
   EXPECT_GT(two.generation(), one.generation());
 }
 
-KeyFingerprint fp(uint64_t n) { return KeyFingerprint{n * 0x9e3779b97f4a7c15ULL, n * 0xbf58476d1ce4e5b9ULL}; }
+KeyFingerprint fp(uint64_t n) {
+  return KeyFingerprint{n * 0x9e3779b97f4a7c15ULL, n * 0xbf58476d1ce4e5b9ULL};
+}
 
 TEST(KeyCache, HitsAfterInsert) {
   KeyCache cache(64, 7);
