@@ -21,9 +21,10 @@ std::string chat_request(std::size_t body_target) {
                      R"({"role":"system","content":"You are a helpful assistant."})";
   for (int turn = 0; body.size() + 200 < body_target; ++turn) {
     body += turn % 2 ? R"(,{"role":"assistant","content":")" : R"(,{"role":"user","content":")";
-    body += "Could you look at the quarterly report and tell me which regions grew faster "
-            "than last year?\\nI mainly care about \\\"EMEA\\\" and APAC. Turn " +
-            std::to_string(turn) + "\"}";
+    body +=
+        "Could you look at the quarterly report and tell me which regions grew faster "
+        "than last year?\\nI mainly care about \\\"EMEA\\\" and APAC. Turn " +
+        std::to_string(turn) + "\"}";
   }
   body += "]}";
   return "POST /v1/chat/completions HTTP/1.1\r\nHost: inference.example\r\n"

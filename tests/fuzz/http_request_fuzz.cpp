@@ -23,8 +23,9 @@ struct Trace final : HttpRequestSink {
   uint64_t body = 0;
   void on_head(const RequestHead& head) override {
     events += "H" + std::string(head.method) + " " + std::string(head.target) + " " +
-              std::to_string(static_cast<int>(head.framing)) + " " + std::to_string(head.content_length) +
-              " k" + std::to_string(static_cast<int>(head.key_status)) + "\n";
+              std::to_string(static_cast<int>(head.framing)) + " " +
+              std::to_string(head.content_length) + " k" +
+              std::to_string(static_cast<int>(head.key_status)) + "\n";
   }
   void on_body(std::span<const uint8_t> bytes) override {
     events.append(bytes.begin(), bytes.end());
