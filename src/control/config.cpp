@@ -1,5 +1,7 @@
 #include "sluice/config.hpp"
 
+#include "yaml_document.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
@@ -256,22 +258,11 @@ Config parse(const YAML::Node& root, const std::string& source) {
 }  // namespace
 
 Config load_config_text(std::string_view text, const std::string& source_name) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(text));
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
-                      std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
-  }
-  return parse(root, source_name);
+  return parse(parse_yaml_document(text, source_name), source_name);
 }
 
 Config load_config_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open config file");
-  std::stringstream text;
-  text << in.rdbuf();
-  return load_config_text(text.str(), path);
+  return load_config_text(read_text_file(path, "config file"), path);
 }
 
 std::string_view embedded_default_config() {

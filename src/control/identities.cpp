@@ -1,5 +1,7 @@
 #include "sluice/identities.hpp"
 
+#include "yaml_document.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
@@ -171,22 +173,11 @@ std::shared_ptr<const IdentityTable> parse(const YAML::Node& root, const std::st
 
 std::shared_ptr<const IdentityTable> load_identities_text(std::string_view text,
                                                           const std::string& source_name) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(text));
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
-                      std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
-  }
-  return parse(root, source_name);
+  return parse(parse_yaml_document(text, source_name), source_name);
 }
 
 std::shared_ptr<const IdentityTable> load_identities_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open identities file");
-  std::stringstream text;
-  text << in.rdbuf();
-  return load_identities_text(text.str(), path);
+  return load_identities_text(read_text_file(path, "identities file"), path);
 }
 
 }  // namespace sluice
