@@ -58,6 +58,34 @@ struct HttpConfig {
   uint32_t json_max_depth = 32;
 };
 
+// A trust tier: what its identities may ask, how much and how often (issue "Identity, lock-free
+// rate limits per trust tier"). Loaded and validated here; admission uses it.
+struct TierLimits {
+  uint64_t requests_per_second = 0;
+  uint64_t burst = 0;
+  uint64_t tokens_per_minute = 0;
+  uint64_t token_burst = 0;
+  uint64_t max_concurrent = 0;
+  uint64_t max_body_bytes = 0;
+  uint64_t max_output_tokens = 0;
+  bool operator==(const TierLimits&) const = default;
+};
+
+struct ModelLimits {
+  std::string pattern;  // a glob over the request's model (`*`, `?`)
+  TierLimits limits;    // the tier's limits with this entry's overrides applied
+};
+
+struct TierConfig {
+  std::string name;
+  TierLimits limits;
+  std::vector<std::string> models = {"*"};  // globs of the models it may use
+  // Path prefixes it may call: the OpenAI-compatible and Anthropic-style inference endpoints.
+  std::vector<std::string> paths = {"/v1/chat/completions", "/v1/completions", "/v1/responses",
+                                    "/v1/embeddings",       "/v1/messages",    "/v1/models"};
+  std::vector<ModelLimits> model_limits;  // first matching pattern wins
+};
+
 struct StatsConfig {
   double interval_s = 1.0;  // live stats line period; 0 turns it off
 };
@@ -68,6 +96,16 @@ struct Config {
   InspectConfig inspect;
   HttpConfig http;
   StatsConfig stats;
+  std::string identities_path;       // relative paths are taken from the config file's folder
+  std::vector<TierConfig> tiers;     // in file order
+  std::string unknown_key = "deny";  // "deny" (401) or the name of an anonymous tier
+
+  const TierConfig* tier(std::string_view name) const {
+    for (const TierConfig& t : tiers) {
+      if (t.name == name) return &t;
+    }
+    return nullptr;
+  }
 };
 
 // A config problem people can act on: "sluice.yaml:7:3: inspect.midstream: expected pass or
@@ -79,6 +117,9 @@ class ConfigError : public std::runtime_error {
 
 Config load_config_file(const std::string& path);
 Config load_config_text(std::string_view text, const std::string& source_name);
+
+// `*` matches any run of characters, `?` one; everything else matches itself.
+bool glob_match(std::string_view pattern, std::string_view text);
 
 // The configuration Sluice runs with when no --config is given: the demo topology.
 std::string_view embedded_default_config();

@@ -59,6 +59,8 @@ class Section {
 
   Section child(std::string_view key) const { return Section(get(key), qualified(key), source_); }
   bool has(std::string_view key) const { return static_cast<bool>(get(key)); }
+  const YAML::Node& node() const { return node_; }
+  const std::string& path() const { return path_; }
 
   std::string string(std::string_view key, const std::string& fallback) const {
     const YAML::Node value = get(key);
@@ -159,12 +161,80 @@ class Section {
   const std::string& source_;
 };
 
+constexpr std::string_view kLimitKeys[] = {
+    "requests_per_second", "burst",          "tokens_per_minute", "token_burst",
+    "max_concurrent",      "max_body_bytes", "max_output_tokens"};
+
+// A tier's limits (every key required) or a model's overrides of them (`base` given: each key
+// optional, defaulting to the tier's).
+TierLimits read_limits(const Section& s, const TierLimits* base) {
+  constexpr uint64_t kMax = uint64_t{1} << 40;
+  TierLimits limits = base != nullptr ? *base : TierLimits{};
+  uint64_t* fields[] = {&limits.requests_per_second, &limits.burst,
+                        &limits.tokens_per_minute,   &limits.token_burst,
+                        &limits.max_concurrent,      &limits.max_body_bytes,
+                        &limits.max_output_tokens};
+  for (std::size_t i = 0; i < std::size(kLimitKeys); ++i) {
+    if (base == nullptr && !s.has(kLimitKeys[i])) {
+      s.fail(s.node(), s.path() + ": missing key '" + std::string(kLimitKeys[i]) +
+                           "' (a tier sets all of: requests_per_second, burst, tokens_per_minute, "
+                           "token_burst, max_concurrent, max_body_bytes, max_output_tokens)");
+    }
+    *fields[i] = s.integer(kLimitKeys[i], *fields[i], 1, kMax);
+  }
+  return limits;
+}
+
+bool is_tier_name(std::string_view name) {
+  return !name.empty() && name.size() <= 64 &&
+         name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string_view::npos;
+}
+
+void parse_tiers(const Section& top, Config& config) {
+  const Section tiers = top.child("tiers");
+  for (const auto& entry : tiers.node()) {
+    const std::string name = entry.first.Scalar();
+    if (!is_tier_name(name)) {
+      tiers.fail(entry.first,
+                 "tiers: '" + name + "' is not a tier name (expected [a-z0-9_-], 1 to 64)");
+    }
+    const Section t = tiers.child(name);
+    t.allow_only({"requests_per_second", "burst", "tokens_per_minute", "token_burst",
+                  "max_concurrent", "max_body_bytes", "max_output_tokens", "models", "paths",
+                  "model_limits"});
+    TierConfig tier;
+    tier.name = name;
+    tier.limits = read_limits(t, nullptr);
+    tier.models = t.strings("models", tier.models);
+    tier.paths = t.strings("paths", tier.paths);
+    if (tier.models.empty())
+      t.fail(t.get("models"), t.path() + ".models: expected at least one pattern");
+    for (const std::string& path : tier.paths) {
+      if (!path.starts_with("/")) {
+        t.fail(t.get("paths"),
+               t.path() + ".paths: '" + path + "' is not a path prefix (expected /...)");
+      }
+    }
+    if (t.has("model_limits")) {
+      const Section overrides = t.child("model_limits");
+      for (const auto& model : overrides.node()) {
+        const std::string pattern = model.first.Scalar();
+        const Section o = overrides.child(pattern);
+        o.allow_only({"requests_per_second", "burst", "tokens_per_minute", "token_burst",
+                      "max_concurrent", "max_body_bytes", "max_output_tokens"});
+        tier.model_limits.push_back({pattern, read_limits(o, &tier.limits)});
+      }
+    }
+    config.tiers.push_back(std::move(tier));
+  }
+}
+
 Config parse(const YAML::Node& root, const std::string& source) {
   Config config;
   config.source = source;
   if (!root || root.IsNull()) return config;  // an empty file: every default
   const Section top(root, "", source);
-  top.allow_only({"dataplane", "inspect", "http", "stats"});
+  top.allow_only({"dataplane", "inspect", "http", "stats", "identities", "tiers", "unknown_key"});
 
   if (top.has("dataplane")) {
     const Section s = top.child("dataplane");
@@ -247,6 +317,20 @@ Config parse(const YAML::Node& root, const std::string& source) {
     }
   }
 
+  if (top.has("tiers")) parse_tiers(top, config);
+  config.unknown_key = top.string("unknown_key", config.unknown_key);
+  if (config.unknown_key != "deny" && config.tier(config.unknown_key) == nullptr) {
+    top.fail(top.get("unknown_key"),
+             "unknown_key: expected deny or the name of a tier in tiers, got '" +
+                 config.unknown_key + "'");
+  }
+  config.identities_path = top.string("identities", "");
+  if (!config.identities_path.empty() && !config.identities_path.starts_with("/")) {
+    const std::size_t slash = source.rfind('/');
+    if (slash != std::string::npos)
+      config.identities_path = source.substr(0, slash + 1) + config.identities_path;
+  }
+
   if (top.has("stats")) {
     const Section s = top.child("stats");
     s.allow_only({"interval"});
@@ -267,6 +351,32 @@ Config load_config_file(const std::string& path) {
 
 std::string_view embedded_default_config() {
   return kEmbeddedDefault;
+}
+
+}  // namespace sluice
+
+namespace sluice {
+
+bool glob_match(std::string_view pattern, std::string_view text) {
+  // Iterative matching with one backtrack point: linear for patterns with a single `*`,
+  // O(pattern × text) at worst; patterns come from the config, texts are ≤ 256 bytes.
+  std::size_t p = 0, t = 0, star = std::string_view::npos, resume = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p;
+      ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
 }
 
 }  // namespace sluice

@@ -89,7 +89,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "inspect.timeouts.closing: expected a number of seconds"},
         BadCase{"dataplane: [1, 2]\n", "test.yaml:1:12: expected a mapping"},
         BadCase{"colour: blue\n",
-                "unknown key 'colour' (expected one of: dataplane, inspect, http, stats)"},
+                "unknown key 'colour' (expected one of: dataplane, inspect, http, stats, "
+                "identities, tiers, unknown_key)"},
         BadCase{"dataplane:\n  client_port: \"\"\n", "dataplane.client_port: must not be empty"},
         BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"},
         BadCase{"http:\n  methods: [POST, CONNECT]\n",
@@ -97,7 +98,64 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"http:\n  methods: [post]\n",
                 "http.methods: 'post' is not an upper-case method name"},
         BadCase{"http:\n  max_header_bytes: 10\n",
-                "http.max_header_bytes: expected an integer in [256,"}));
+                "http.max_header_bytes: expected an integer in [256,"},
+        BadCase{"tiers:\n  free: { requests_per_second: 1 }\n", "tiers.free: missing key 'burst'"},
+        BadCase{"tiers:\n  Free!: {}\n", "test.yaml:2:3: tiers: 'Free!' is not a tier name"},
+        BadCase{"unknown_key: guests\n",
+                "test.yaml:1:14: unknown_key: expected deny or the name of a tier in tiers, got "
+                "'guests'"},
+        BadCase{"tiers:\n  t: { requests_per_second: 1, burst: 1, tokens_per_minute: 1, "
+                "token_burst: 1, "
+                "max_concurrent: 1, max_body_bytes: 1, max_output_tokens: 1, speed: 3 }\n",
+                "unknown key 'tiers.t.speed'"},
+        BadCase{"tiers:\n  t: { requests_per_second: 0, burst: 1, tokens_per_minute: 1, "
+                "token_burst: 1, "
+                "max_concurrent: 1, max_body_bytes: 1, max_output_tokens: 1 }\n",
+                "tiers.t.requests_per_second: expected an integer in [1,"},
+        BadCase{"tiers:\n  t: { requests_per_second: 1, burst: 1, tokens_per_minute: 1, "
+                "token_burst: 1, "
+                "max_concurrent: 1, max_body_bytes: 1, max_output_tokens: 1, paths: [v1] }\n",
+                "tiers.t.paths: 'v1' is not a path prefix"}));
+
+TEST(Config, ReadsTiersWithModelOverridesAndUnknownKeyPolicy) {
+  const Config config = load_config_text(R"(
+identities: identities.yaml
+tiers:
+  free:     { requests_per_second: 1, burst: 3, tokens_per_minute: 20000, token_burst: 8000,
+              max_concurrent: 2, max_body_bytes: 65536, max_output_tokens: 1024,
+              models: ["gpt-4o-mini*", "llama-*"] }
+  verified: { requests_per_second: 20, burst: 40, tokens_per_minute: 400000, token_burst: 100000,
+              max_concurrent: 16, max_body_bytes: 1048576, max_output_tokens: 8192,
+              model_limits: { "frontier-*": { requests_per_second: 2, burst: 4 } } }
+unknown_key: free
+)",
+                                         "/etc/sluice/sluice.yaml");
+  ASSERT_EQ(config.tiers.size(), 2u);
+  const TierConfig* free = config.tier("free");
+  ASSERT_NE(free, nullptr);
+  EXPECT_EQ(free->limits, (TierLimits{1, 3, 20000, 8000, 2, 65536, 1024}));
+  EXPECT_EQ(free->models, (std::vector<std::string>{"gpt-4o-mini*", "llama-*"}));
+  EXPECT_EQ(free->paths.front(), "/v1/chat/completions");
+  const TierConfig* verified = config.tier("verified");
+  ASSERT_EQ(verified->model_limits.size(), 1u);
+  EXPECT_EQ(verified->model_limits[0].pattern, "frontier-*");
+  EXPECT_EQ(verified->model_limits[0].limits,
+            (TierLimits{2, 4, 400000, 100000, 16, 1048576, 8192}));
+  EXPECT_EQ(config.unknown_key, "free");
+  EXPECT_EQ(config.identities_path, "/etc/sluice/identities.yaml");
+}
+
+TEST(Config, GlobsMatchModels) {
+  EXPECT_TRUE(glob_match("*", ""));
+  EXPECT_TRUE(glob_match("gpt-4o*", "gpt-4o-mini"));
+  EXPECT_TRUE(glob_match("llama-?-70b", "llama-3-70b"));
+  EXPECT_TRUE(glob_match("*-mini*", "gpt-4o-mini-2024"));
+  EXPECT_FALSE(glob_match("gpt-4o*", "gpt-4"));
+  EXPECT_FALSE(glob_match("llama-?-70b", "llama-31-70b"));
+  EXPECT_FALSE(glob_match("", "x"));
+  EXPECT_TRUE(glob_match("a*b*c", "aXXbYYc"));
+  EXPECT_FALSE(glob_match("a*b*c", "aXXbYY"));
+}
 
 TEST(Config, ReadsTheHttpLimits) {
   const Config config = load_config_text(
