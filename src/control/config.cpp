@@ -41,18 +41,7 @@ class Section {
 
   // Rejects keys outside `known`, naming the ones that are allowed.
   void allow_only(std::initializer_list<std::string_view> known) const {
-    for (const auto& entry : node_) {
-      const std::string key = entry.first.as<std::string>();
-      bool found = false;
-      for (std::string_view k : known) found = found || k == key;
-      if (!found) {
-        std::string expected;
-        for (std::string_view k : known)
-          expected += (expected.empty() ? "" : ", ") + std::string(k);
-        fail(entry.first,
-             "unknown key '" + qualified(key) + "' (expected one of: " + expected + ")");
-      }
-    }
+    reject_unknown_keys(node_, path_, known, source_);
   }
 
   YAML::Node get(std::string_view key) const { return node_[std::string(key)]; }
@@ -138,23 +127,12 @@ class Section {
   }
 
   [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
-    const YAML::Mark mark = at.Mark();
-    std::string where = source_;
-    if (mark.line >= 0)
-      where += ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
-    throw ConfigError(where + ": " + message);
+    throw ConfigError(yaml_location(source_, at) + ": " + message);
   }
 
  private:
-  std::string qualified(std::string_view key) const {
-    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
-  }
-  static std::string describe(const YAML::Node& value) {
-    if (value.IsScalar()) return value.Scalar();
-    if (value.IsSequence()) return "a list";
-    if (value.IsMap()) return "a mapping";
-    return "nothing";
-  }
+  std::string qualified(std::string_view key) const { return qualified_key(path_, key); }
+  static std::string describe(const YAML::Node& value) { return describe_node(value); }
 
   YAML::Node node_;
   std::string path_;

@@ -23,28 +23,11 @@ class Reader {
   [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
     throw ConfigError(where(at) + ": " + message);
   }
-  std::string where(const YAML::Node& at) const {
-    const YAML::Mark mark = at.Mark();
-    std::string text = source_;
-    if (mark.line >= 0)
-      text += ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
-    return text;
-  }
+  std::string where(const YAML::Node& at) const { return yaml_location(source_, at); }
 
   void allow_only(const YAML::Node& map, const std::string& path,
                   std::initializer_list<std::string_view> known) const {
-    for (const auto& entry : map) {
-      const std::string key = entry.first.Scalar();
-      bool found = false;
-      for (std::string_view k : known) found = found || k == key;
-      if (!found) {
-        std::string expected;
-        for (std::string_view k : known)
-          expected += (expected.empty() ? "" : ", ") + std::string(k);
-        fail(entry.first,
-             "unknown key '" + join(path, key) + "' (expected one of: " + expected + ")");
-      }
-    }
+    reject_unknown_keys(map, path, known, source_);
   }
 
   // A required scalar of [chars]{1,max}; `what` describes the form for the message.
@@ -77,14 +60,9 @@ class Reader {
   }
 
   static std::string join(const std::string& path, std::string_view key) {
-    return path.empty() ? std::string(key) : path + "." + std::string(key);
+    return qualified_key(path, key);
   }
-  static std::string describe(const YAML::Node& value) {
-    if (value.IsScalar()) return value.Scalar();
-    if (value.IsSequence()) return "a list";
-    if (value.IsMap()) return "a mapping";
-    return "nothing";
-  }
+  static std::string describe(const YAML::Node& value) { return describe_node(value); }
 
  private:
   const std::string& source_;

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -19,6 +20,45 @@ inline YAML::Node parse_yaml_document(std::string_view text, const std::string& 
   } catch (const YAML::Exception& e) {
     throw ConfigError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
                       std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+  }
+}
+
+// "file:line:column" of a node (just the file when yaml-cpp has no mark for it).
+inline std::string yaml_location(const std::string& source, const YAML::Node& at) {
+  const YAML::Mark mark = at.Mark();
+  std::string where = source;
+  if (mark.line >= 0) {
+    where += ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+  }
+  return where;
+}
+
+// "a.b" for key `b` under path `a`; just the key at the top.
+inline std::string qualified_key(const std::string& path, std::string_view key) {
+  return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+// A value as a message quotes it.
+inline std::string describe_node(const YAML::Node& value) {
+  if (value.IsScalar()) return value.Scalar();
+  if (value.IsSequence()) return "a list";
+  if (value.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+// Throws for the first key of `map` outside `known`, naming the ones that are allowed.
+inline void reject_unknown_keys(const YAML::Node& map, const std::string& path,
+                                std::initializer_list<std::string_view> known,
+                                const std::string& source) {
+  for (const auto& entry : map) {
+    const std::string key = entry.first.Scalar();
+    bool found = false;
+    for (std::string_view k : known) found = found || k == key;
+    if (found) continue;
+    std::string expected;
+    for (std::string_view k : known) expected += (expected.empty() ? "" : ", ") + std::string(k);
+    throw ConfigError(yaml_location(source, entry.first) + ": unknown key '" +
+                      qualified_key(path, key) + "' (expected one of: " + expected + ")");
   }
 }
 
