@@ -325,8 +325,9 @@ ping_run() {
   bash tools/topology.sh ping "$cli_ns" "$server_ip" 10 >"$res/ping" 2>&1 || true
 }
 
-# Requests Sluice must refuse: each is sent raw over its own connection; Sluice resets the
-# flow before the request can complete at the server, so no HTTP answer comes back.
+# Requests Sluice must refuse: each is sent raw over its own connection; Sluice answers it
+# itself (400 with the OpenAI error shape) and resets the server side before the request can
+# complete there, so no 2xx answer comes back.
 refused_run() {
   sleep 3
   ip netns exec "$cli_ns" "$py" - "$server_ip" >"$res/refused" 2>&1 <<'PY' || true
@@ -421,7 +422,7 @@ udp_sent=$(wc -l <"$res/udp_sent" 2>/dev/null || echo 0)
 say "  $(printf '%-34s' "UDP datagrams received") $(cat "$res/udp_received")/$udp_sent"
 say "  $(printf '%-34s' "ICMP") $(sed -n 's/^ping: //p' "$res/ping" | tail -n 1)"
 refused=$(grep -c '^refused ' "$res/refused" 2>/dev/null || true)
-say "  $(printf '%-34s' "evasive requests refused") ${refused:-0}/3 (reset by Sluice, see requests_* above)"
+say "  $(printf '%-34s' "evasive requests refused") ${refused:-0}/3 (answered by Sluice with its own 400, see requests_* above)"
 
 echo
 if ((sluice_rc != 0)); then
