@@ -43,10 +43,10 @@ struct Discard final : HttpRequestSink {
 
 struct Quiet final : RequestObserver {
   std::size_t text = 0;
-  void on_request_head(uint32_t, const RequestHead&) override {}
+  Refusal on_request_head(uint32_t, const RequestHead&, uint64_t) override { return {}; }
   void on_prompt_text(uint32_t, std::string_view canonical) override { text += canonical.size(); }
-  void on_request_end(uint32_t, const RequestOutcome&) override {}
-  void on_response_end(uint32_t, uint16_t) override {}
+  Refusal on_request_end(uint32_t, const RequestOutcome&, uint64_t) override { return {}; }
+  void on_response_end(uint32_t, const ResponseOutcome&, uint64_t) override {}
 };
 
 template <typename Feed>

@@ -9,9 +9,14 @@
 #include <string_view>
 #include <vector>
 
+#include <unistd.h>
+
+#include <fstream>
+
 #include "sluice/bridge.hpp"
 #include "sluice/config.hpp"
 #include "sluice/eal.hpp"
+#include "sluice/policy.hpp"
 #include "sluice/replay.hpp"
 
 namespace {
@@ -32,7 +37,11 @@ Options:
       --workers N           override dataplane.workers
       --duration SECONDS    stop by itself after SECONDS (default: run until SIGINT/SIGTERM)
       --stats-interval S    live stats line every S seconds, 0 for none (overrides stats.interval)
-      --check-config        load and validate the configuration, print it is valid, exit
+      --check-config        load and validate the configuration (and the identities file it
+                            names, against its tiers), print it is valid, exit
+      --pid-file FILE       write the process id to FILE while running, for `sluicectl reload`
+                            (default: /run/sluice.pid)
+      --no-pid-file         write none
       --print-default-config
                             print the embedded default configuration and exit
   -h, --help                this text
@@ -42,27 +51,36 @@ Arguments after `--` go to DPDK's EAL unchanged, after dataplane.eal_args (for e
 `-- --lcores 0@0,1@1` or `-- --log-level=pmd.net.af_packet:debug`).
 
 While running, one line per stats interval shows rx/tx packets per second and Mbit/s for each
-side, active flows and drops by reason. SIGINT or SIGTERM stops the workers, flushes what is
-buffered and prints a summary table of every counter; the exit status is 0 when every mbuf was
-returned to the pool, 3 when some were not, 1 on a start-up error, 2 on a usage or config error.
+side, active flows, drops by reason and requests admitted and denied (by status). SIGHUP (or
+`sluicectl reload`) reloads tiers, unknown_key and the identities file without a restart: the
+new set is built and validated off the data path and swapped in whole; a bad file leaves the
+running set in place and the reason is printed. Limiter levels and requests in flight carry
+over. Other sections of the config take effect at the next start.
+SIGINT or SIGTERM stops the workers, flushes what is buffered (the audit trail included) and
+prints a summary table of every counter; the exit status is 0 when every mbuf was returned to
+the pool, 3 when some were not, 1 on a start-up error, 2 on a usage or config error.
 )";
 
 constexpr std::string_view kReplayHelp =
     R"(Usage: sluice replay --in CAPTURE.pcap --out-client TO_CLIENT.pcap --out-server TO_SERVER.pcap
-                    [--config FILE] [--server-net CIDR]... [--prompts FILE] [--quiet]
+                    [--config FILE] [--server-net CIDR]... [--audit FILE] [--prompts FILE]
+                    [--quiet]
 
 Runs Sluice's worker pipeline over a capture, in order, on one worker, with time taken from the
 packet timestamps, and writes what Sluice emits toward each side. The same capture and config
 always give byte-identical outputs.
 
 Options:
-  -c, --config FILE       YAML configuration (default: the embedded default). Only the inspect
-                          section and dataplane.flow_capacity matter here; ports, workers and EAL
-                          arguments are ignored.
+  -c, --config FILE       YAML configuration (default: the embedded default). The inspect, http,
+                          tiers, unknown_key and identities settings and dataplane.flow_capacity
+                          apply; ports, workers, EAL arguments and audit.path are ignored.
       --in FILE           input capture (pcap or pcapng, Ethernet link type)
       --out-client FILE   pcap of what Sluice sends toward the client side
       --out-server FILE   pcap of what Sluice sends toward the server side
       --server-net CIDR   addresses in CIDR are on the server side (repeatable; e.g. 198.18.1.0/24)
+      --audit FILE        write the audit trail: one JSON line per request decision, exactly as
+                          the appliance writes them (admitted requests when their response
+                          ends), with the packets' timestamps
       --prompts FILE      write, per request, one JSON line of what the rule scanner sees: method,
                           target, outcome (reason and HTTP status), model, token estimate and the
                           canonical prompt text. Prompts are sensitive: only written when asked;
@@ -80,10 +98,40 @@ The summary ends with mbufs_in_use_after_run, which must be 0; the exit status i
 )";
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 
 void on_signal(int) {
   g_stop.store(true);
 }
+
+void on_hangup(int) {
+  g_reload.store(true);
+}
+
+// Removes the pid file it wrote when it goes.
+class PidFile {
+ public:
+  explicit PidFile(std::string path) : path_(std::move(path)) {
+    if (path_.empty()) return;
+    std::ofstream out(path_);
+    out << getpid() << '\n';
+    if (!out) {
+      std::fprintf(stderr,
+                   "sluice: warning: cannot write pid file %s; `sluicectl reload` will "
+                   "need --pid\n",
+                   path_.c_str());
+      path_.clear();
+    }
+  }
+  ~PidFile() {
+    if (!path_.empty()) std::remove(path_.c_str());
+  }
+  PidFile(const PidFile&) = delete;
+  PidFile& operator=(const PidFile&) = delete;
+
+ private:
+  std::string path_;
+};
 
 [[noreturn]] void usage_error(const std::string& message, std::string_view command) {
   std::fprintf(stderr, "sluice: %s\nTry '%s --help'.\n", message.c_str(), command.data());
@@ -138,6 +186,7 @@ int main_bridge(int argc, char** argv) {
   double stats_interval = -1;
   long workers = 0;
   bool check_only = false;
+  std::string pid_file = "/run/sluice.pid";
   while (!args.done()) {
     const std::string arg = args.next();
     const std::size_t equals = arg.find('=');
@@ -168,6 +217,10 @@ int main_bridge(int argc, char** argv) {
       }
     } else if (name == "--check-config") {
       check_only = true;
+    } else if (name == "--pid-file") {
+      pid_file = args.value(name, inline_value);
+    } else if (name == "--no-pid-file") {
+      pid_file.clear();
     } else if (name == "--") {
       options.extra_eal_args = args.rest();
     } else {
@@ -176,8 +229,11 @@ int main_bridge(int argc, char** argv) {
   }
 
   sluice::Config config;
+  sluice::LimiterStore limiter_states;
+  std::shared_ptr<const sluice::AdmissionPolicy> policy;
   try {
     config = load(config_path);
+    policy = sluice::load_policy(config, limiter_states);
   } catch (const sluice::ConfigError& e) {
     std::fprintf(stderr, "sluice: %s\n", e.what());
     return kExitUsage;
@@ -185,12 +241,21 @@ int main_bridge(int argc, char** argv) {
   if (workers > 0) config.dataplane.workers = static_cast<uint32_t>(workers);
   if (stats_interval >= 0) config.stats.interval_s = stats_interval;
   if (check_only) {
-    std::printf("%s: valid\n", config.source.c_str());
+    std::printf("%s: valid (%s)\n", config.source.c_str(), policy->summary().c_str());
     return 0;
   }
 
+  sluice::PolicySource policy_source(policy);
+  options.policy = &policy_source;
+  options.reload_requested = &g_reload;
+  options.reload = [&config_path, &limiter_states] {
+    // Only the admission part of the config is taken from the new file.
+    return sluice::load_policy(load(config_path), limiter_states);
+  };
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  std::signal(SIGHUP, on_hangup);
+  const PidFile pid(pid_file);
   try {
     return sluice::run_bridge(config, options, g_stop);
   } catch (const std::exception& e) {
@@ -229,6 +294,8 @@ int main_replay(int argc, char** argv) {
       }
     } else if (name == "--prompts") {
       options.prompts = args.value(name, inline_value);
+    } else if (name == "--audit") {
+      options.audit = args.value(name, inline_value);
     } else if (name == "--quiet") {
       options.quiet = true;
     } else {
@@ -240,8 +307,10 @@ int main_replay(int argc, char** argv) {
   if (options.out_server.empty()) usage_error("--out-server is required", command);
 
   sluice::Config config;
+  sluice::LimiterStore limiter_states;  // outlives the policy whose buckets live in it
   try {
     config = load(config_path);
+    options.policy = sluice::load_policy(config, limiter_states);
   } catch (const sluice::ConfigError& e) {
     std::fprintf(stderr, "sluice: %s\n", e.what());
     return kExitUsage;

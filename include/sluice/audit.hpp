@@ -33,6 +33,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "sluice/endpoint.hpp"
+
 namespace sluice {
 
 // A bounded, length-prefixed text field. `assign` truncates at N bytes, backing off so as not to
@@ -61,19 +63,15 @@ struct AuditText {
   bool empty() const { return size == 0; }
 };
 
-// One end of the flow. family is 4 or 6 (0: unknown → JSON null); address in network byte order
-// (IPv4 in the first 4 bytes); port in host byte order.
-struct AuditEndpoint {
-  std::array<uint8_t, 16> address{};
-  uint16_t port = 0;
-  uint8_t family = 0;
-};
+// One end of the flow (endpoint.hpp): family 4 or 6 (0: unknown → JSON null).
+using AuditEndpoint = Endpoint;
 
 enum class AuditVerdict : uint8_t { admit, deny };
 
 struct alignas(64) AuditRecord {
   static constexpr std::size_t kMaxRules = 8;
   static constexpr int64_t kNoMaxOutputTokens = -1;  // absent → JSON null
+  static constexpr int64_t kAbsent = -1;             // a usage field not reported → null
 
   int64_t ts_ns = 0;      // wall clock (CLOCK_REALTIME), ns since the Unix epoch
   uint64_t sequence = 0;  // per worker, from 0: gaps in the log show drops
@@ -81,6 +79,11 @@ struct alignas(64) AuditRecord {
   uint64_t request_bytes = 0;
   uint64_t prompt_tokens_est = 0;
   int64_t max_output_tokens = kNoMaxOutputTokens;
+  uint64_t tokens_reserved = 0;           // taken from the token bucket at admission
+  uint64_t tokens_charged = 0;            // what the bucket holds against the request in the end
+  int64_t usage_prompt_tokens = kAbsent;  // as the response's `usage` reported them
+  int64_t usage_completion_tokens = kAbsent;
+  int64_t usage_total_tokens = kAbsent;
   uint32_t rules[kMaxRules] = {};  // matched rule ids; rule_count of them are valid
   AuditEndpoint src;
   AuditEndpoint dst;
@@ -95,8 +98,9 @@ struct alignas(64) AuditRecord {
   AuditText<24> tier;      // empty → null
   AuditText<40> reason;    // reason name, e.g. "http_body_too_large" (request_reason.hpp)
   AuditText<8> method;
-  AuditText<190> path;  // request target; path_truncated when cut (190: fills the 512)
-  AuditText<64> model;  // empty → null; model_truncated when cut
+  bool usage_reported = false;  // the response carried a usage object → "usage":{…}, else null
+  AuditText<149> path;          // request target; path_truncated when cut (149: fills the 512)
+  AuditText<64> model;          // empty → null; model_truncated when cut
 
   void set_path(std::string_view text) { path_truncated = path.assign(text); }
   void set_model(std::string_view text) { model_truncated = model.assign(text); }
@@ -104,7 +108,7 @@ struct alignas(64) AuditRecord {
 static_assert(std::is_trivially_copyable_v<AuditRecord>);
 static_assert(sizeof(AuditRecord) == 512, "the ring slot size is part of the design");
 
-// Room format_json_line needs at most: every text byte (384) escaped as \u00XX (6 bytes) plus
+// Room format_json_line needs at most: every text byte (333) escaped as \u00XX (6 bytes) plus
 // the fixed part (< 700), newline included.
 inline constexpr std::size_t kMaxAuditLineBytes = 4096;
 
@@ -115,7 +119,7 @@ inline constexpr std::size_t kMaxAuditLineBytes = 4096;
 //  "key_id":"0a1b2c3d4e5f","tier":"gold","verdict":"deny","status":429,"reason":"rate_limited",
 //  "rules":[],"method":"POST","path":"/v1/chat/completions","path_truncated":false,
 //  "model":"llama-3","model_truncated":false,"request_bytes":812,"prompt_tokens_est":150,
-//  "max_output_tokens":null}
+//  "max_output_tokens":null,"tokens_reserved":0,"usage":null,"tokens_charged":0}
 // Strings are escaped per RFC 8259 §7 (control characters as \u00XX) and invalid UTF-8 is
 // replaced by U+FFFD one byte at a time, so the line is valid JSON whatever the record holds.
 std::size_t format_json_line(const AuditRecord& record, std::span<char> out);

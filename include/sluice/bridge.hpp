@@ -3,16 +3,24 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "sluice/config.hpp"
+#include "sluice/policy.hpp"
 
 namespace sluice {
 
 struct BridgeOptions {
   double duration_s = 0;  // 0: until SIGINT/SIGTERM
   std::vector<std::string> extra_eal_args;
+  PolicySource* policy = nullptr;  // required: what admission enforces
+  // Set (by SIGHUP) to ask the main lcore to call `reload`, which builds the next policy off the
+  // data path (throwing ConfigError when a file is bad: the running policy then stays).
+  std::atomic<bool>* reload_requested = nullptr;
+  std::function<std::shared_ptr<const AdmissionPolicy>()> reload;
 };
 
 // Runs until stopped; returns the process exit code. Start-up problems are thrown as

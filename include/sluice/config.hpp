@@ -74,6 +74,7 @@ struct TierLimits {
 struct ModelLimits {
   std::string pattern;  // a glob over the request's model (`*`, `?`)
   TierLimits limits;    // the tier's limits with this entry's overrides applied
+  uint8_t set = 0;      // bit i: the entry sets TierLimits field i (declaration order)
 };
 
 struct TierConfig {
@@ -84,6 +85,14 @@ struct TierConfig {
   std::vector<std::string> paths = {"/v1/chat/completions", "/v1/completions", "/v1/responses",
                                     "/v1/embeddings",       "/v1/messages",    "/v1/models"};
   std::vector<ModelLimits> model_limits;  // first matching pattern wins
+};
+
+// The audit trail (audit.hpp): JSON Lines, one record per request decision.
+struct AuditConfig {
+  std::string path;                        // empty: no audit file (records are not kept)
+  uint64_t max_file_bytes = 256ull << 20;  // then the file is rotated to PATH.1
+  uint32_t keep = 8;                       // rotated files kept
+  uint32_t ring_records = 8192;            // per worker ring (power of two); full → counted drop
 };
 
 struct StatsConfig {
@@ -99,6 +108,7 @@ struct Config {
   std::string identities_path;       // relative paths are taken from the config file's folder
   std::vector<TierConfig> tiers;     // in file order
   std::string unknown_key = "deny";  // "deny" (401) or the name of an anonymous tier
+  AuditConfig audit;
 
   const TierConfig* tier(std::string_view name) const {
     for (const TierConfig& t : tiers) {

@@ -17,6 +17,8 @@ struct ResponseHead {
   bool has_content_length = false;
   uint64_t content_length = 0;
   bool until_close = false;  // body delimited by the end of the connection
+  bool coded = false;        // a Content-Encoding (or a transfer coding besides chunked): the
+                             // body bytes handed on are not the representation's text
 };
 
 class HttpResponseSink {

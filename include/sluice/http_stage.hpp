@@ -3,22 +3,28 @@
 // and reports them to a RequestObserver (admission, rules and audit plug in there). A request
 // the assembler refuses is reported with its reason and ends the flow.
 //
-// A refused request is answered with the reason's status and an OpenAI-style error body
-// (StreamVerdict::kDeny), then the flow ends.
+// A request refused — by the assembler, or by the observer at its head or its end — is answered
+// with the refusal's status and an OpenAI-style error body (StreamVerdict::kDeny, denial.hpp),
+// then the flow ends. The observer decides at request end, inside the call that delivered the
+// request's last bytes, so the segment that would complete the request at the host is the one
+// that is dropped.
 // Per-flow state (≈ 3 KiB without zlib, see kFlowStateBytes) is allocated the first time a flow
 // carries data and recycled through a free list when the flow closes, so memory follows the
 // number of concurrently active flows and the steady state allocates nothing.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string_view>
 #include <vector>
 
 #include "sluice/content_decoder.hpp"
+#include "sluice/denial.hpp"
 #include "sluice/http_request.hpp"
 #include "sluice/prompt_extractor.hpp"
 #include "sluice/stream_consumer.hpp"
+#include "sluice/usage_scanner.hpp"
 
 namespace sluice {
 
@@ -37,18 +43,34 @@ struct RequestOutcome {
   uint64_t token_estimate = 0;
 };
 
+struct ResponseOutcome {
+  uint16_t status = 0;  // 0: the flow closed before a response head
+  TokenUsage usage;     // what the body's `usage` reported (JSON body or the SSE events)
+};
+
+// What the L7 stage tells the policy layers (admission, rules, audit), per flow, in order:
+// on_flow_open, then per request on_request_head → on_prompt_text… → on_request_end, each
+// response's on_response_end (oldest request first), and finally on_flow_close.
 class RequestObserver {
  public:
   virtual ~RequestObserver() = default;
-  // Headers complete. `head` and its views are valid during the call only.
-  virtual void on_request_head(uint32_t flow_id, const RequestHead& head) = 0;
+  virtual void on_flow_open(uint32_t, const FlowEndpoints&) {}
+  // Headers complete. `head` and its views are valid during the call only. A refusal ends the
+  // flow here: the body is not read, and on_request_end is not called for this request.
+  virtual Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) = 0;
   // Canonical prompt text of the current request, in order, in pieces (fields separated by a
   // newline). This is what the scanner sees.
   virtual void on_prompt_text(uint32_t flow_id, std::string_view canonical) = 0;
-  // The request ended (complete, or refused with outcome.reason).
-  virtual void on_request_end(uint32_t flow_id, const RequestOutcome& outcome) = 0;
+  // The request ended: complete (outcome.reason ok), or refused by the assembler with
+  // outcome.reason. For a complete request the observer's refusal, if any, is sent; for one the
+  // assembler refused the return value is ignored.
+  virtual Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
+                                 uint64_t now_ns) = 0;
   // The response to the oldest open request ended.
-  virtual void on_response_end(uint32_t flow_id, uint16_t status) = 0;
+  virtual void on_response_end(uint32_t flow_id, const ResponseOutcome& response,
+                               uint64_t now_ns) = 0;
+  // The flow is gone (closed, expired, reset or evicted); its id will be reused.
+  virtual void on_flow_close(uint32_t) {}
 };
 
 class HttpStage final : public StreamConsumer {
@@ -56,7 +78,7 @@ class HttpStage final : public StreamConsumer {
   HttpStage(const HttpStageConfig* config, RequestObserver& observer);
   ~HttpStage() override;
 
-  void on_open(uint32_t flow_id) override;
+  void on_open(uint32_t flow_id, const FlowEndpoints& endpoints) override;
   StreamVerdict on_data(uint32_t flow_id, Direction direction, std::span<const uint8_t> bytes,
                         uint64_t now_ns) override;
   void on_end(uint32_t flow_id, Direction direction) override;
@@ -79,6 +101,7 @@ class HttpStage final : public StreamConsumer {
   std::vector<std::unique_ptr<FlowState>> owned_;
   std::vector<FlowState*> free_;
   std::size_t allocated_ = 0;
+  std::array<char, kMaxDenialBytes> denial_{};  // the last denial() formatted
 };
 
 }  // namespace sluice

@@ -79,6 +79,7 @@ struct Identity {
   std::string tier;  // checked against the config's tiers when both are loaded
   std::vector<KeyDigest> keys;
   IdentityLimits limits;
+  std::string tier_at;  // where `tier` was given ("identities.yaml:7:11"), for that check
 };
 
 // The identities of one loaded file: immutable once built, shared read-only by every worker

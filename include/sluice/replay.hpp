@@ -3,11 +3,13 @@
 // same capture and config give byte-identical outputs.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "sluice/classify.hpp"
 #include "sluice/config.hpp"
+#include "sluice/policy.hpp"
 
 namespace sluice {
 
@@ -27,6 +29,8 @@ struct ReplayOptions {
   std::string out_server;
   std::vector<Cidr> server_nets;
   std::string prompts;  // JSON lines of what the scanner sees per request; empty: none
+  std::string audit;    // the audit trail (JSON Lines), as the appliance writes it; empty: none
+  std::shared_ptr<const AdmissionPolicy> policy;  // required: what admission enforces
   bool quiet = false;
 };
 

@@ -50,7 +50,20 @@ namespace sluice {
   X(json_too_deep, 400, "nesting deeper than the limit")                                         \
   X(json_lone_surrogate, 400, "lone UTF-16 surrogate in a string")                               \
   X(json_invalid_utf8, 400, "invalid UTF-8")                                                     \
-  X(json_field_too_long, 400, "a scalar field (model, ...) over its length limit")
+  X(json_field_too_long, 400, "a scalar field (model, ...) over its length limit")               \
+  /* admission: identity, tier, limits (admission.hpp) */                                        \
+  X(missing_api_key, 401, "no API key (Authorization: Bearer, x-api-key or api-key)")            \
+  X(invalid_api_key, 401, "API key not recognised")                                              \
+  X(conflicting_api_keys, 401, "more than one different API key")                                \
+  X(endpoint_not_allowed, 403, "endpoint not allowed for this tier")                             \
+  X(model_not_allowed, 403, "model not allowed for this tier")                                   \
+  X(prompt_token_ids, 400, "prompt given as token ids, which cannot be inspected")               \
+  X(tier_body_too_large, 413, "body over the tier's limit")                                      \
+  X(max_output_tokens_over_cap, 400, "requested completion size over the tier's cap")            \
+  X(tokens_over_burst, 413, "request needs more tokens than the tier's token burst")             \
+  X(rate_limited_requests, 429, "request rate limit reached")                                    \
+  X(rate_limited_tokens, 429, "token rate limit reached")                                        \
+  X(concurrency_limited, 429, "too many requests in flight")
 
 enum class RequestReason : uint8_t {
 #define SLUICE_REASON_ENUM(name, status, text) name,
@@ -75,5 +88,21 @@ inline constexpr std::size_t kRequestReasonCount = kRequestReasons.size();
 constexpr const RequestReasonInfo& info_of(RequestReason reason) {
   return kRequestReasons[static_cast<std::size_t>(reason)];
 }
+
+// The bucket a 429 describes, for its x-ratelimit-*-<kind> headers.
+enum class LimitKind : uint8_t { kNone, kRequests, kTokens, kConcurrent };
+
+// Why and how a request is refused: the reason, and for a limit the state of the bucket that
+// denied it, as the 429's retry-after and x-ratelimit-* headers report it. A value: filled where
+// the decision is made, formatted into the answer only when it is sent (denial.hpp).
+struct Refusal {
+  RequestReason reason = RequestReason::ok;
+  LimitKind bucket = LimitKind::kNone;
+  uint64_t limit = 0;           // the bucket's size (burst, token burst or max in flight)
+  uint64_t remaining = 0;       // whole units left when it denied
+  uint64_t reset_after_ns = 0;  // until the bucket is full again
+  uint64_t retry_after_ns = 0;  // until this request would have been admitted
+  bool refused() const { return reason != RequestReason::ok; }
+};
 
 }  // namespace sluice

@@ -1,7 +1,8 @@
-// The dataplane's RequestObserver until admission and rules exist: counts requests by outcome
-// (per worker, read by the stats thread like the other counters) and, for `sluice replay
-// --prompts FILE` only, writes what the scanner would see, one JSON line per request. API keys
-// are never written; prompts only when that option is given.
+// The dataplane's RequestObserver: passes every event on to the policy observer behind it
+// (admission, which decides and audits), counts requests by final outcome — the assembler's
+// reason, else the policy's (per worker, read by the stats thread like the other counters) —
+// and, for `sluice replay --prompts FILE` only, writes what the scanner would see, one JSON
+// line per request. API keys are never written; prompts only when that option is given.
 #pragma once
 
 #include <array>
@@ -30,16 +31,22 @@ struct RequestCounts {
 
 class RequestRecorder final : public RequestObserver {
  public:
-  // `prompts` may be null (nothing written).
-  RequestRecorder(RequestCounts& counts, std::FILE* prompts) : counts_(counts), prompts_(prompts) {}
+  // `next` and `prompts` may be null (every request admitted; nothing written).
+  RequestRecorder(RequestCounts& counts, RequestObserver* next, std::FILE* prompts)
+      : counts_(counts), next_(next), prompts_(prompts) {}
 
-  void on_request_head(uint32_t flow_id, const RequestHead& head) override;
+  void on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) override;
+  Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
   void on_prompt_text(uint32_t flow_id, std::string_view canonical) override;
-  void on_request_end(uint32_t flow_id, const RequestOutcome& outcome) override;
-  void on_response_end(uint32_t flow_id, uint16_t status) override;
+  Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
+  void on_response_end(uint32_t flow_id, const ResponseOutcome& response, uint64_t now_ns) override;
+  void on_flow_close(uint32_t flow_id) override;
 
  private:
+  void write_prompt_line(uint32_t flow_id, const RequestOutcome& outcome, RequestReason reason);
+
   RequestCounts& counts_;
+  RequestObserver* next_;
   std::FILE* prompts_;
   // The requests being read, by flow (flows interleave in a capture).
   struct Pending {

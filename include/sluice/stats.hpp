@@ -29,6 +29,9 @@ std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& b
 void print_summary(std::FILE* out, const CounterSnapshot& totals,
                    const std::vector<std::pair<std::string, uint64_t>>& gauges);
 
+// " | requests 12 admitted, 3 denied (401=1 429=2)": totals since start, denials by status.
+std::string request_line(const std::array<uint64_t, kRequestReasonCount>& by_reason);
+
 // "requests_<reason>  N" lines: requests_ok always, refusals when they happened.
 std::vector<std::pair<std::string, uint64_t>> request_gauges(
     const std::array<uint64_t, kRequestReasonCount>& by_reason);

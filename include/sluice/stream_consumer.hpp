@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 
+#include "sluice/endpoint.hpp"
 #include "sluice/tcp_state.hpp"
 
 namespace sluice {
@@ -19,7 +20,7 @@ enum class StreamVerdict : uint8_t {
 class StreamConsumer {
  public:
   virtual ~StreamConsumer() = default;
-  virtual void on_open(uint32_t flow_id) = 0;
+  virtual void on_open(uint32_t flow_id, const FlowEndpoints& endpoints) = 0;
   // The next in-order bytes of one direction; called once per contiguous piece.
   virtual StreamVerdict on_data(uint32_t flow_id, Direction direction,
                                 std::span<const uint8_t> bytes, uint64_t now_ns) = 0;
@@ -34,7 +35,7 @@ class StreamConsumer {
 // Consumes nothing and lets everything through: the bridge before the HTTP stage exists.
 class NullConsumer final : public StreamConsumer {
  public:
-  void on_open(uint32_t) override {}
+  void on_open(uint32_t, const FlowEndpoints&) override {}
   StreamVerdict on_data(uint32_t, Direction, std::span<const uint8_t>, uint64_t) override {
     return StreamVerdict::kContinue;
   }

@@ -275,6 +275,27 @@ std::size_t format_json_line(const AuditRecord& record, std::span<char> out) {
   } else {
     line.put_int(record.max_output_tokens);
   }
+  line.put(",\"tokens_reserved\":");
+  line.put_uint(record.tokens_reserved);
+  line.put(",\"usage\":");
+  if (record.usage_reported) {
+    const auto put_count = [&line](std::string_view name, int64_t value) {
+      line.put(name);
+      if (value < 0) {
+        line.put("null");
+      } else {
+        line.put_int(value);
+      }
+    };
+    put_count("{\"prompt_tokens\":", record.usage_prompt_tokens);
+    put_count(",\"completion_tokens\":", record.usage_completion_tokens);
+    put_count(",\"total_tokens\":", record.usage_total_tokens);
+    line.put('}');
+  } else {
+    line.put("null");
+  }
+  line.put(",\"tokens_charged\":");
+  line.put_uint(record.tokens_charged);
   line.put("}\n");
   return line.ok() ? line.used() : 0;
 }

@@ -200,7 +200,10 @@ void parse_tiers(const Section& top, Config& config) {
         const Section o = overrides.child(pattern);
         o.allow_only({"requests_per_second", "burst", "tokens_per_minute", "token_burst",
                       "max_concurrent", "max_body_bytes", "max_output_tokens"});
-        tier.model_limits.push_back({pattern, read_limits(o, &tier.limits)});
+        uint8_t set = 0;
+        for (std::size_t i = 0; i < std::size(kLimitKeys); ++i)
+          if (o.has(kLimitKeys[i])) set |= static_cast<uint8_t>(1u << i);
+        tier.model_limits.push_back({pattern, read_limits(o, &tier.limits), set});
       }
     }
     config.tiers.push_back(std::move(tier));
@@ -212,7 +215,8 @@ Config parse(const YAML::Node& root, const std::string& source) {
   config.source = source;
   if (!root || root.IsNull()) return config;  // an empty file: every default
   const Section top(root, "", source);
-  top.allow_only({"dataplane", "inspect", "http", "stats", "identities", "tiers", "unknown_key"});
+  top.allow_only(
+      {"dataplane", "inspect", "http", "stats", "identities", "tiers", "unknown_key", "audit"});
 
   if (top.has("dataplane")) {
     const Section s = top.child("dataplane");
@@ -302,11 +306,29 @@ Config parse(const YAML::Node& root, const std::string& source) {
              "unknown_key: expected deny or the name of a tier in tiers, got '" +
                  config.unknown_key + "'");
   }
-  config.identities_path = top.string("identities", "");
-  if (!config.identities_path.empty() && !config.identities_path.starts_with("/")) {
+  const auto beside_config = [&source](std::string path) {
     const std::size_t slash = source.rfind('/');
-    if (slash != std::string::npos)
-      config.identities_path = source.substr(0, slash + 1) + config.identities_path;
+    if (!path.empty() && !path.starts_with("/") && slash != std::string::npos)
+      path = source.substr(0, slash + 1) + path;
+    return path;
+  };
+  config.identities_path = beside_config(top.string("identities", ""));
+  if (!config.tiers.empty() && config.identities_path.empty() && config.unknown_key == "deny") {
+    top.fail(top.get("tiers"),
+             "tiers: set with unknown_key: deny but no identities file: every request would be "
+             "answered 401 (add 'identities: FILE' or name an anonymous tier in unknown_key)");
+  }
+
+  if (top.has("audit")) {
+    const Section s = top.child("audit");
+    s.allow_only({"path", "max_file_bytes", "keep", "ring_records"});
+    AuditConfig& a = config.audit;
+    a.path = beside_config(s.string("path", a.path));
+    a.max_file_bytes = s.integer("max_file_bytes", a.max_file_bytes, 4096, uint64_t{1} << 40);
+    a.keep = static_cast<uint32_t>(s.integer("keep", a.keep, 0, 1000));
+    a.ring_records = static_cast<uint32_t>(s.integer("ring_records", a.ring_records, 2, 1u << 20));
+    if ((a.ring_records & (a.ring_records - 1)) != 0)
+      s.fail(s.get("ring_records"), "audit.ring_records: expected a power of two");
   }
 
   if (top.has("stats")) {
@@ -333,28 +355,4 @@ std::string_view embedded_default_config() {
 
 }  // namespace sluice
 
-namespace sluice {
-
-bool glob_match(std::string_view pattern, std::string_view text) {
-  // Iterative matching with one backtrack point: linear for patterns with a single `*`,
-  // O(pattern × text) at worst; patterns come from the config, texts are ≤ 256 bytes.
-  std::size_t p = 0, t = 0, star = std::string_view::npos, resume = 0;
-  while (t < text.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
-      ++p;
-      ++t;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      resume = t;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      t = ++resume;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
-
-}  // namespace sluice
+namespace sluice {}  // namespace sluice

@@ -101,6 +101,7 @@ std::shared_ptr<const IdentityTable> parse(const YAML::Node& root, const std::st
                                "' (first defined at " + previous->second + ")");
     identity.tier = r.word(item, item, path, "tier", kTierChars, 64,
                            "a tier name of 1 to 64 characters from [a-z0-9_-]");
+    identity.tier_at = r.where(item["tier"]) + ": " + path + ".tier";
 
     const YAML::Node keys = item["keys"];
     const std::string keys_path = path + ".keys";

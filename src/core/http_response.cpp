@@ -82,6 +82,11 @@ void HttpResponseParser::end_of_header_line() {
   } else if (is("transfer-encoding")) {
     chunked_ =
         value.size() >= 7 && starts_with_ignoring_case(value.substr(value.size() - 7), "chunked");
+    // "gzip, chunked": the de-chunked body is still coded.
+    if (!(value.size() == 7 && chunked_)) head_.coded = true;
+  } else if (is("content-encoding")) {
+    if (!(value.empty() || (value.size() == 8 && starts_with_ignoring_case(value, "identity"))))
+      head_.coded = true;
   } else if (is("content-type")) {
     head_.event_stream = starts_with_ignoring_case(value, "text/event-stream");
   } else if (is("connection")) {

@@ -1,63 +1,11 @@
 #include "sluice/http_stage.hpp"
 
 #include <algorithm>
-#include <array>
-#include <cstdio>
 
 #include "sluice/canonicalizer.hpp"
 #include "sluice/http_response.hpp"
 
 namespace sluice {
-namespace {
-
-std::string_view status_text(uint16_t status) {
-  switch (status) {
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 405:
-      return "Method Not Allowed";
-    case 413:
-      return "Content Too Large";
-    case 414:
-      return "URI Too Long";
-    case 415:
-      return "Unsupported Media Type";
-    case 429:
-      return "Too Many Requests";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Error";
-  }
-}
-
-// The answer to a refused request, in the OpenAI error shape SDKs already parse:
-// {"error":{"message":…,"type":"invalid_request_error","param":null,"code":<reason name>}}.
-std::size_t write_denial(RequestReason reason, std::span<char> out) {
-  const RequestReasonInfo& info = info_of(reason);
-  char body[256];
-  const int body_length = std::snprintf(
-      body, sizeof body,
-      R"({"error":{"message":"%.*s","type":"invalid_request_error","param":null,"code":"%.*s"}})",
-      static_cast<int>(info.text.size()), info.text.data(), static_cast<int>(info.name.size()),
-      info.name.data());
-  const std::string_view phrase = status_text(info.status);
-  const int length =
-      std::snprintf(out.data(), out.size(),
-                    "HTTP/1.1 %u %.*s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                    "connection: close\r\n\r\n%s",
-                    static_cast<unsigned>(info.status), static_cast<int>(phrase.size()),
-                    phrase.data(), body_length, body);
-  return length > 0 ? std::min<std::size_t>(static_cast<std::size_t>(length), out.size() - 1) : 0;
-}
-
-}  // namespace
 
 // Everything the stage keeps for one flow; it is its own sink at every step of the chain
 // request parser → content decoder → prompt extractor → canonicaliser → observer.
@@ -80,7 +28,9 @@ struct HttpStage::FlowState final : HttpRequestSink,
     sequence = 0;
     in_body = reported = field_open = json = false;
     failure = refused = RequestReason::ok;
+    refusal = Refusal{};
     status = 0;
+    now_ns = 0;
   }
 
   // The request failed or ended: tells the observer once. A refusal ends the flow: nothing
@@ -88,8 +38,6 @@ struct HttpStage::FlowState final : HttpRequestSink,
   void report(RequestReason reason) {
     if (reported || refused != RequestReason::ok) return;
     reported = true;
-    refused = reason;
-    if (reason != RequestReason::ok) denial_length = write_denial(reason, denial);
     if (field_open) {
       canonicalizer.end_field(*this);
       field_open = false;
@@ -101,7 +49,14 @@ struct HttpStage::FlowState final : HttpRequestSink,
     outcome.fields = json ? &extractor.fields() : nullptr;
     outcome.body_bytes = in_body ? decoder.decoded_bytes() : 0;
     outcome.token_estimate = in_body ? canonicalizer.token_estimate() : 0;
-    observer.on_request_end(flow_id, outcome);
+    const Refusal verdict = observer.on_request_end(flow_id, outcome, now_ns);
+    refuse(reason != RequestReason::ok ? Refusal{reason} : verdict);
+  }
+
+  void refuse(const Refusal& r) {
+    if (!r.refused() || refused != RequestReason::ok) return;
+    refusal = r;
+    refused = r.reason;
   }
 
   // HttpRequestSink
@@ -115,7 +70,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     extractor.reset();
     canonicalizer.reset();
     response.expect_response(head.method == "HEAD");
-    observer.on_request_head(flow_id, head);
+    refuse(observer.on_request_head(flow_id, head, now_ns));
   }
   void on_body(std::span<const uint8_t> bytes) override {
     if (failure != RequestReason::ok || refused != RequestReason::ok) return;
@@ -124,6 +79,8 @@ struct HttpStage::FlowState final : HttpRequestSink,
   void on_complete() override {
     if (refused != RequestReason::ok) return;
     if (failure == RequestReason::ok) failure = decoder.finish();
+    // A JSON content type on an empty body (the OpenAI SDK's GET /v1/models) has no document.
+    if (failure == RequestReason::ok && json && decoder.decoded_bytes() == 0) json = false;
     if (failure == RequestReason::ok && json) failure = extractor.finish(*this);
     report(failure);
     in_body = false;
@@ -155,9 +112,20 @@ struct HttpStage::FlowState final : HttpRequestSink,
   void on_canonical(std::string_view utf8) override { observer.on_prompt_text(flow_id, utf8); }
 
   // HttpResponseSink
-  void on_response_head(const ResponseHead& head) override { status = head.status; }
-  void on_response_body(std::span<const uint8_t>) override {}
-  void on_response_complete() override { observer.on_response_end(flow_id, status); }
+  void on_response_head(const ResponseHead& head) override {
+    status = head.status;
+    usage_readable = !head.coded;
+    usage.begin(head.event_stream);
+  }
+  void on_response_body(std::span<const uint8_t> bytes) override {
+    if (usage_readable) usage.feed(bytes);
+  }
+  void on_response_complete() override {
+    ResponseOutcome outcome;
+    outcome.status = status;
+    if (usage_readable) outcome.usage = usage.finish();
+    observer.on_response_end(flow_id, outcome, now_ns);
+  }
 
   const HttpStageConfig* config;
   RequestObserver& observer;
@@ -167,12 +135,14 @@ struct HttpStage::FlowState final : HttpRequestSink,
   ContentDecoder decoder;
   PromptExtractor extractor;
   Canonicalizer canonicalizer;
+  UsageScanner usage;
   uint64_t sequence = 0;
+  uint64_t now_ns = 0;                        // of the on_data call being handled
   RequestReason failure = RequestReason::ok;  // of the current request's body
   RequestReason refused = RequestReason::ok;  // sticky: the flow's first refusal
-  std::array<char, 512> denial{};             // the answer to it
-  std::size_t denial_length = 0;
+  Refusal refusal;                            // and how to answer it
   uint16_t status = 0;
+  bool usage_readable = false;
   bool in_body = false;
   bool reported = false;
   bool field_open = false;
@@ -211,11 +181,14 @@ std::size_t HttpStage::flow_state_bytes() {
   return sizeof(FlowState);
 }
 
-void HttpStage::on_open(uint32_t) {}
+void HttpStage::on_open(uint32_t flow_id, const FlowEndpoints& endpoints) {
+  observer_.on_flow_open(flow_id, endpoints);
+}
 
 StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
-                                 std::span<const uint8_t> bytes, uint64_t) {
+                                 std::span<const uint8_t> bytes, uint64_t now_ns) {
   FlowState& state = *state_of(flow_id, true);
+  state.now_ns = now_ns;
   if (direction == Direction::kToClient) {
     state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
     return StreamVerdict::kContinue;
@@ -231,8 +204,9 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
 
 std::span<const uint8_t> HttpStage::denial(uint32_t flow_id) {
   const FlowState* state = state_of(flow_id, false);
-  if (state == nullptr) return {};
-  return {reinterpret_cast<const uint8_t*>(state->denial.data()), state->denial_length};
+  if (state == nullptr || !state->refusal.refused()) return {};
+  const std::size_t length = write_denial(state->refusal, denial_);
+  return {reinterpret_cast<const uint8_t*>(denial_.data()), length};
 }
 
 void HttpStage::on_end(uint32_t flow_id, Direction direction) {
@@ -241,6 +215,7 @@ void HttpStage::on_end(uint32_t flow_id, Direction direction) {
 }
 
 void HttpStage::on_close(uint32_t flow_id) {
+  observer_.on_flow_close(flow_id);
   FlowState* state = state_of(flow_id, false);
   if (state == nullptr) return;
   free_.push_back(state);

@@ -9,12 +9,15 @@
 
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <memory>
 #include <random>
 #include <thread>
 
 #include <xxhash.h>
 
+#include "sluice/admission.hpp"
+#include "sluice/audit.hpp"
 #include "sluice/classify.hpp"
 #include "sluice/eal.hpp"
 #include "sluice/pipeline.hpp"
@@ -194,6 +197,20 @@ struct Shared {
   uint64_t distribution_seed = 0;
   std::vector<rte_ring*> inboxes;  // software distribution: one multi-producer inbox per worker
   std::vector<std::unique_ptr<WorkerStats>> stats;
+  PolicySource* policy = nullptr;
+  std::vector<std::unique_ptr<AuditRing>> audit_rings;  // one per worker; empty: no audit file
+  int64_t wall_offset_ns = 0;                           // CLOCK_REALTIME − tsc_now_ns()
+};
+
+// A worker's audit records go to its own ring; a full ring drops the record (counted by the
+// ring) rather than wait.
+class RingSink final : public AuditSink {
+ public:
+  explicit RingSink(AuditRing& ring) : ring_(ring) {}
+  void write(const AuditRecord& record) override { ring_.try_push(record); }
+
+ private:
+  AuditRing& ring_;
 };
 
 struct alignas(64) WorkerContext {
@@ -223,7 +240,11 @@ int worker_main(void* argument) {
   const uint16_t burst = static_cast<uint16_t>(std::min(config.dataplane.burst_size, kMaxBurst));
 
   const HttpStageConfig stage_config = http_stage_config(config);
-  RequestRecorder recorder(stats.requests, nullptr);
+  std::unique_ptr<RingSink> audit;
+  if (!shared.audit_rings.empty())
+    audit = std::make_unique<RingSink>(*shared.audit_rings[context.index]);
+  Admission admission(*shared.policy, audit.get(), context.index, shared.wall_offset_ns);
+  RequestRecorder recorder(stats.requests, &admission, nullptr);
   HttpStage consumer(&stage_config, recorder);
   BufferedSink sink(shared.ports, queue, burst, counters);
   std::random_device entropy;
@@ -237,6 +258,7 @@ int worker_main(void* argument) {
 
   while (!shared.stop->load(std::memory_order_relaxed)) {
     const uint64_t now_ns = tsc_now_ns();
+    admission.refresh();
     for (std::size_t s = 0; s < 2; ++s) {
       const Side side = static_cast<Side>(s);
       const uint16_t count = rte_eth_rx_burst(shared.ports[s], queue, received, burst);
@@ -344,9 +366,11 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
                        std::to_string(rte_lcore_count()) + " lcores (one main + one per worker)");
   }
 
+  if (options.policy == nullptr) throw StartupError("no admission policy given");
   Shared shared;
   shared.config = &config;
   shared.stop = &stop;
+  shared.policy = options.policy;
   Port client = find_port(config.dataplane.client_port, "client");
   Port server = find_port(config.dataplane.server_port, "server");
   if (client.id == server.id)
@@ -389,6 +413,27 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
   }
   for (uint32_t w = 0; w < workers; ++w) shared.stats.push_back(std::make_unique<WorkerStats>());
 
+  timespec wall{};
+  clock_gettime(CLOCK_REALTIME, &wall);
+  shared.wall_offset_ns =
+      int64_t{wall.tv_sec} * 1'000'000'000 + wall.tv_nsec - static_cast<int64_t>(tsc_now_ns());
+  std::unique_ptr<AuditWriter> audit_writer;
+  if (!config.audit.path.empty()) {
+    AuditWriterConfig audit_config;
+    audit_config.path = config.audit.path;
+    audit_config.max_file_bytes = config.audit.max_file_bytes;
+    audit_config.keep = config.audit.keep;
+    audit_writer = std::make_unique<AuditWriter>(audit_config);
+    for (uint32_t w = 0; w < workers; ++w) {
+      shared.audit_rings.push_back(std::make_unique<AuditRing>(config.audit.ring_records));
+      audit_writer->add_ring(*shared.audit_rings.back());
+    }
+    audit_writer->start();
+    std::printf("sluice: audit trail %s (%s)\n", config.audit.path.c_str(),
+                audit_writer->backend_description().c_str());
+  }
+  std::printf("sluice: admission: %s\n", shared.policy->current()->summary().c_str());
+
   std::printf("sluice: client port %u (%s), server port %u (%s), %u worker(s), distribution: %s\n",
               client.id, client.devargs.c_str(), server.id, server.devargs.c_str(), workers,
               describe(shared.distribution));
@@ -418,6 +463,18 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
   const double interval = config.stats.interval_s;
   while (!stop.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (options.reload_requested != nullptr && options.reload_requested->exchange(false) &&
+        options.reload) {
+      // Built here, off the data path; the workers pick it up at their next burst.
+      try {
+        std::shared_ptr<const AdmissionPolicy> reloaded = options.reload();
+        shared.policy->publish(reloaded);
+        std::printf("sluice: reloaded: %s\n", reloaded->summary().c_str());
+      } catch (const std::exception& e) {
+        std::printf("sluice: reload failed, the running policy stays: %s\n", e.what());
+      }
+      std::fflush(stdout);
+    }
     const auto now = Clock::now();
     if (options.duration_s > 0 &&
         std::chrono::duration<double>(now - started).count() >= options.duration_s) {
@@ -427,16 +484,25 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
     if (interval > 0 && since >= interval) {
       uint64_t flows = 0;
       const CounterSnapshot current = snapshot(shared, &flows);
-      std::printf("%s%s\n", live_stats_line(current, before, since, flows).c_str(),
-                  port_line(shared).c_str());
+      const std::array<uint64_t, kRequestReasonCount> requests = request_totals(shared);
+      std::printf("%s%s%s\n", live_stats_line(current, before, since, flows).c_str(),
+                  request_line(requests).c_str(), port_line(shared).c_str());
       std::fflush(stdout);
       before = current;
       last_line = now;
     }
   }
   rte_eal_mp_wait_lcore();
-
   std::vector<std::pair<std::string, uint64_t>> gauges;
+  if (audit_writer) {
+    audit_writer->stop();
+    const AuditWriterStats a = audit_writer->stats();
+    gauges.insert(gauges.end(), {{"audit_records_written", a.records_written},
+                                 {"audit_records_dropped", a.records_dropped},
+                                 {"audit_records_lost", a.records_lost},
+                                 {"audit_write_errors", a.write_errors}});
+  }
+
   const char* names[2] = {"client", "server"};
   for (std::size_t s = 0; s < 2; ++s) {
     const PortTotals t = port_totals(shared.ports[s]);

@@ -33,24 +33,53 @@ void append_json_escaped(std::string& out, std::string_view text) {
   }
 }
 
-void RequestRecorder::on_request_head(uint32_t flow_id, const RequestHead& head) {
-  if (prompts_ == nullptr) return;
+void RequestRecorder::on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) {
+  if (next_ != nullptr) next_->on_flow_open(flow_id, endpoints);
+}
+
+void RequestRecorder::on_flow_close(uint32_t flow_id) {
+  if (next_ != nullptr) next_->on_flow_close(flow_id);
+  if (prompts_ != nullptr) pending_.erase(flow_id);
+}
+
+Refusal RequestRecorder::on_request_head(uint32_t flow_id, const RequestHead& head,
+                                         uint64_t now_ns) {
+  const Refusal refusal =
+      next_ != nullptr ? next_->on_request_head(flow_id, head, now_ns) : Refusal{};
+  if (refusal.refused()) counts_.add(refusal.reason);
+  if (prompts_ == nullptr) return refusal;
   Pending& pending = pending_[flow_id];
   pending.method = head.method;
   pending.target = head.target;
   pending.text.clear();
+  if (refusal.refused()) {
+    RequestOutcome outcome;
+    outcome.reason = refusal.reason;
+    write_prompt_line(flow_id, outcome, refusal.reason);
+  }
+  return refusal;
 }
 
 void RequestRecorder::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
   if (prompts_ != nullptr) pending_[flow_id].text += canonical;
 }
 
-void RequestRecorder::on_request_end(uint32_t flow_id, const RequestOutcome& outcome) {
-  counts_.add(outcome.reason);
-  if (prompts_ == nullptr) return;
+Refusal RequestRecorder::on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
+                                        uint64_t now_ns) {
+  const Refusal refusal =
+      next_ != nullptr ? next_->on_request_end(flow_id, outcome, now_ns) : Refusal{};
+  const RequestReason final_reason =
+      outcome.reason != RequestReason::ok ? outcome.reason : refusal.reason;
+  counts_.add(final_reason);
+  if (prompts_ != nullptr) write_prompt_line(flow_id, outcome, final_reason);
+  return refusal;
+}
+
+void RequestRecorder::write_prompt_line(uint32_t flow_id, const RequestOutcome& outcome,
+                                        RequestReason final_reason) {
   const Pending pending = pending_[flow_id];  // empty when refused before its head was complete
   pending_.erase(flow_id);
-  const RequestReasonInfo& reason = info_of(outcome.reason);
+  const RequestReasonInfo& reason = info_of(final_reason);
   std::string line = "{\"flow\":" + std::to_string(flow_id) +
                      ",\"request\":" + std::to_string(outcome.sequence) + ",\"method\":\"";
   append_json_escaped(line, pending.method);
@@ -71,6 +100,9 @@ void RequestRecorder::on_request_end(uint32_t flow_id, const RequestOutcome& out
   std::fwrite(line.data(), 1, line.size(), prompts_);
 }
 
-void RequestRecorder::on_response_end(uint32_t, uint16_t) {}
+void RequestRecorder::on_response_end(uint32_t flow_id, const ResponseOutcome& response,
+                                      uint64_t now_ns) {
+  if (next_ != nullptr) next_->on_response_end(flow_id, response, now_ns);
+}
 
 }  // namespace sluice

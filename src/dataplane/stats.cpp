@@ -1,5 +1,7 @@
 #include "sluice/stats.hpp"
 
+#include <map>
+
 #include <cinttypes>
 
 namespace sluice {
@@ -49,6 +51,26 @@ std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& b
     any = true;
   }
   if (!any) line += " none";
+  return line;
+}
+
+std::string request_line(const std::array<uint64_t, kRequestReasonCount>& by_reason) {
+  std::map<uint16_t, uint64_t> denied_by_status;
+  uint64_t denied = 0;
+  for (std::size_t i = 1; i < kRequestReasonCount; ++i) {
+    if (by_reason[i] == 0) continue;
+    denied += by_reason[i];
+    denied_by_status[kRequestReasons[i].status] += by_reason[i];
+  }
+  std::string line = " | requests " + std::to_string(by_reason[0]) + " admitted, " +
+                     std::to_string(denied) + " denied";
+  if (denied > 0) {
+    std::string by_status;
+    for (const auto& [status, count] : denied_by_status)
+      by_status +=
+          (by_status.empty() ? "" : " ") + std::to_string(status) + "=" + std::to_string(count);
+    line += " (" + by_status + ")";
+  }
   return line;
 }
 

@@ -37,7 +37,11 @@ bool TcpTracker::opens_flow(const PacketInfo& info) {
 }
 
 void TcpTracker::open(Flow& flow) {
-  consumer_.on_open(flow_id(flow));
+  const FlowKey& key = flow.key;
+  const Endpoint low{key.address_low, key.port_low, key.family};
+  const Endpoint high{key.address_high, key.port_high, key.family};
+  consumer_.on_open(flow_id(flow),
+                    flow.client_is_low ? FlowEndpoints{low, high} : FlowEndpoints{high, low});
 }
 
 TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
@@ -379,7 +383,7 @@ void TcpTracker::release(Flow& flow) {
 void TcpTracker::reset_tracking(Flow& flow, uint64_t now_ns) {
   release(flow);
   flow.tcp = TcpFlowState{};
-  consumer_.on_open(flow_id(flow));
+  open(flow);
   table_.set_state(flow, FlowState::kHalfOpen, now_ns);
 }
 

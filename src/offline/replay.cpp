@@ -13,6 +13,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "sluice/admission.hpp"
+#include "sluice/audit.hpp"
 #include "sluice/classify.hpp"
 #include "sluice/eal.hpp"
 #include "sluice/flow_table.hpp"
@@ -29,6 +31,19 @@ constexpr uint64_t kReplayHashSeed = 0x5eed5eed5eed5eedULL;
 // Big enough for any frame a capture may hold, GRO super-frames included.
 constexpr uint16_t kMbufDataRoom = UINT16_MAX - RTE_PKTMBUF_HEADROOM;
 constexpr unsigned kReplayMbufs = 255;
+
+// A replay loses no record: when the ring is full it waits for the writer to drain it.
+class LosslessSink final : public AuditSink {
+ public:
+  LosslessSink(AuditRing& ring, AuditWriter& writer) : ring_(ring), writer_(writer) {}
+  void write(const AuditRecord& record) override {
+    while (!ring_.try_push(record)) writer_.flush();
+  }
+
+ private:
+  AuditRing& ring_;
+  AuditWriter& writer_;
+};
 
 struct PcapCloser {
   void operator()(pcap_t* p) const { pcap_close(p); }
@@ -203,8 +218,28 @@ int run_replay(const Config& config, const ReplayOptions& options) {
     prompts.reset(std::fopen(options.prompts.c_str(), "w"));
     if (!prompts) throw StartupError(options.prompts + ": cannot write: " + std::strerror(errno));
   }
+  std::unique_ptr<AuditRing> audit_ring;
+  std::unique_ptr<AuditWriter> audit_writer;
+  std::unique_ptr<LosslessSink> audit_sink;
+  if (!options.audit.empty()) {
+    // A replay's trail starts afresh, like its output captures.
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> truncate(std::fopen(options.audit.c_str(), "w"),
+                                                             &std::fclose);
+    if (!truncate) throw StartupError(options.audit + ": cannot write: " + std::strerror(errno));
+    AuditWriterConfig audit_config;
+    audit_config.path = options.audit;
+    audit_config.max_file_bytes = uint64_t{1} << 40;  // one file, however long the capture
+    audit_ring = std::make_unique<AuditRing>(4096);
+    audit_writer = std::make_unique<AuditWriter>(audit_config);
+    audit_writer->add_ring(*audit_ring);
+    audit_writer->start();
+    audit_sink = std::make_unique<LosslessSink>(*audit_ring, *audit_writer);
+  }
+  // The capture's own time is Unix time: the records' timestamps are the packets'.
+  PolicySource policy_source(options.policy);
+  Admission admission(policy_source, audit_sink.get(), 0, 0);
   const HttpStageConfig stage_config = http_stage_config(config);
-  RequestRecorder recorder(requests, prompts.get());
+  RequestRecorder recorder(requests, &admission, prompts.get());
   HttpStage consumer(&stage_config, recorder);
   CaptureSink sink(to_client.get(), to_server.get(), counters);
   Pipeline pipeline(config, kReplayHashSeed, pool, sink, consumer, counters);
@@ -232,6 +267,15 @@ int run_replay(const Config& config, const ReplayOptions& options) {
     if (status == PCAP_ERROR) throw StartupError(options.input + ": " + pcap_geterr(input.get()));
   }
   pipeline.close_all();
+  uint64_t audit_written = 0;
+  if (audit_writer) {
+    audit_writer->stop();
+    const AuditWriterStats a = audit_writer->stats();
+    audit_written = a.records_written;
+    if (a.write_errors != 0 || a.records_lost != 0)
+      throw StartupError(options.audit + ": " + std::to_string(a.write_errors) + " write errors, " +
+                         std::to_string(a.records_lost) + " records lost");
+  }
   to_client.reset();
   to_server.reset();
   const unsigned in_use_after = rte_mempool_in_use_count(pool) - in_use_before;
@@ -240,6 +284,7 @@ int run_replay(const Config& config, const ReplayOptions& options) {
     CounterSnapshot totals;
     totals.accumulate(counters);
     std::vector<std::pair<std::string, uint64_t>> gauges = request_gauges(requests.by_reason);
+    if (audit_writer) gauges.emplace_back("audit_records_written", audit_written);
     gauges.insert(gauges.end(), {{"packets_read", packets},
                                  {"packets_truncated_in_capture", truncated},
                                  {"mbufs_in_use_after_run", in_use_after}});

@@ -102,7 +102,8 @@ TEST(AuditFormatTest, WritesIpv4DenyRecordExactly) {
             R"("key_id":"0a1b2c3d4e5f","tier":"gold","verdict":"deny","status":429,)"
             R"("reason":"rate_limited","rules":[],"method":"POST","path":"/v1/chat/completions",)"
             R"("path_truncated":false,"model":"llama-3-70b","model_truncated":false,)"
-            R"("request_bytes":812,"prompt_tokens_est":150,"max_output_tokens":256})"
+            R"("request_bytes":812,"prompt_tokens_est":150,"max_output_tokens":256,)"
+            R"("tokens_reserved":0,"usage":null,"tokens_charged":0})"
             "\n");
   const json parsed = parse_line(line);
   EXPECT_EQ(parsed["flow"]["src"], "198.18.0.1:40000");
@@ -131,7 +132,7 @@ TEST(AuditFormatTest, WritesIpv6InBracketsAndAbsentFieldsAsNull) {
             R"("identity":null,"key_id":null,"tier":null,"verdict":"admit","status":0,)"
             R"("reason":"ok","rules":[],"method":"GET","path":"/v1/models","path_truncated":false,)"
             R"("model":null,"model_truncated":false,"request_bytes":90,"prompt_tokens_est":0,)"
-            R"("max_output_tokens":null})"
+            R"("max_output_tokens":null,"tokens_reserved":0,"usage":null,"tokens_charged":0})"
             "\n");
   const json parsed = parse_line(line);
   EXPECT_TRUE(parsed["identity"].is_null());
@@ -206,7 +207,7 @@ TEST(AuditFormatTest, TruncatesLongFieldsAndFlagsThem) {
   record.set_model(std::string(100, 'm'));
   EXPECT_TRUE(record.identity.assign(std::string(60, 'i')));
   const json parsed = parse_line(format(record));
-  EXPECT_EQ(parsed["path"], "/" + std::string(189, 'p'));
+  EXPECT_EQ(parsed["path"], "/" + std::string(148, 'p'));
   EXPECT_EQ(parsed["path_truncated"], true);
   EXPECT_EQ(parsed["model"], std::string(64, 'm'));
   EXPECT_EQ(parsed["model_truncated"], true);
@@ -215,11 +216,27 @@ TEST(AuditFormatTest, TruncatesLongFieldsAndFlagsThem) {
 
 TEST(AuditFormatTest, TruncationDoesNotSplitAUtf8Sequence) {
   AuditRecord record = deny_record();
-  record.set_path(std::string(189, 'a') + "\xE2\x82\xAC");  // € straddles byte 190
+  record.set_path(std::string(148, 'a') + "\xE2\x82\xAC");  // € straddles byte 149
   EXPECT_TRUE(record.path_truncated);
-  EXPECT_EQ(record.path.size, 189);
+  EXPECT_EQ(record.path.size, 148);
   const json parsed = parse_line(format(record));
-  EXPECT_EQ(parsed["path"], std::string(189, 'a'));
+  EXPECT_EQ(parsed["path"], std::string(148, 'a'));
+}
+
+TEST(AuditFormatTest, WritesReportedUsageWithAbsentPartsAsNull) {
+  AuditRecord record = deny_record();
+  record.verdict = AuditVerdict::admit;
+  record.tokens_reserved = 1174;
+  record.tokens_charged = 163;
+  record.usage_reported = true;
+  record.usage_prompt_tokens = 147;
+  record.usage_completion_tokens = 16;
+  const json parsed = parse_line(format(record));
+  EXPECT_EQ(parsed["tokens_reserved"], 1174);
+  EXPECT_EQ(parsed["tokens_charged"], 163);
+  EXPECT_EQ(parsed["usage"]["prompt_tokens"], 147);
+  EXPECT_EQ(parsed["usage"]["completion_tokens"], 16);
+  EXPECT_TRUE(parsed["usage"]["total_tokens"].is_null());
 }
 
 TEST(AuditFormatTest, ListsRuleIds) {
@@ -238,12 +255,16 @@ TEST(AuditFormatTest, WorstCaseRecordFitsMaxLineAndSmallBufferReturnsZero) {
   record.tier.assign(std::string(24, '\x01'));
   record.reason.assign(std::string(40, '\x01'));
   record.method.assign(std::string(8, '\x01'));
-  record.set_path(std::string(190, '\x01'));
+  record.set_path(std::string(149, '\x01'));
   record.set_model(std::string(64, '\x01'));
   record.src = endpoint("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", 65535);
   record.dst = record.src;
   record.request_bytes = record.prompt_tokens_est = UINT64_MAX;
   record.max_output_tokens = INT64_MAX;
+  record.tokens_reserved = record.tokens_charged = UINT64_MAX;
+  record.usage_reported = true;
+  record.usage_prompt_tokens = record.usage_completion_tokens = record.usage_total_tokens =
+      INT64_MAX;
   record.sequence = UINT64_MAX;
   record.rule_count = AuditRecord::kMaxRules;
   for (auto& rule : record.rules) rule = UINT32_MAX;

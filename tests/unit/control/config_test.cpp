@@ -90,7 +90,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"dataplane: [1, 2]\n", "test.yaml:1:12: expected a mapping"},
         BadCase{"colour: blue\n",
                 "unknown key 'colour' (expected one of: dataplane, inspect, http, stats, "
-                "identities, tiers, unknown_key)"},
+                "identities, tiers, unknown_key, audit)"},
         BadCase{"dataplane:\n  client_port: \"\"\n", "dataplane.client_port: must not be empty"},
         BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"},
         BadCase{"http:\n  methods: [POST, CONNECT]\n",
@@ -115,7 +115,25 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"tiers:\n  t: { requests_per_second: 1, burst: 1, tokens_per_minute: 1, "
                 "token_burst: 1, "
                 "max_concurrent: 1, max_body_bytes: 1, max_output_tokens: 1, paths: [v1] }\n",
-                "tiers.t.paths: 'v1' is not a path prefix"}));
+                "tiers.t.paths: 'v1' is not a path prefix"},
+        BadCase{"tiers:\n  t: { requests_per_second: 1, burst: 1, tokens_per_minute: 1, "
+                "token_burst: 1, max_concurrent: 1, max_body_bytes: 1, max_output_tokens: 1 }\n",
+                "test.yaml:2:3: tiers: set with unknown_key: deny but no identities file"},
+        BadCase{"audit: {path: a.jsonl, ring_records: 1000}\n",
+                "test.yaml:1:38: audit.ring_records: expected a power of two"},
+        BadCase{"audit: {path: a.jsonl, keep: -1}\n", "audit.keep: expected an integer"},
+        BadCase{"audit: {file: a.jsonl}\n", "unknown key 'audit.file'"}));
+
+TEST(Config, ReadsTheAuditSectionWithThePathBesideTheConfig) {
+  const Config config = load_config_text(
+      "audit: {path: logs/audit.jsonl, max_file_bytes: 1048576, keep: 3, ring_records: 1024}\n",
+      "/etc/sluice/sluice.yaml");
+  EXPECT_EQ(config.audit.path, "/etc/sluice/logs/audit.jsonl");
+  EXPECT_EQ(config.audit.max_file_bytes, 1048576u);
+  EXPECT_EQ(config.audit.keep, 3u);
+  EXPECT_EQ(config.audit.ring_records, 1024u);
+  EXPECT_TRUE(load_config_text("", "x.yaml").audit.path.empty()) << "no audit file by default";
+}
 
 TEST(Config, ReadsTiersWithModelOverridesAndUnknownKeyPolicy) {
   const Config config = load_config_text(R"(
@@ -141,6 +159,7 @@ unknown_key: free
   EXPECT_EQ(verified->model_limits[0].pattern, "frontier-*");
   EXPECT_EQ(verified->model_limits[0].limits,
             (TierLimits{2, 4, 400000, 100000, 16, 1048576, 8192}));
+  EXPECT_EQ(verified->model_limits[0].set, 0b11) << "requests_per_second and burst set";
   EXPECT_EQ(config.unknown_key, "free");
   EXPECT_EQ(config.identities_path, "/etc/sluice/identities.yaml");
 }

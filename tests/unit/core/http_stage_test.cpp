@@ -14,25 +14,40 @@ struct Observed {
   std::vector<RequestReason> reasons;
   std::vector<std::string> models;
   std::vector<uint16_t> responses;
+  std::vector<TokenUsage> usages;
   std::string current;
   bool operator==(const Observed&) const = default;
 };
 
+// Records what the stage reports; refuses where a test says so (as admission would).
+struct Refusals {
+  Refusal at_head;
+  Refusal at_end;
+};
+
 class Observer final : public RequestObserver {
  public:
-  explicit Observer(Observed& out) : out_(out) {}
-  void on_request_head(uint32_t, const RequestHead&) override { out_.current.clear(); }
+  explicit Observer(Observed& out, Refusals refusals = {}) : out_(out), refusals_(refusals) {}
+  Refusal on_request_head(uint32_t, const RequestHead&, uint64_t) override {
+    out_.current.clear();
+    return refusals_.at_head;
+  }
   void on_prompt_text(uint32_t, std::string_view text) override { out_.current += text; }
-  void on_request_end(uint32_t, const RequestOutcome& outcome) override {
+  Refusal on_request_end(uint32_t, const RequestOutcome& outcome, uint64_t) override {
     out_.texts.push_back(out_.current);
     out_.reasons.push_back(outcome.reason);
     out_.models.push_back(outcome.fields != nullptr ? outcome.fields->model : "");
     out_.current.clear();
+    return refusals_.at_end;
   }
-  void on_response_end(uint32_t, uint16_t status) override { out_.responses.push_back(status); }
+  void on_response_end(uint32_t, const ResponseOutcome& response, uint64_t) override {
+    out_.responses.push_back(response.status);
+    out_.usages.push_back(response.usage);
+  }
 
  private:
   Observed& out_;
+  Refusals refusals_;
 };
 
 struct StageRun {
@@ -42,12 +57,13 @@ struct StageRun {
   bool operator==(const StageRun&) const = default;
 };
 
-StageRun run(const std::vector<std::string_view>& pieces, std::string_view response = "") {
+StageRun run(const std::vector<std::string_view>& pieces, std::string_view response = "",
+             Refusals refusals = {}) {
   const HttpStageConfig config;
   StageRun result;
-  Observer observer(result.observed);
+  Observer observer(result.observed, refusals);
   HttpStage stage(&config, observer);
-  stage.on_open(7);
+  stage.on_open(7, {});
   for (std::string_view piece : pieces) {
     const auto verdict = stage.on_data(
         7, Direction::kToServer, {reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, 0);
@@ -67,14 +83,15 @@ StageRun run(const std::vector<std::string_view>& pieces, std::string_view respo
   return result;
 }
 
-StageRun run_every_way(std::string_view input) {
-  const StageRun whole = run({input});
+StageRun run_every_way(std::string_view input, Refusals refusals = {}) {
+  const StageRun whole = run({input}, "", refusals);
   for (std::size_t cut = 1; cut < input.size(); ++cut) {
-    EXPECT_EQ(run({input.substr(0, cut), input.substr(cut)}), whole) << "cut at " << cut;
+    EXPECT_EQ(run({input.substr(0, cut), input.substr(cut)}, "", refusals), whole)
+        << "cut at " << cut;
   }
   std::vector<std::string_view> single;
   for (std::size_t i = 0; i < input.size(); ++i) single.push_back(input.substr(i, 1));
-  EXPECT_EQ(run(single), whole);
+  EXPECT_EQ(run(single, "", refusals), whole);
   return whole;
 }
 
@@ -169,6 +186,86 @@ TEST(HttpStage, FollowsResponsesToTheirEnd) {
   const StageRun r =
       run({request(R"({"prompt":"x"})")}, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
   EXPECT_EQ(r.observed.responses, std::vector<uint16_t>{200});
+}
+
+TEST(HttpStage, ReportsTheUsageOfAJsonResponse) {
+  const std::string body =
+      R"({"id":"x","usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}})";
+  const StageRun r = run({request(R"({"prompt":"x"})")},
+                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body);
+  ASSERT_EQ(r.observed.usages.size(), 1u);
+  EXPECT_EQ(r.observed.usages[0].prompt_tokens, 12);
+  EXPECT_EQ(r.observed.usages[0].completion_tokens, 5);
+  EXPECT_EQ(r.observed.usages[0].used(), 17u);
+}
+
+TEST(HttpStage, ReportsTheUsageOfTheFinalEventOfAChunkedEventStream) {
+  const std::string events =
+      "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,"
+      "\"total_tokens\":11}}\n\ndata: [DONE]\n\n";
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", events.size());
+  const StageRun r = run({request(R"({"prompt":"x","stream":true})")},
+                         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n" +
+                             std::string(size) + "\r\n" + events + "\r\n0\r\n\r\n");
+  ASSERT_EQ(r.observed.usages.size(), 1u);
+  EXPECT_EQ(r.observed.usages[0].used(), 11u);
+}
+
+TEST(HttpStage, DoesNotReadTheUsageOfACompressedResponse) {
+  const std::string body = gzip(R"({"usage":{"total_tokens":17}})");
+  const StageRun r = run({request(R"({"prompt":"x"})")},
+                         "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body);
+  ASSERT_EQ(r.observed.usages.size(), 1u);
+  EXPECT_FALSE(r.observed.usages[0].reported());
+}
+
+TEST(HttpStage, ReadsAJsonContentTypeWithoutABodyAsNoDocument) {
+  // What the official OpenAI SDK sends for models.list().
+  const StageRun r =
+      run_every_way("GET /v1/models HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n\r\n");
+  EXPECT_FALSE(r.killed);
+  EXPECT_EQ(r.observed.reasons, std::vector<RequestReason>{RequestReason::ok});
+}
+
+TEST(HttpStage, AnswersARefusalAtTheHeadWithoutReadingTheBody) {
+  Refusals refusals;
+  refusals.at_head = Refusal{RequestReason::invalid_api_key};
+  const StageRun r = run_every_way(request(R"({"prompt":"x"})"), refusals);
+  EXPECT_TRUE(r.killed);
+  EXPECT_TRUE(r.observed.reasons.empty()) << "no request end after a refusal at the head";
+  EXPECT_TRUE(r.denial.starts_with("HTTP/1.1 401 Unauthorized\r\n")) << r.denial;
+  EXPECT_NE(r.denial.find(R"("code":"invalid_api_key")"), std::string::npos) << r.denial;
+}
+
+TEST(HttpStage, AnswersARefusalAtTheEndWithTheLimitHeaders) {
+  Refusals refusals;
+  refusals.at_end = Refusal{RequestReason::rate_limited_requests,
+                            LimitKind::kRequests,
+                            3,
+                            0,
+                            2'500'000'000,
+                            1'200'000'000};
+  const std::string input = request(R"({"prompt":"x"})");
+  const StageRun r = run_every_way(input, refusals);
+  EXPECT_TRUE(r.killed);
+  EXPECT_EQ(r.observed.reasons, std::vector<RequestReason>{RequestReason::ok});
+  const std::string body =
+      R"({"error":{"message":"request rate limit reached","type":"requests","param":null,)"
+      R"("code":"rate_limited_requests"}})";
+  EXPECT_EQ(r.denial,
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+            "retry-after: 2\r\nretry-after-ms: 1200\r\nx-ratelimit-limit-requests: 3\r\n"
+            "x-ratelimit-remaining-requests: 0\r\nx-ratelimit-reset-requests: 2.5s\r\n"
+            "content-length: " +
+                std::to_string(body.size()) + "\r\nconnection: close\r\n\r\n" + body);
+  // The refusal comes with the request's last byte: every byte before it was passed on.
+  const StageRun short_of_end = run({input.substr(0, input.size() - 1)}, "", refusals);
+  EXPECT_FALSE(short_of_end.killed);
 }
 
 TEST(HttpStage, KeepsItsPerFlowStateSmall) {

@@ -13,7 +13,7 @@ namespace {
 // Records what the tracker hands to the L7 stage, per flow and direction.
 class RecordingConsumer final : public StreamConsumer {
  public:
-  void on_open(uint32_t) override { ++opened; }
+  void on_open(uint32_t, const FlowEndpoints&) override { ++opened; }
   StreamVerdict on_data(uint32_t, Direction d, std::span<const uint8_t> bytes, uint64_t) override {
     stream[static_cast<int>(d)].append(bytes.begin(), bytes.end());
     ++pieces;

@@ -1,0 +1,109 @@
+// Admission: who is asking, may they ask this, and is there budget left — the per-worker
+// RequestObserver that turns a request's head and body into admit or deny, and writes one audit
+// record per decision.
+//
+//   request head  → key (Authorization: Bearer | x-api-key | api-key) → verified-key cache →
+//                   identity → tier (or the anonymous tier, or 401); path within the tier's
+//                   `paths` (else 403); Content-Length within every bucket's max_body_bytes (413)
+//   request end   → model within the tier's `models` (403); token-id prompts (400); body and
+//                   requested completion within the model's bucket (413, 400); then the limits,
+//                   each a lock-free GCRA or in-flight counter shared by every worker:
+//                     requests (1 unit) → tokens (estimated prompt tokens + requested output,
+//                     the tier's cap when the request names none) → in flight (1)
+//                   a later limit's denial gives back what the earlier ones took (429)
+//   response end  → tokens reconciled with the reported `usage` (refund or charge), in-flight
+//                   slot released, the admitted request's audit record written (as an access log
+//                   is: with the host's status and the usage)
+//   flow close    → in-flight slots of requests without a response released, their records
+//                   written with status 0 and the reservation kept as the charge
+//
+// Denials are recorded when they are decided. Nothing here blocks, allocates in the steady state
+// (per-flow state and request slots come from free lists that grow to the peak) or takes a lock;
+// the only shared writes are the limiters' CAS words.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "sluice/audit.hpp"
+#include "sluice/http_stage.hpp"
+#include "sluice/identity.hpp"
+#include "sluice/policy.hpp"
+
+namespace sluice {
+
+// Where records go: a worker's ring in the live data path (a full ring is counted there), the
+// writer itself in a replay (which must not lose any).
+class AuditSink {
+ public:
+  virtual ~AuditSink() = default;
+  virtual void write(const AuditRecord& record) = 0;
+};
+
+struct AdmissionStats {
+  uint64_t key_cache_hits = 0;
+  uint64_t key_cache_misses = 0;  // SHA-256 computed
+  uint64_t responses_unmatched = 0;
+  uint64_t release_errors = 0;  // should stay 0
+  uint64_t policy_switches = 0;
+};
+
+class Admission final : public RequestObserver {
+ public:
+  // `audit` may be null (no records). `wall_offset_ns` turns the data path's `now` into the
+  // Unix time records carry (0 when `now` already is, as in a replay).
+  Admission(PolicySource& source, AuditSink* audit, uint16_t worker, int64_t wall_offset_ns,
+            std::size_t key_cache_capacity = 4096);
+  ~Admission() override;
+  Admission(const Admission&) = delete;
+  Admission& operator=(const Admission&) = delete;
+
+  // Once per burst: takes a newly published policy (one relaxed load when there is none).
+  void refresh();
+
+  void on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) override;
+  Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
+  void on_prompt_text(uint32_t, std::string_view) override {}
+  Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
+  void on_response_end(uint32_t flow_id, const ResponseOutcome& response, uint64_t now_ns) override;
+  void on_flow_close(uint32_t flow_id) override;
+
+  const AdmissionStats& stats() const { return stats_; }
+  const AdmissionPolicy& policy() const;
+
+  // At most this many admitted requests of one flow may await their responses (pipelining);
+  // one more is answered 429 concurrency_limited.
+  static constexpr uint32_t kMaxPendingPerFlow = 16;
+
+  struct Request;
+  struct Retained;
+  struct FlowState;
+
+ private:
+  FlowState* flow(uint32_t flow_id);
+  Request* take_request();
+  void give_back(Request* request);
+  Refusal deny(FlowState& flow, Refusal refusal);
+  void emit(AuditRecord& record);
+  void finish(FlowState& flow, Request& request, const ResponseOutcome* response, uint64_t now_ns);
+  void let_go(Retained*& retained);
+
+  PolicySource& source_;
+  AuditSink* audit_;
+  uint16_t worker_;
+  int64_t wall_offset_ns_;
+  KeyCache key_cache_;
+  uint64_t seen_generation_ = 0;
+  std::vector<std::unique_ptr<Retained>> retained_;  // policies still referenced; back() current
+  Retained* current_ = nullptr;
+  std::vector<FlowState*> by_flow_;
+  std::vector<std::unique_ptr<FlowState>> flows_owned_;
+  std::vector<FlowState*> flows_free_;
+  std::vector<std::unique_ptr<Request>> requests_owned_;
+  std::vector<Request*> requests_free_;
+  uint64_t sequence_ = 0;
+  AdmissionStats stats_;
+};
+
+}  // namespace sluice

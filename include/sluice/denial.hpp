@@ -1,0 +1,44 @@
+// The HTTP answer Sluice sends in place of a refused request: a status line for the reason, the
+// OpenAI error body that client SDKs already parse, and for a 429 the headers that tell a client
+// when to come back — `retry-after` (whole seconds, rounded up), `retry-after-ms`, and the
+// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of the bucket that denied. Then
+// `connection: close`: the flow ends after it.
+//
+//   HTTP/1.1 429 Too Many Requests
+//   content-type: application/json
+//   retry-after: 2
+//   retry-after-ms: 1500
+//   x-ratelimit-limit-requests: 3
+//   x-ratelimit-remaining-requests: 0
+//   x-ratelimit-reset-requests: 2.5s
+//   content-length: 151
+//   connection: close
+//
+//   {"error":{"message":"request rate limit reached","type":"requests","param":null,
+//    "code":"rate_limited_requests"}}
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+
+#include "sluice/request_reason.hpp"
+
+namespace sluice {
+
+// Room write_denial needs at most.
+inline constexpr std::size_t kMaxDenialBytes = 1024;
+
+// Writes the answer for `refusal` into `out`; returns its length (0 when out is too small,
+// never with out.size() >= kMaxDenialBytes).
+std::size_t write_denial(const Refusal& refusal, std::span<char> out);
+
+// The OpenAI error `type` for a reason: "requests" or "tokens" for rate limits (as OpenAI's
+// own 429s say), "invalid_request_error" otherwise.
+std::string_view error_type(RequestReason reason);
+
+// A duration as OpenAI's x-ratelimit-reset-* headers write it: "0s", "20ms", "1.5s", "6m0s",
+// "1h2m3s" (rounded up to the millisecond).
+std::string format_reset(uint64_t ns);
+
+}  // namespace sluice

@@ -1,0 +1,135 @@
+// What admission enforces, as one immutable value: the identity table, each identity's tier and
+// the limits that apply to it, built and validated off the data path (control/policy.cpp) and
+// published to the workers through a PolicySource. A reload builds a new AdmissionPolicy and
+// publishes it; a bad file never gets that far.
+//
+// Buckets. Every identity has one bucket set for the tier's base limits and one per entry of the
+// tier's `model_limits`: a request for a model that matches entry i is counted against set i + 1
+// only, so a tight limit on a frontier model does not eat into the budget for small models, and
+// vice versa. The anonymous tier (`unknown_key: <tier>`) has one bucket set (per model entry)
+// shared by every unknown key.
+//
+// Effective limits of a set: the tier's limits, then the identity's `limits` overrides, then for
+// a model entry each limit it sets, taken as the smaller of the two (a model entry tightens; an
+// identity allowed more than its tier still meets the model's cap).
+//
+// State. The limiters' mutable words live in a LimiterStore that outlives every AdmissionPolicy and
+// keeps one state per (identity name, bucket set), so a reload keeps every bucket's level and the
+// requests in flight, and an in-flight request can reconcile or release against the state it
+// took from whatever policy is current by then.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/config.hpp"
+#include "sluice/gcra.hpp"
+#include "sluice/identity.hpp"
+
+namespace sluice {
+
+// The mutable words of one bucket set.
+struct LimiterStates {
+  GcraState requests;
+  GcraState tokens;
+  ConcurrencyState in_flight;
+};
+
+// The parameters of one bucket set and where its state lives. Values: an in-flight request keeps
+// a copy, so it can release and reconcile after a reload replaced the policy.
+struct Bucket {
+  TierLimits limits;  // effective values (for the x-ratelimit-* headers and the audit trail)
+  GcraLimit requests;
+  GcraLimit tokens;
+  ConcurrencyLimit in_flight;
+  LimiterStates* state;
+};
+
+struct TierPolicy {
+  std::string name;
+  std::vector<std::string> models;          // globs
+  std::vector<std::string> paths;           // prefixes
+  std::vector<std::string> model_patterns;  // of model_limits, in order; set i + 1 each
+};
+
+struct IdentityPolicy {
+  std::string name;  // empty for the anonymous tier
+  const TierPolicy* tier;
+  std::vector<Bucket> buckets;  // [0] base, [i + 1] tier model_limits[i]
+
+  // The bucket set for a request for `model` (the base set when no entry matches).
+  const Bucket& bucket_for(std::string_view model) const;
+};
+
+// Owns every LimiterStates ever handed out; entries are never freed while the process runs, so
+// their addresses are stable (memory: 192 bytes per identity and model entry ever loaded).
+// Used by the control thread only (a mutex makes concurrent builds safe anyway).
+class LimiterStore {
+ public:
+  LimiterStates* state_for(std::string_view identity, std::string_view bucket_set);
+  std::size_t size() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<LimiterStates>, std::less<>> states_;
+};
+
+class AdmissionPolicy {
+ public:
+  // enforcing: tiers are configured. Otherwise every request is admitted (and still audited).
+  bool enforcing() const { return enforcing_; }
+  const IdentityTable* identities() const { return identities_.get(); }
+  // The policy of a table identity (pointer from identities()), or null.
+  const IdentityPolicy* of(const Identity* identity) const;
+  // The anonymous tier's policy, or null when unknown keys are denied.
+  const IdentityPolicy* anonymous() const { return anonymous_.get(); }
+  const std::deque<TierPolicy>& tiers() const { return tiers_; }
+  // A description for logs: "3 identities (5 keys), 2 tiers, unknown keys denied".
+  std::string summary() const;
+
+ private:
+  friend std::shared_ptr<const AdmissionPolicy> build_policy(const Config&,
+                                                             std::shared_ptr<const IdentityTable>,
+                                                             LimiterStore&);
+  bool enforcing_ = false;
+  std::shared_ptr<const IdentityTable> identities_;
+  std::deque<TierPolicy> tiers_;             // a deque: stable addresses for IdentityPolicy::tier
+  std::vector<IdentityPolicy> by_identity_;  // index of the identity in identities()
+  std::unique_ptr<IdentityPolicy> anonymous_;
+};
+
+// Builds the policy of `config` with `identities` (null when the config names no identities
+// file). Throws ConfigError naming the identities file, line and key for an identity whose
+// tier is not in the config, and the tier (or identity) whose limits cannot be represented.
+std::shared_ptr<const AdmissionPolicy> build_policy(const Config& config,
+                                                    std::shared_ptr<const IdentityTable> identities,
+                                                    LimiterStore& store);
+
+// Loads the identities file the config names (if any) and builds the policy.
+std::shared_ptr<const AdmissionPolicy> load_policy(const Config& config, LimiterStore& store);
+
+// How a new policy reaches the workers. The control thread publishes; each worker checks the
+// generation once per burst (one relaxed load) and takes the new policy only when it changed
+// (a mutex, on reload only). Workers hold their copy through a shared_ptr, so an old policy
+// lives until the last worker let go of it, and nothing waits for anybody.
+class PolicySource {
+ public:
+  explicit PolicySource(std::shared_ptr<const AdmissionPolicy> initial);
+  void publish(std::shared_ptr<const AdmissionPolicy> next);
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  std::shared_ptr<const AdmissionPolicy> current() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const AdmissionPolicy> current_;
+  std::atomic<uint64_t> generation_{1};
+};
+
+}  // namespace sluice

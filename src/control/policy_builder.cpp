@@ -1,0 +1,137 @@
+#include "sluice/policy.hpp"
+
+#include <algorithm>
+#include <optional>
+
+#include "sluice/identities.hpp"
+
+namespace sluice {
+namespace {
+
+constexpr uint64_t kNsPerMinute = 60 * kNsPerSecond;
+
+// The tier's limits with an identity's overrides.
+TierLimits with_overrides(TierLimits limits, const IdentityLimits& o) {
+  limits.requests_per_second = o.requests_per_second.value_or(limits.requests_per_second);
+  limits.burst = o.burst.value_or(limits.burst);
+  limits.tokens_per_minute = o.tokens_per_minute.value_or(limits.tokens_per_minute);
+  limits.token_burst = o.token_burst.value_or(limits.token_burst);
+  limits.max_concurrent = o.max_concurrent.value_or(limits.max_concurrent);
+  limits.max_body_bytes = o.max_body_bytes.value_or(limits.max_body_bytes);
+  limits.max_output_tokens = o.max_output_tokens.value_or(limits.max_output_tokens);
+  return limits;
+}
+
+// Each limit a model entry sets caps the value (TierLimits fields in declaration order).
+TierLimits capped_by(TierLimits limits, const ModelLimits& entry) {
+  uint64_t* fields[] = {&limits.requests_per_second, &limits.burst,
+                        &limits.tokens_per_minute,   &limits.token_burst,
+                        &limits.max_concurrent,      &limits.max_body_bytes,
+                        &limits.max_output_tokens};
+  const uint64_t caps[] = {entry.limits.requests_per_second, entry.limits.burst,
+                           entry.limits.tokens_per_minute,   entry.limits.token_burst,
+                           entry.limits.max_concurrent,      entry.limits.max_body_bytes,
+                           entry.limits.max_output_tokens};
+  for (std::size_t i = 0; i < std::size(fields); ++i) {
+    if (entry.set & (1u << i)) *fields[i] = std::min(*fields[i], caps[i]);
+  }
+  return limits;
+}
+
+Bucket make_bucket(const TierLimits& limits, LimiterStates* state, const std::string& owner) {
+  const std::optional<GcraLimit> requests =
+      GcraLimit::per_second(limits.requests_per_second, limits.burst);
+  const std::optional<GcraLimit> tokens =
+      GcraLimit::make(limits.tokens_per_minute, kNsPerMinute, limits.token_burst);
+  if (!requests)
+    throw ConfigError(owner + ": requests_per_second " +
+                      std::to_string(limits.requests_per_second) + " with burst " +
+                      std::to_string(limits.burst) +
+                      " cannot be represented (rate at most 4e9/s, burst at most ~18 years "
+                      "of refill)");
+  if (!tokens)
+    throw ConfigError(owner + ": tokens_per_minute " + std::to_string(limits.tokens_per_minute) +
+                      " with token_burst " + std::to_string(limits.token_burst) +
+                      " cannot be represented (token_burst at most ~18 years of refill)");
+  return Bucket{limits, *requests, *tokens, ConcurrencyLimit(limits.max_concurrent), state};
+}
+
+IdentityPolicy make_identity_policy(const std::string& name, const std::string& state_name,
+                                    const TierConfig& tier, const TierPolicy* tier_policy,
+                                    const IdentityLimits& overrides, LimiterStore& store,
+                                    const std::string& owner) {
+  IdentityPolicy policy{name, tier_policy, {}};
+  const TierLimits base = with_overrides(tier.limits, overrides);
+  policy.buckets.push_back(make_bucket(base, store.state_for(state_name, ""), owner));
+  for (const ModelLimits& entry : tier.model_limits) {
+    policy.buckets.push_back(make_bucket(capped_by(base, entry),
+                                         store.state_for(state_name, entry.pattern),
+                                         owner + " (model_limits '" + entry.pattern + "')"));
+  }
+  return policy;
+}
+
+}  // namespace
+
+std::shared_ptr<const AdmissionPolicy> build_policy(const Config& config,
+                                                    std::shared_ptr<const IdentityTable> identities,
+                                                    LimiterStore& store) {
+  auto policy = std::make_shared<AdmissionPolicy>();
+  policy->enforcing_ = !config.tiers.empty();
+  if (!identities) identities = std::make_shared<const IdentityTable>(std::vector<Identity>{});
+  policy->identities_ = identities;
+  if (!policy->enforcing_) return policy;
+
+  for (const TierConfig& tier : config.tiers) {
+    TierPolicy t{tier.name, tier.models, tier.paths, {}};
+    for (const ModelLimits& entry : tier.model_limits) t.model_patterns.push_back(entry.pattern);
+    policy->tiers_.push_back(std::move(t));
+  }
+  const auto tier_policy = [&](std::string_view name) -> const TierPolicy* {
+    for (const TierPolicy& t : policy->tiers_)
+      if (t.name == name) return &t;
+    return nullptr;
+  };
+
+  if (identities) {
+    for (const Identity& identity : identities->identities()) {
+      const TierConfig* tier = config.tier(identity.tier);
+      if (tier == nullptr) {
+        std::string known;
+        for (const TierConfig& t : config.tiers) known += (known.empty() ? "" : ", ") + t.name;
+        throw ConfigError(identity.tier_at + ": identity '" + identity.name + "' has tier '" +
+                          identity.tier + "', which " + config.source +
+                          " does not define (its tiers: " + known + ")");
+      }
+      policy->by_identity_.push_back(make_identity_policy(
+          identity.name, identity.name, *tier, tier_policy(tier->name), identity.limits, store,
+          identity.tier_at + ": identity '" + identity.name + "'"));
+    }
+  }
+  if (config.unknown_key != "deny") {
+    const TierConfig* tier = config.tier(config.unknown_key);
+    if (tier == nullptr) throw ConfigError("unknown_key: no tier '" + config.unknown_key + "'");
+    // '\x01' cannot appear in an identity name, so the anonymous state is nobody else's.
+    policy->anonymous_ = std::make_unique<IdentityPolicy>(
+        make_identity_policy("", "\x01" + tier->name, *tier, tier_policy(tier->name), {}, store,
+                             config.source + ": tiers." + tier->name));
+  }
+  // Tiers nobody uses still get their limits checked, so a bad tier fails now, not at the
+  // reload that first assigns it.
+  for (const TierConfig& tier : config.tiers) {
+    LimiterStates scratch;
+    make_bucket(tier.limits, &scratch, config.source + ": tiers." + tier.name);
+    for (const ModelLimits& entry : tier.model_limits)
+      make_bucket(capped_by(tier.limits, entry), &scratch,
+                  config.source + ": tiers." + tier.name + ".model_limits." + entry.pattern);
+  }
+  return policy;
+}
+
+std::shared_ptr<const AdmissionPolicy> load_policy(const Config& config, LimiterStore& store) {
+  std::shared_ptr<const IdentityTable> identities;
+  if (!config.identities_path.empty()) identities = load_identities_file(config.identities_path);
+  return build_policy(config, std::move(identities), store);
+}
+
+}  // namespace sluice

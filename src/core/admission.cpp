@@ -1,0 +1,397 @@
+#include "sluice/admission.hpp"
+
+#include <algorithm>
+#include <optional>
+
+namespace sluice {
+
+struct Admission::Retained {
+  std::shared_ptr<const AdmissionPolicy> policy;
+  uint32_t users = 0;  // requests between head and end that decided under it
+};
+
+struct Admission::Request {
+  AuditRecord record;
+  Retained* policy = nullptr;  // while it is read (head → end)
+  const IdentityPolicy* identity = nullptr;
+  std::optional<Bucket> bucket;  // once admitted under limits: what to reconcile and release
+  uint64_t tokens_reserved = 0;
+  bool holds_in_flight = false;
+  Request* next = nullptr;  // the flow's admitted requests, oldest first
+};
+
+struct Admission::FlowState {
+  FlowEndpoints endpoints;
+  Request* reading = nullptr;  // head seen, no decision yet
+  Request* oldest = nullptr;   // admitted, awaiting a response
+  Request* newest = nullptr;
+  uint32_t pending = 0;
+};
+
+namespace {
+
+// The path of a request target: origin-form up to '?', or the path of an absolute-form target.
+std::string_view path_of(std::string_view target) {
+  if (!target.starts_with('/')) {
+    const std::size_t scheme = target.find("://");
+    if (scheme == std::string_view::npos) return target;
+    const std::size_t slash = target.find('/', scheme + 3);
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
+  return target.substr(0, target.find('?'));
+}
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return (x | 0x20) == (y | 0x20);
+         });
+}
+
+// A path the host might read as another one: dot segments, empty segments, encoded '.' or '/'
+// (RFC 3986 §5.2.4 removal happens at the host, not here). Such a path is never "within" an
+// allowed prefix.
+bool ambiguous_path(std::string_view path) {
+  for (std::size_t i = 0; i + 2 < path.size(); ++i) {
+    if (path[i] == '%') {
+      const std::string_view code = path.substr(i, 3);
+      if (equals_ignoring_case(code, "%2e") || equals_ignoring_case(code, "%2f") ||
+          equals_ignoring_case(code, "%5c"))
+        return true;
+    }
+  }
+  std::size_t start = 1;
+  while (start <= path.size()) {
+    const std::size_t end = std::min(path.find('/', start), path.size());
+    const std::string_view segment = path.substr(start, end - start);
+    if (segment == "." || segment == ".." || (segment.empty() && end < path.size())) return true;
+    start = end + 1;
+  }
+  return path.find('\\') != std::string_view::npos;
+}
+
+// `prefix` allows `path` when path is the prefix or continues it with a new segment.
+bool within(std::string_view path, std::string_view prefix) {
+  if (!path.starts_with(prefix)) return false;
+  return path.size() == prefix.size() || prefix.ends_with('/') || path[prefix.size()] == '/';
+}
+
+bool path_allowed(const TierPolicy& tier, std::string_view target) {
+  const std::string_view path = path_of(target);
+  if (!path.starts_with('/') || ambiguous_path(path)) return false;
+  return std::any_of(tier.paths.begin(), tier.paths.end(),
+                     [path](const std::string& prefix) { return within(path, prefix); });
+}
+
+bool model_allowed(const TierPolicy& tier, std::string_view model, bool has_body) {
+  const bool everything = tier.models.size() == 1 && tier.models[0] == "*";
+  // A restricted tier needs a model named: a host serving one model answers any request.
+  if (model.empty()) return everything || !has_body;
+  return std::any_of(tier.models.begin(), tier.models.end(),
+                     [model](const std::string& glob) { return glob_match(glob, model); });
+}
+
+// The completion size the request asks for: the first of max_completion_tokens, max_tokens,
+// max_output_tokens it names.
+std::optional<uint64_t> requested_output(const RequestFields& fields) {
+  if (fields.max_completion_tokens) return fields.max_completion_tokens;
+  if (fields.max_tokens) return fields.max_tokens;
+  return fields.max_output_tokens;
+}
+
+Refusal limit_refusal(RequestReason reason, LimitKind kind, uint64_t limit,
+                      const GcraDecision& decision) {
+  Refusal refusal{
+      reason, kind, limit, decision.remaining, decision.reset_after_ns, decision.retry_after_ns};
+  return refusal;
+}
+
+}  // namespace
+
+Admission::Admission(PolicySource& source, AuditSink* audit, uint16_t worker,
+                     int64_t wall_offset_ns, std::size_t key_cache_capacity)
+    : source_(source),
+      audit_(audit),
+      worker_(worker),
+      wall_offset_ns_(wall_offset_ns),
+      key_cache_(key_cache_capacity) {
+  refresh();
+}
+
+Admission::~Admission() = default;
+
+const AdmissionPolicy& Admission::policy() const {
+  return *current_->policy;
+}
+
+void Admission::refresh() {
+  const uint64_t generation = source_.generation();
+  if (generation == seen_generation_ && current_ != nullptr) return;
+  seen_generation_ = generation;
+  retained_.push_back(std::make_unique<Retained>(Retained{source_.current(), 0}));
+  Retained* previous = current_;
+  current_ = retained_.back().get();
+  if (previous != nullptr) {
+    ++stats_.policy_switches;
+    if (previous->users == 0) let_go(previous);
+  }
+}
+
+void Admission::let_go(Retained*& retained) {
+  if (retained == nullptr) return;
+  if (retained->users > 0) --retained->users;
+  if (retained->users == 0 && retained != current_) {
+    std::erase_if(retained_, [retained](const auto& r) { return r.get() == retained; });
+  }
+  retained = nullptr;
+}
+
+Admission::FlowState* Admission::flow(uint32_t flow_id) {
+  if (flow_id >= by_flow_.size()) by_flow_.resize(flow_id + 1, nullptr);
+  FlowState*& slot = by_flow_[flow_id];
+  if (slot == nullptr) {
+    if (flows_free_.empty()) {
+      flows_owned_.push_back(std::make_unique<FlowState>());
+      flows_free_.push_back(flows_owned_.back().get());
+    }
+    slot = flows_free_.back();
+    flows_free_.pop_back();
+    *slot = FlowState{};
+  }
+  return slot;
+}
+
+Admission::Request* Admission::take_request() {
+  if (requests_free_.empty()) {
+    requests_owned_.push_back(std::make_unique<Request>());
+    requests_free_.push_back(requests_owned_.back().get());
+  }
+  Request* request = requests_free_.back();
+  requests_free_.pop_back();
+  request->record = AuditRecord{};
+  request->policy = nullptr;
+  request->identity = nullptr;
+  request->bucket.reset();
+  request->tokens_reserved = 0;
+  request->holds_in_flight = false;
+  request->next = nullptr;
+  return request;
+}
+
+void Admission::give_back(Request* request) {
+  let_go(request->policy);
+  requests_free_.push_back(request);
+}
+
+void Admission::emit(AuditRecord& record) {
+  if (audit_ == nullptr) return;
+  record.sequence = sequence_++;
+  record.worker = worker_;
+  audit_->write(record);
+}
+
+void Admission::on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) {
+  flow(flow_id)->endpoints = endpoints;
+}
+
+// The request being read is refused: its record is written now, and it is forgotten.
+Refusal Admission::deny(FlowState& state, Refusal refusal) {
+  Request* request = state.reading;
+  state.reading = nullptr;
+  if (request != nullptr) {
+    AuditRecord& record = request->record;
+    record.verdict = AuditVerdict::deny;
+    record.status = info_of(refusal.reason).status;
+    record.reason.assign(info_of(refusal.reason).name);
+    emit(record);
+    give_back(request);
+  }
+  return refusal;
+}
+
+Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) {
+  FlowState& state = *flow(flow_id);
+  if (state.reading != nullptr) give_back(state.reading);  // cannot happen: one head per end
+  Request* request = state.reading = take_request();
+  request->policy = current_;
+  ++current_->users;
+  const AdmissionPolicy& policy = *current_->policy;
+
+  AuditRecord& record = request->record;
+  record.ts_ns = static_cast<int64_t>(now_ns) + wall_offset_ns_;
+  record.src = state.endpoints.client;
+  record.dst = state.endpoints.server;
+  record.method.assign(head.method);
+  record.set_path(head.target);
+  if (!policy.enforcing()) return {};
+
+  switch (head.key_status) {
+    case KeyStatus::kAbsent:
+      return deny(state, Refusal{RequestReason::missing_api_key});
+    case KeyStatus::kConflicting:
+      return deny(state, Refusal{RequestReason::conflicting_api_keys});
+    case KeyStatus::kPresent:
+    case KeyStatus::kDuplicated:
+      break;
+  }
+  const Resolved resolved = resolve(head.key, *policy.identities(), key_cache_);
+  ++(resolved.was_cache_hit ? stats_.key_cache_hits : stats_.key_cache_misses);
+  record.has_key_id = true;
+  record.key_id = resolved.key_id;
+  const IdentityPolicy* identity =
+      resolved.identity != nullptr ? policy.of(resolved.identity) : policy.anonymous();
+  if (identity == nullptr) return deny(state, Refusal{RequestReason::invalid_api_key});
+  request->identity = identity;
+  record.identity.assign(identity->name);
+  record.tier.assign(identity->tier->name);
+
+  if (!path_allowed(*identity->tier, head.target))
+    return deny(state, Refusal{RequestReason::endpoint_not_allowed});
+  if (head.framing == BodyFraming::kContentLength) {
+    uint64_t largest = 0;
+    for (const Bucket& bucket : identity->buckets)
+      largest = std::max(largest, bucket.limits.max_body_bytes);
+    if (head.content_length > largest)
+      return deny(state, Refusal{RequestReason::tier_body_too_large});
+  }
+  return {};
+}
+
+Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
+                                  uint64_t now_ns) {
+  FlowState& state = *flow(flow_id);
+  Request* request = state.reading;
+  if (request == nullptr) return {};  // no head seen (cannot happen)
+  AuditRecord& record = request->record;
+  record.request_bytes = outcome.body_bytes;
+  record.prompt_tokens_est = outcome.token_estimate;
+  std::optional<uint64_t> requested;
+  if (outcome.fields != nullptr) {
+    record.set_model(outcome.fields->model);
+    requested = requested_output(*outcome.fields);
+    if (requested)
+      record.max_output_tokens = static_cast<int64_t>(std::min<uint64_t>(*requested, INT64_MAX));
+  }
+  if (outcome.reason != RequestReason::ok) return deny(state, Refusal{outcome.reason});
+
+  const IdentityPolicy* identity = request->identity;
+  if (identity != nullptr) {
+    const std::string_view model = outcome.fields != nullptr ? outcome.fields->model : "";
+    if (!model_allowed(*identity->tier, model, outcome.json))
+      return deny(state, Refusal{RequestReason::model_not_allowed});
+    if (outcome.fields != nullptr && outcome.fields->prompt_token_ids)
+      return deny(state, Refusal{RequestReason::prompt_token_ids});
+    const Bucket& bucket = identity->bucket_for(model);
+    if (outcome.body_bytes > bucket.limits.max_body_bytes)
+      return deny(state, Refusal{RequestReason::tier_body_too_large});
+    const uint64_t cap = bucket.limits.max_output_tokens;
+    if (requested && *requested > cap)
+      return deny(state, Refusal{RequestReason::max_output_tokens_over_cap});
+    // Only requests that can produce tokens reserve them for the output.
+    const uint64_t output = outcome.json ? requested.value_or(cap) : 0;
+    const uint64_t cost = outcome.token_estimate + output;
+    if (cost > bucket.limits.token_burst)
+      return deny(state, Refusal{RequestReason::tokens_over_burst});
+    if (state.pending >= kMaxPendingPerFlow)
+      return deny(state, Refusal{RequestReason::concurrency_limited, LimitKind::kConcurrent,
+                                 kMaxPendingPerFlow, 0, 0, 0});
+
+    LimiterStates& limiter = *bucket.state;
+    const GcraDecision by_requests = bucket.requests.try_acquire(limiter.requests, now_ns, 1);
+    if (!by_requests.admitted)
+      return deny(state, limit_refusal(RequestReason::rate_limited_requests, LimitKind::kRequests,
+                                       bucket.limits.burst, by_requests));
+    const GcraDecision by_tokens = bucket.tokens.try_acquire(limiter.tokens, now_ns, cost);
+    if (!by_tokens.admitted) {
+      bucket.requests.refund(limiter.requests, now_ns, 1);
+      return deny(state, limit_refusal(RequestReason::rate_limited_tokens, LimitKind::kTokens,
+                                       bucket.limits.token_burst, by_tokens));
+    }
+    if (!bucket.in_flight.try_acquire(limiter.in_flight).admitted) {
+      bucket.requests.refund(limiter.requests, now_ns, 1);
+      bucket.tokens.refund(limiter.tokens, now_ns, cost);
+      return deny(state, Refusal{RequestReason::concurrency_limited, LimitKind::kConcurrent,
+                                 bucket.limits.max_concurrent, 0, 0, 0});
+    }
+    request->bucket.emplace(bucket);
+    request->tokens_reserved = cost;
+    request->holds_in_flight = true;
+    record.tokens_reserved = cost;
+  }
+
+  // Admitted: it waits for its response.
+  record.verdict = AuditVerdict::admit;
+  record.reason.assign(info_of(RequestReason::ok).name);
+  let_go(request->policy);
+  state.reading = nullptr;
+  if (state.newest != nullptr) {
+    state.newest->next = request;
+  } else {
+    state.oldest = request;
+  }
+  state.newest = request;
+  ++state.pending;
+  return {};
+}
+
+// The admitted request's life ends: with its response (reconciled against the reported usage)
+// or without one (flow closed: the reservation stands).
+void Admission::finish(FlowState&, Request& request, const ResponseOutcome* response,
+                       uint64_t now_ns) {
+  AuditRecord& record = request.record;
+  record.tokens_charged = request.tokens_reserved;
+  if (response != nullptr) {
+    record.status = response->status;
+    const TokenUsage& usage = response->usage;
+    if (usage.reported()) {
+      record.usage_reported = true;
+      record.usage_prompt_tokens = usage.prompt_tokens;
+      record.usage_completion_tokens = usage.completion_tokens;
+      record.usage_total_tokens = usage.total_tokens;
+      record.tokens_charged = usage.used();
+    }
+  }
+  if (request.bucket) {
+    const Bucket& bucket = *request.bucket;
+    const uint64_t used = record.tokens_charged;
+    if (used < request.tokens_reserved) {
+      bucket.tokens.refund(bucket.state->tokens, now_ns, request.tokens_reserved - used);
+    } else if (used > request.tokens_reserved) {
+      bucket.tokens.charge(bucket.state->tokens, now_ns, used - request.tokens_reserved);
+    }
+    if (request.holds_in_flight && !bucket.in_flight.release(bucket.state->in_flight))
+      ++stats_.release_errors;
+  }
+  emit(record);
+}
+
+void Admission::on_response_end(uint32_t flow_id, const ResponseOutcome& response,
+                                uint64_t now_ns) {
+  FlowState& state = *flow(flow_id);
+  Request* request = state.oldest;
+  if (request == nullptr) {
+    ++stats_.responses_unmatched;  // an answer to a request that was never admitted whole
+    return;
+  }
+  state.oldest = request->next;
+  if (state.oldest == nullptr) state.newest = nullptr;
+  --state.pending;
+  finish(state, *request, &response, now_ns);
+  give_back(request);
+}
+
+void Admission::on_flow_close(uint32_t flow_id) {
+  if (flow_id >= by_flow_.size() || by_flow_[flow_id] == nullptr) return;
+  FlowState& state = *by_flow_[flow_id];
+  // No clock here: a refund needs none that matters (an unanswered request keeps its charge).
+  for (Request* request = state.oldest; request != nullptr;) {
+    Request* next = request->next;
+    finish(state, *request, nullptr, 0);
+    give_back(request);
+    request = next;
+  }
+  if (state.reading != nullptr) give_back(state.reading);  // cut off before its end: no decision
+  flows_free_.push_back(&state);
+  by_flow_[flow_id] = nullptr;
+}
+
+}  // namespace sluice

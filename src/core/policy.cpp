@@ -1,0 +1,81 @@
+#include "sluice/policy.hpp"
+
+#include <span>
+
+namespace sluice {
+
+bool glob_match(std::string_view pattern, std::string_view text) {
+  // Iterative matching with one backtrack point: linear for patterns with a single `*`,
+  // O(pattern × text) at worst; patterns come from the config, texts are ≤ 256 bytes.
+  std::size_t p = 0, t = 0, star = std::string_view::npos, resume = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p;
+      ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+const Bucket& IdentityPolicy::bucket_for(std::string_view model) const {
+  for (std::size_t i = 0; i < tier->model_patterns.size(); ++i) {
+    if (glob_match(tier->model_patterns[i], model)) return buckets[i + 1];
+  }
+  return buckets[0];
+}
+
+LimiterStates* LimiterStore::state_for(std::string_view identity, std::string_view bucket_set) {
+  std::string key(identity);
+  key += '\0';
+  key += bucket_set;
+  const std::lock_guard lock(mutex_);
+  auto [it, inserted] = states_.try_emplace(std::move(key));
+  if (inserted) it->second = std::make_unique<LimiterStates>();
+  return it->second.get();
+}
+
+std::size_t LimiterStore::size() const {
+  const std::lock_guard lock(mutex_);
+  return states_.size();
+}
+
+const IdentityPolicy* AdmissionPolicy::of(const Identity* identity) const {
+  if (identity == nullptr || identities_ == nullptr) return nullptr;
+  const std::span<const Identity> all = identities_->identities();
+  if (identity < all.data() || identity >= all.data() + all.size()) return nullptr;
+  return &by_identity_[static_cast<std::size_t>(identity - all.data())];
+}
+
+std::string AdmissionPolicy::summary() const {
+  if (!enforcing_) return "no tiers: admission off (every request admitted and audited)";
+  const std::size_t identities = identities_ ? identities_->identities().size() : 0;
+  const std::size_t keys = identities_ ? identities_->key_count() : 0;
+  return std::to_string(identities) + " identities (" + std::to_string(keys) + " keys), " +
+         std::to_string(tiers_.size()) + " tiers, unknown keys " +
+         (anonymous_ ? "in tier " + anonymous_->tier->name : std::string("denied"));
+}
+
+PolicySource::PolicySource(std::shared_ptr<const AdmissionPolicy> initial)
+    : current_(std::move(initial)) {}
+
+void PolicySource::publish(std::shared_ptr<const AdmissionPolicy> next) {
+  const std::lock_guard lock(mutex_);
+  current_ = std::move(next);
+  generation_.fetch_add(1, std::memory_order_release);
+}
+
+std::shared_ptr<const AdmissionPolicy> PolicySource::current() const {
+  const std::lock_guard lock(mutex_);
+  return current_;
+}
+
+}  // namespace sluice
