@@ -1,5 +1,12 @@
-// sluicectl: the operator's tool next to the appliance. So far: keys hash, identities check.
-// Exit status: 0 done, 2 bad usage or bad input (the message says what was expected).
+// sluicectl: the operator's tool next to the appliance: keys hash, identities check, reload.
+// Exit status: 0 done, 1 the daemon could not be reached, 2 bad usage or bad input (the message
+// says what was expected).
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <string>
@@ -8,19 +15,42 @@
 
 #include "sluice/identities.hpp"
 #include "sluice/identity.hpp"
+#include "sluice/policy.hpp"
 
 namespace {
 
 constexpr int kUsageError = 2;
+constexpr int kNotReached = 1;
 
 constexpr std::string_view kHelp = R"(usage: sluicectl COMMAND [ARGS]
 
 Commands:
   keys hash               read one API key on stdin, print its digest for the identities file
-  identities check FILE   load and validate an identities file, print a summary
+  identities check FILE [--config CONFIG]
+                          load and validate an identities file (against CONFIG's tiers), print
+                          a summary
+  reload [--config CONFIG] [--pid-file FILE | --pid PID]
+                          validate CONFIG and its identities file, then tell the running sluice
+                          to reload them (SIGHUP)
   help, --help            show this help; 'sluicectl COMMAND --help' explains a command
 
-Exit status: 0 on success, 2 on bad usage or bad input (the message names what was expected).
+Exit status: 0 on success, 1 when the daemon cannot be reached, 2 on bad usage or bad input
+(the message names what was expected).
+)";
+
+constexpr std::string_view kReloadHelp = R"(usage: sluicectl reload [--config CONFIG] [--pid-file FILE | --pid PID]
+
+  Asks the running sluice to reload its tiers, unknown_key and identities file: sends SIGHUP to
+  the process in FILE (default /run/sluice.pid, which sluice writes unless --no-pid-file) or PID.
+  The daemon builds the new set off the data path, validates it and swaps it in whole; if a file
+  is bad it keeps the running set and prints why on its output.
+
+  With --config, the files are validated here first, the way the daemon will (the config, the
+  identities file it names, every identity's tier against the config's tiers); on an error
+  nothing is sent and the error is printed as FILE:LINE:COLUMN: key: what was expected.
+
+Exit status: 0 signal sent, 1 no such daemon (no pid file, stale pid, or not permitted),
+2 bad usage or an invalid file.
 )";
 
 constexpr std::string_view kKeysHelp = R"(usage: sluicectl keys hash
@@ -37,14 +67,15 @@ constexpr std::string_view kKeysHelp = R"(usage: sluicectl keys hash
             (reading from a pipe keeps the key out of the shell history and 'ps')
 )";
 
-constexpr std::string_view kIdentitiesHelp = R"(usage: sluicectl identities check FILE
+constexpr std::string_view kIdentitiesHelp = R"(usage: sluicectl identities check FILE [--config CONFIG]
 
   Loads FILE as an identities file and validates it the way the appliance will: known keys
   only, name, tier and keys present, names unique, every key digest in the form
   'sha256:<64 lowercase hex digits>' and listed once, limits positive integers.
   Prints 'FILE: N identities, M keys, tiers: a, b' or the first error as
   FILE:LINE:COLUMN: key.path: what was expected (exit status 2).
-  Tier names are checked against the config's tiers when the appliance loads both.
+  With --config, every identity's tier is checked against CONFIG's tiers and each identity's
+  limits against what the limiter can represent, as the appliance does when it loads both.
 )";
 
 bool wants_help(std::string_view arg) {
@@ -81,9 +112,13 @@ int keys_hash() {
   return 0;
 }
 
-int identities_check(const std::string& path) {
+int identities_check(const std::string& path, const std::string& config_path) {
   try {
     const auto table = sluice::load_identities_file(path);
+    if (!config_path.empty()) {
+      sluice::LimiterStore scratch;
+      sluice::build_policy(sluice::load_config_file(config_path), table, scratch);
+    }
     std::string tiers;
     for (const std::string& tier : table->tiers()) tiers += (tiers.empty() ? "" : ", ") + tier;
     const size_t n = table->identities().size();
@@ -96,6 +131,89 @@ int identities_check(const std::string& path) {
     std::cerr << e.what() << "\n";
     return kUsageError;
   }
+}
+
+// The pid of the running daemon, or 0 with the reason printed.
+pid_t daemon_pid(const std::string& pid_file, long pid_option) {
+  long pid = pid_option;
+  if (pid == 0) {
+    std::ifstream in(pid_file);
+    if (!in) {
+      std::cerr << "sluicectl reload: " << pid_file << ": " << std::strerror(errno)
+                << " (is sluice running? it writes this file unless started with --no-pid-file; "
+                   "give --pid-file or --pid)\n";
+      return 0;
+    }
+    if (!(in >> pid) || pid <= 0) {
+      std::cerr << "sluicectl reload: " << pid_file << ": expected a process id\n";
+      return 0;
+    }
+  }
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  if (!comm || !std::getline(comm, name)) {
+    std::cerr << "sluicectl reload: no process " << pid
+              << (pid_option == 0 ? " (stale " + pid_file + "; sluice is not running)" : "")
+              << "\n";
+    return 0;
+  }
+  // DPDK renames the main thread; the process name stays the executable's.
+  if (name.rfind("sluice", 0) != 0) {
+    std::cerr << "sluicectl reload: process " << pid << " is '" << name << "', not sluice\n";
+    return 0;
+  }
+  return static_cast<pid_t>(pid);
+}
+
+int reload(const std::vector<std::string_view>& args) {
+  std::string config_path;
+  std::string pid_file = "/run/sluice.pid";
+  long pid = 0;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
+    if (wants_help(arg)) {
+      std::cout << kReloadHelp;
+      return 0;
+    }
+    if (i + 1 >= args.size())
+      return usage_error("reload: '" + std::string(arg) + "' needs a value or is unknown",
+                         kReloadHelp);
+    const std::string value(args[++i]);
+    if (arg == "--config") {
+      config_path = value;
+    } else if (arg == "--pid-file") {
+      pid_file = value;
+    } else if (arg == "--pid") {
+      char* end = nullptr;
+      pid = std::strtol(value.c_str(), &end, 10);
+      if (*end != '\0' || pid <= 0)
+        return usage_error("reload: --pid: expected a process id, got '" + value + "'",
+                           kReloadHelp);
+    } else {
+      return usage_error("reload: unknown option '" + std::string(arg) + "'", kReloadHelp);
+    }
+  }
+  if (!config_path.empty()) {
+    try {
+      sluice::LimiterStore scratch;
+      const auto policy = sluice::load_policy(sluice::load_config_file(config_path), scratch);
+      std::cout << config_path << ": valid (" << policy->summary() << ")\n";
+    } catch (const sluice::ConfigError& e) {
+      std::cerr << e.what() << "\nsluicectl reload: nothing sent; the running set stays\n";
+      return kUsageError;
+    }
+  }
+  const pid_t target = daemon_pid(pid_file, pid);
+  if (target == 0) return kNotReached;
+  if (kill(target, SIGHUP) != 0) {
+    std::cerr << "sluicectl reload: cannot signal process " << target << ": "
+              << std::strerror(errno) << (errno == EPERM ? " (run as the daemon's user)" : "")
+              << "\n";
+    return kNotReached;
+  }
+  std::cout << "sluicectl reload: sent SIGHUP to sluice (pid " << target
+            << "); it prints 'sluice: reloaded: …' or why it kept the running set\n";
+  return 0;
 }
 
 int run(const std::vector<std::string_view>& args) {
@@ -128,11 +246,14 @@ int run(const std::vector<std::string_view>& args) {
         std::cout << kIdentitiesHelp;
         return 0;
       }
-      if (args.size() == 3) return identities_check(std::string(args[2]));
-      return usage_error("expected 'identities check FILE'", kIdentitiesHelp);
+      if (args.size() == 3) return identities_check(std::string(args[2]), "");
+      if (args.size() == 5 && args[3] == "--config")
+        return identities_check(std::string(args[2]), std::string(args[4]));
+      return usage_error("expected 'identities check FILE [--config CONFIG]'", kIdentitiesHelp);
     }
-    return usage_error("expected 'identities check FILE'", kIdentitiesHelp);
+    return usage_error("expected 'identities check FILE [--config CONFIG]'", kIdentitiesHelp);
   }
+  if (args[0] == "reload") return reload(args);
   return usage_error("unknown command '" + std::string(args[0]) + "'", kHelp);
 }
 

@@ -449,6 +449,61 @@ if ((rc == 0)) && jtrue "$work/k2.json" 'd["ok"] and d["models"] == ["small-1", 
 else
   fail "k. SDK models.list (exit $rc): $(cat "$work/k2.json" "$work/k2.json.err")"
 fi
+
+# ---------------------------------------------------------------- l: reload
+# wait_log PATTERN: waits (5 s at most) for a line of sluice's output matching PATTERN.
+wait_log() {
+  for _ in $(seq 1 50); do
+    grep -q -- "$1" "$log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+key_erin=$(new_key) # verified, added by the reload
+cp "$work/identities.yaml" "$work/identities.good"
+# l1. A bad identities file (a tier the config lacks): sluicectl validates first and sends
+# nothing; a SIGHUP sent anyway leaves the running set in place, and sluice says why.
+printf 'identities:\n  - {name: erin, tier: gold, keys: ["%s"]}\n' "$(digest "$key_erin")" \
+  >"$work/identities.yaml"
+rc=0
+out=$("$sluicectl" reload --config "$work/sluice.yaml" --pid "$sluice_pid" 2>&1) || rc=$?
+if ((rc == 2)) && [[ $out == *"identities.yaml:2:"*"tier 'gold'"*"nothing sent"* ]]; then
+  pass "l. sluicectl reload with a bad identities file: exit 2, names file:line, sends nothing"
+else
+  fail "l. sluicectl reload with a bad identities file: exit $rc, '$out'"
+fi
+kill -HUP "$sluice_pid"
+if wait_log "^sluice: reload failed, the running policy stays: .*identities.yaml:2:.*'gold'"; then
+  pass "l. SIGHUP with a bad identities file: sluice keeps the running set and says why"
+else
+  fail "l. SIGHUP with a bad identities file: no 'reload failed' line naming the file"
+fi
+code=$(api_curl l1 POST /chat/completions "$key_alice" "$(chat_body small-1)")
+count_status "$code"
+if [[ $code == 200 ]]; then
+  pass "l. after the failed reload, a known key is still served: 200"
+else
+  fail "l. after the failed reload, a known key: expected 200, got $code"
+fi
+# l2. A good file that adds erin: sluicectl validates, signals; erin is served at once.
+cp "$work/identities.good" "$work/identities.yaml"
+printf '  - {name: erin, tier: verified, keys: ["%s"]}\n' "$(digest "$key_erin")" \
+  >>"$work/identities.yaml"
+rc=0
+out=$("$sluicectl" reload --config "$work/sluice.yaml" --pid "$sluice_pid" 2>&1) || rc=$?
+if ((rc == 0)) && wait_log '^sluice: reloaded: 5 identities'; then
+  pass "l. sluicectl reload with erin added: sent, and sluice reloaded (5 identities)"
+else
+  fail "l. sluicectl reload with erin added: exit $rc, '$out'; $(grep '^sluice: reload' "$log")"
+fi
+code=$(api_curl l2 POST /chat/completions "$key_erin" "$(chat_body small-1)")
+count_status "$code"
+if [[ $code == 200 ]]; then
+  pass "l. the key added by the reload is served: 200"
+else
+  fail "l. the key added by the reload: expected 200, got $code $(head -c 300 "$work/l2.body")"
+fi
+
 echo "admission_test: $requests requests reached sluice, $admitted answered 200"
 
 # ---------------------------------------------------------------- stop
@@ -496,7 +551,7 @@ fi
 # ---------------------------------------------------------------- audit log
 # No clear-text key anywhere: not in the audit log, not in sluice's own output.
 leaked=0
-for key in "$key_alice" "$key_bob" "$key_carol" "$key_dave" "$key_unknown"; do
+for key in "$key_alice" "$key_bob" "$key_carol" "$key_dave" "$key_erin" "$key_unknown"; do
   if grep -qF -- "$key" "$audit" "$log" 2>/dev/null; then leaked=$((leaked + 1)); fi
 done
 if [[ ! -s $audit ]]; then
@@ -590,8 +645,8 @@ by_identity = {}
 for r in keyed:
     by_identity.setdefault(r.get("identity"), set()).add(r.get("key_id"))
 ids = [next(iter(v)) for v in by_identity.values() if len(v) == 1]
-check(all(len(v) == 1 for v in by_identity.values()) and len(set(ids)) == len(by_identity) == 5,
-      f"one key_id per key, distinct across the 5 keys ({ {str(k): sorted(map(str, v)) for k, v in by_identity.items()} })")
+check(all(len(v) == 1 for v in by_identity.values()) and len(set(ids)) == len(by_identity) == 6,
+      f"one key_id per key, distinct across the 6 keys ({ {str(k): sorted(map(str, v)) for k, v in by_identity.items()} })")
 
 streamed = [r for r in admits if r.get("model") == "stream-check"]
 if len(streamed) != 1 or sdk_completion is None:
