@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sluicectl: keys hash and identities check, their help, and clear errors with exit status 2.
+# sluicectl: keys hash, identities check, reload, their help, and clear errors (exit 1 or 2).
 # usage: sluicectl_test.sh PATH/TO/sluicectl
 set -euo pipefail
 sluicectl=$1
@@ -92,6 +92,43 @@ run "$work/empty" identities check "$work/missing.yaml"
 check "identities check on a missing file exits 2 and names it" contains "$status $err" "2 $work/missing.yaml: cannot open"
 run "$work/empty" identities check
 check "identities check without FILE exits 2" test "$status" -eq 2
+# identities check --config: tiers checked against the config's.
+cat >"$work/ids.yaml" <<YAML
+identities:
+  - {name: a, tier: gold, keys: ["$expected"]}
+YAML
+cat >"$work/sluice.yaml" <<YAML
+identities: ids.yaml
+tiers:
+  free: { requests_per_second: 1, burst: 2, tokens_per_minute: 600, token_burst: 300,
+          max_concurrent: 2, max_body_bytes: 1000, max_output_tokens: 100 }
+YAML
+run "$work/empty" identities check "$work/ids.yaml"
+check "identities check without --config does not know the tiers" test "$status" -eq 0
+run "$work/empty" identities check "$work/ids.yaml" --config "$work/sluice.yaml"
+check "identities check --config names an identity's unknown tier with its location" \
+  contains "$status $err" "2 $work/ids.yaml:2:21: identities[0].tier: identity 'a' has tier 'gold', which $work/sluice.yaml does not define (its tiers: free)"
+
+# reload: validates first, then needs a running daemon.
+check "sluicectl --help explains reload" contains "$help" "reload [--config CONFIG]"
+check "sluicectl reload --help explains SIGHUP" contains "$("$sluicectl" reload --help)" "SIGHUP"
+run "$work/empty" reload --config "$work/sluice.yaml" --pid-file "$work/none.pid"
+check "reload with an invalid config exits 2 and sends nothing" contains "$status $err" "nothing sent"
+sed -i 's/tier: gold/tier: free/' "$work/ids.yaml"
+run "$work/empty" reload --config "$work/sluice.yaml" --pid-file "$work/none.pid"
+check "reload validates a good config, then says no daemon runs (exit 1)" \
+  contains "$status $out $err" "1 $work/sluice.yaml: valid (1 identities (1 keys), 1 tiers, unknown keys denied)"
+check "reload without a daemon names the pid file" contains "$err" "$work/none.pid: No such file or directory"
+echo 999999999 >"$work/stale.pid"
+run "$work/empty" reload --pid-file "$work/stale.pid"
+check "reload with a stale pid file exits 1 and says so" contains "$status $err" "1 sluicectl reload: no process 999999999 (stale"
+run "$work/empty" reload --pid "$$"
+check "reload refuses a process that is not sluice" contains "$status $err" "not sluice"
+run "$work/empty" reload --pid abc
+check "reload --pid abc exits 2" test "$status" -eq 2
+run "$work/empty" reload --frobnicate x
+check "reload with an unknown option exits 2" test "$status" -eq 2
+
 run "$work/empty" frobnicate
 check "an unknown command exits 2" contains "$status $err" "2 sluicectl: unknown command 'frobnicate'"
 
