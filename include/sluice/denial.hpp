@@ -11,7 +11,7 @@
 //   x-ratelimit-limit-requests: 3
 //   x-ratelimit-remaining-requests: 0
 //   x-ratelimit-reset-requests: 2.5s
-//   content-length: 151
+//   content-length: 112
 //   connection: close
 //
 //   {"error":{"message":"request rate limit reached","type":"requests","param":null,

@@ -56,7 +56,7 @@ const IdentityPolicy* AdmissionPolicy::of(const Identity* identity) const {
 }
 
 std::string AdmissionPolicy::summary() const {
-  if (!enforcing_) return "no tiers: admission off (every request admitted and audited)";
+  if (!enforcing_) return "no tiers, admission off: every request admitted";
   const std::size_t identities = identities_ ? identities_->identities().size() : 0;
   const std::size_t keys = identities_ ? identities_->key_count() : 0;
   return std::to_string(identities) + " identities (" + std::to_string(keys) + " keys), " +
