@@ -54,8 +54,8 @@ class UsageScanner {
 
   // State per response, all inline: two TokenUsage (found so far, found in the current JSON
   // text), the object/array bit stack (64 levels), the number accumulator, the 17-byte key buffer
-  // and a dozen one-byte fields; sizeof(UsageScanner) = 104 bytes on x86-64 (static_assert in
-  // the .cpp). Trivially copyable: it owns nothing.
+  // and 19 one-byte modes, counters and flags; sizeof(UsageScanner) = 104 bytes on x86-64
+  // (static_assert in the .cpp). Trivially copyable: it owns nothing.
 
  private:
   // Parser states and roles, defined in src/core/usage_scanner.cpp.
