@@ -96,10 +96,10 @@ struct alignas(64) AuditRecord {
   bool model_truncated = false;
   AuditText<48> identity;  // empty → null (no identity matched)
   AuditText<24> tier;      // empty → null
-  AuditText<40> reason;    // reason name, e.g. "http_body_too_large" (request_reason.hpp)
+  AuditText<48> reason;    // reason name, e.g. "http_body_too_large" (request_reason.hpp)
   AuditText<8> method;
   bool usage_reported = false;  // the response carried a usage object → "usage":{…}, else null
-  AuditText<149> path;          // request target; path_truncated when cut (149: fills the 512)
+  AuditText<141> path;          // request target; path_truncated when cut (141: fills the 512)
   AuditText<64> model;          // empty → null; model_truncated when cut
 
   void set_path(std::string_view text) { path_truncated = path.assign(text); }

@@ -50,7 +50,8 @@ class Pipeline {
   Flow* open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_ns);
   void remove_flow(Flow& flow);
   void end_flow(Side arrived_on, const Flow& flow, const PacketInfo& info,
-                std::span<const uint8_t> frame, bool from_client, std::span<const uint8_t> denial);
+                std::span<const uint8_t> frame, bool from_client, const TcpResult& result,
+                std::span<const uint8_t> denial);
   void send_segment(Side toward, std::span<const uint8_t> frame, const PacketInfo& info, bool reply,
                     uint32_t seq, uint32_t ack, uint8_t flags, std::span<const uint8_t> payload,
                     Counter sent);

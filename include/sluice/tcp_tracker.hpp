@@ -39,6 +39,13 @@ enum class TcpVerdict : uint8_t {
 struct TcpResult {
   TcpVerdict verdict = TcpVerdict::kForward;
   Counter reason = Counter::drop_tcp_unexpected;  // why, when not forwarded
+  // When the consumer ended the flow (kDeny, or kKill from the consumer): the first sequence
+  // number of this packet's direction that its receiver was not sent — the start of the bytes
+  // the dropped packet (or the hole it filled) carried. The receiver waits exactly there, so
+  // the RST to it (and an answer in that direction) must carry it: RFC 5961 §3.2 makes a
+  // receiver ignore a RST at any other sequence number.
+  bool resume_known = false;
+  uint32_t resume_seq = 0;
 };
 
 class TcpTracker {
@@ -85,10 +92,11 @@ class TcpTracker {
   void deliver_fin(Flow& flow, Direction direction, uint64_t now_ns);
   TcpResult hold(Flow& flow, Direction direction, uint32_t seq, std::span<const uint8_t> bytes,
                  bool fin, uint64_t now_ns);
-  TcpResult drain_held(Flow& flow, Direction direction, uint64_t now_ns);
+  TcpResult drain_held(Flow& flow, Direction direction, uint64_t now_ns, uint32_t unsent_from);
   TcpResult kill(Flow& flow, Counter reason, uint64_t now_ns);
   // The consumer ended the flow (kKill or kDeny).
-  TcpResult end_by_consumer(Flow& flow, StreamVerdict verdict, uint64_t now_ns);
+  TcpResult end_by_consumer(Flow& flow, StreamVerdict verdict, uint64_t now_ns,
+                            uint32_t unsent_from);
   void reset_tracking(Flow& flow, uint64_t now_ns);
   uint32_t flow_id(const Flow& flow) const { return table_.index_of(flow); }
 

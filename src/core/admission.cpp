@@ -30,6 +30,14 @@ struct Admission::FlowState {
 
 namespace {
 
+constexpr bool every_reason_fits_the_audit_record() {
+  for (const RequestReasonInfo& info : kRequestReasons) {
+    if (info.name.size() > sizeof(AuditRecord{}.reason.bytes)) return false;
+  }
+  return true;
+}
+static_assert(every_reason_fits_the_audit_record(), "a reason name would be cut in the audit");
+
 // The path of a request target: origin-form up to '?', or the path of an absolute-form target.
 std::string_view path_of(std::string_view target) {
   if (!target.starts_with('/')) {
@@ -260,7 +268,15 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
                                   uint64_t now_ns) {
   FlowState& state = *flow(flow_id);
   Request* request = state.reading;
-  if (request == nullptr) return {};  // no head seen (cannot happen)
+  if (request == nullptr) {
+    // Refused before its head was complete (framing: a bad request line or header, both
+    // Content-Length and Transfer-Encoding, …): recorded with what is known.
+    if (outcome.reason == RequestReason::ok) return {};  // cannot happen: no end without a head
+    request = state.reading = take_request();
+    request->record.ts_ns = static_cast<int64_t>(now_ns) + wall_offset_ns_;
+    request->record.src = state.endpoints.client;
+    request->record.dst = state.endpoints.server;
+  }
   AuditRecord& record = request->record;
   record.request_bytes = outcome.body_bytes;
   record.prompt_tokens_est = outcome.token_estimate;

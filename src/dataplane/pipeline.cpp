@@ -146,10 +146,10 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
     case TcpVerdict::kDrop:
       return drop(mbuf);
     case TcpVerdict::kKill:
-      end_flow(arrived_on, *flow, info, frame, from_client, {});
+      end_flow(arrived_on, *flow, info, frame, from_client, result, {});
       return drop(mbuf);
     case TcpVerdict::kDeny:
-      end_flow(arrived_on, *flow, info, frame, from_client,
+      end_flow(arrived_on, *flow, info, frame, from_client, result,
                consumer_.denial(table_.index_of(*flow)));
       return drop(mbuf);
   }
@@ -204,18 +204,24 @@ void Pipeline::close_all() {
 
 // Ends a flow from the middle: a RST to the server as if from the client, and to the client
 // either a RST as if from the server or, for a denial, the consumer's HTTP response with FIN.
+// Sequence numbers: each side is sent the sequence number it waits at — for the direction of a
+// packet the consumer refused, the start of what that packet brought (not forwarded); the
+// acknowledgements cover everything read, so the client does not retransmit into a dead flow.
 void Pipeline::end_flow(Side arrived_on, const Flow& flow, const PacketInfo& info,
-                        std::span<const uint8_t> frame, bool from_client,
+                        std::span<const uint8_t> frame, bool from_client, const TcpResult& result,
                         std::span<const uint8_t> denial) {
   const uint32_t client_next = flow.tcp.of(Direction::kToServer).next_seq;
   const uint32_t server_next = flow.tcp.of(Direction::kToClient).next_seq;
+  const bool resume = result.resume_known;
+  const uint32_t client_waits_for = resume && !from_client ? result.resume_seq : server_next;
+  const uint32_t server_waits_for = resume && from_client ? result.resume_seq : client_next;
   const Side server_side = from_client ? opposite(arrived_on) : arrived_on;
   const uint8_t client_flags = denial.empty() ? tcp_flag::kRst | tcp_flag::kAck
                                               : tcp_flag::kFin | tcp_flag::kPsh | tcp_flag::kAck;
   // `reply`: the frame goes back to the offending packet's sender.
-  send_segment(server_side, frame, info, !from_client, client_next, server_next,
+  send_segment(server_side, frame, info, !from_client, server_waits_for, server_next,
                tcp_flag::kRst | tcp_flag::kAck, {}, Counter::rst_sent);
-  send_segment(opposite(server_side), frame, info, from_client, server_next, client_next,
+  send_segment(opposite(server_side), frame, info, from_client, client_waits_for, client_next,
                client_flags, denial, denial.empty() ? Counter::rst_sent : Counter::denials_sent);
 }
 

@@ -155,13 +155,17 @@ TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
     counters_.add(Counter::tcp_identical_retransmissions);
     return kForward;
   }
+  // What this packet brings is not forwarded if the consumer ends the flow on it (or on held
+  // bytes it makes contiguous): the receiver then still waits at this sequence number.
+  const uint32_t unsent_from = state.next_seq;
   if (!fresh.empty()) {
     const StreamVerdict verdict = deliver(flow, direction, fresh, now_ns);
-    if (verdict != StreamVerdict::kContinue) return end_by_consumer(flow, verdict, now_ns);
+    if (verdict != StreamVerdict::kContinue)
+      return end_by_consumer(flow, verdict, now_ns, unsent_from);
   }
   if (fin && !state.fin_received && seq + length == state.next_seq)
     deliver_fin(flow, direction, now_ns);
-  return drain_held(flow, direction, now_ns);
+  return drain_held(flow, direction, now_ns, unsent_from);
 }
 
 TcpTracker::Check TcpTracker::check_delivered(const TcpDirectionState& state, uint32_t seq,
@@ -326,7 +330,8 @@ TcpResult TcpTracker::hold(Flow& flow, Direction direction, uint32_t seq,
   return kForward;
 }
 
-TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_ns) {
+TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_ns,
+                                 uint32_t unsent_from) {
   TcpDirectionState& state = flow.tcp.of(direction);
   while (state.held_head != kNoSlot) {
     const uint32_t index = state.held_head;
@@ -346,7 +351,8 @@ TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_n
     state.held_head = held.next;
     --state.held_count;
     free_slot(index);
-    if (verdict != StreamVerdict::kContinue) return end_by_consumer(flow, verdict, now_ns);
+    if (verdict != StreamVerdict::kContinue)
+      return end_by_consumer(flow, verdict, now_ns, unsent_from);
   }
   if (state.fin_held && !state.fin_received && state.fin_held_seq == state.next_seq) {
     state.fin_held = false;
@@ -366,9 +372,12 @@ TcpResult TcpTracker::kill(Flow& flow, Counter reason, uint64_t now_ns) {
   return {TcpVerdict::kKill, reason};
 }
 
-TcpResult TcpTracker::end_by_consumer(Flow& flow, StreamVerdict verdict, uint64_t now_ns) {
+TcpResult TcpTracker::end_by_consumer(Flow& flow, StreamVerdict verdict, uint64_t now_ns,
+                                      uint32_t unsent_from) {
   TcpResult result = kill(flow, Counter::drop_request_refused, now_ns);
   if (verdict == StreamVerdict::kDeny) result.verdict = TcpVerdict::kDeny;
+  result.resume_known = true;
+  result.resume_seq = unsent_from;
   return result;
 }
 

@@ -5,6 +5,7 @@
 #include <rte_errno.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -235,9 +236,21 @@ int run_replay(const Config& config, const ReplayOptions& options) {
     audit_writer->start();
     audit_sink = std::make_unique<LosslessSink>(*audit_ring, *audit_writer);
   }
-  // The capture's own time is Unix time: the records' timestamps are the packets'.
+  // The data path's clock counts from boot (the limiters rely on it staying below 2^60 ns); a
+  // capture's is Unix time. So the pipeline's `now` is the time since the first packet, plus
+  // one second, and the audit records get the packets' own Unix time back through the offset.
+  int64_t first_packet_ns = -1;
+  constexpr int64_t kReplayClockStartNs = 1'000'000'000;
+  {
+    PcapHandle peek = open_capture(options.input);
+    pcap_pkthdr* header = nullptr;
+    const u_char* data = nullptr;
+    if (pcap_next_ex(peek.get(), &header, &data) == 1)
+      first_packet_ns = int64_t{header->ts.tv_sec} * 1'000'000'000 + header->ts.tv_usec;
+  }
+  const int64_t clock_offset_ns = first_packet_ns < 0 ? 0 : first_packet_ns - kReplayClockStartNs;
   PolicySource policy_source(options.policy);
-  Admission admission(policy_source, audit_sink.get(), 0, 0);
+  Admission admission(policy_source, audit_sink.get(), 0, clock_offset_ns);
   const HttpStageConfig stage_config = http_stage_config(config);
   RequestRecorder recorder(requests, &admission, prompts.get());
   HttpStage consumer(&stage_config, recorder);
@@ -254,8 +267,10 @@ int run_replay(const Config& config, const ReplayOptions& options) {
       const std::span<const uint8_t> frame{data,
                                            std::min<std::size_t>(header->caplen, kMbufDataRoom)};
       // With nanosecond precision, libpcap puts nanoseconds in tv_usec.
-      const uint64_t now_ns =
-          uint64_t(header->ts.tv_sec) * 1'000'000'000 + uint64_t(header->ts.tv_usec);
+      const int64_t packet_ns = int64_t{header->ts.tv_sec} * 1'000'000'000 + header->ts.tv_usec;
+      // Earlier than the first packet (a capture out of order): the clock's start.
+      const uint64_t now_ns = static_cast<uint64_t>(
+          std::max<int64_t>(packet_ns - clock_offset_ns, kReplayClockStartNs));
       rte_mbuf* mbuf = rte_pktmbuf_alloc(pool);
       if (mbuf == nullptr) throw StartupError("mbuf pool exhausted during replay (an mbuf leak)");
       std::memcpy(rte_pktmbuf_append(mbuf, static_cast<uint16_t>(frame.size())), frame.data(),

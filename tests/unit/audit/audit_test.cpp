@@ -207,7 +207,7 @@ TEST(AuditFormatTest, TruncatesLongFieldsAndFlagsThem) {
   record.set_model(std::string(100, 'm'));
   EXPECT_TRUE(record.identity.assign(std::string(60, 'i')));
   const json parsed = parse_line(format(record));
-  EXPECT_EQ(parsed["path"], "/" + std::string(148, 'p'));
+  EXPECT_EQ(parsed["path"], "/" + std::string(140, 'p'));
   EXPECT_EQ(parsed["path_truncated"], true);
   EXPECT_EQ(parsed["model"], std::string(64, 'm'));
   EXPECT_EQ(parsed["model_truncated"], true);
@@ -216,11 +216,11 @@ TEST(AuditFormatTest, TruncatesLongFieldsAndFlagsThem) {
 
 TEST(AuditFormatTest, TruncationDoesNotSplitAUtf8Sequence) {
   AuditRecord record = deny_record();
-  record.set_path(std::string(148, 'a') + "\xE2\x82\xAC");  // € straddles byte 149
+  record.set_path(std::string(140, 'a') + "\xE2\x82\xAC");  // € straddles byte 141
   EXPECT_TRUE(record.path_truncated);
-  EXPECT_EQ(record.path.size, 148);
+  EXPECT_EQ(record.path.size, 140);
   const json parsed = parse_line(format(record));
-  EXPECT_EQ(parsed["path"], std::string(148, 'a'));
+  EXPECT_EQ(parsed["path"], std::string(140, 'a'));
 }
 
 TEST(AuditFormatTest, WritesReportedUsageWithAbsentPartsAsNull) {
@@ -253,9 +253,9 @@ TEST(AuditFormatTest, WorstCaseRecordFitsMaxLineAndSmallBufferReturnsZero) {
   AuditRecord record = deny_record();
   record.identity.assign(std::string(48, '\x01'));
   record.tier.assign(std::string(24, '\x01'));
-  record.reason.assign(std::string(40, '\x01'));
+  record.reason.assign(std::string(48, '\x01'));
   record.method.assign(std::string(8, '\x01'));
-  record.set_path(std::string(149, '\x01'));
+  record.set_path(std::string(141, '\x01'));
   record.set_model(std::string(64, '\x01'));
   record.src = endpoint("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", 65535);
   record.dst = record.src;

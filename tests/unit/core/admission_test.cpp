@@ -44,9 +44,9 @@ std::string identities_yaml() {
          sha256_of("k-vip").to_string() + "\"], limits: {burst: 5, requests_per_second: 5}}\n";
 }
 
-std::shared_ptr<const AdmissionPolicy> make_policy(LimiterStore& store,
-                                                   const std::string& config_text = kConfig,
-                                                   const std::string& identities = identities_yaml()) {
+std::shared_ptr<const AdmissionPolicy> make_policy(
+    LimiterStore& store, const std::string& config_text = kConfig,
+    const std::string& identities = identities_yaml()) {
   const Config config = load_config_text(config_text, "/etc/sluice/sluice.yaml");
   return build_policy(config, load_identities_text(identities, "identities.yaml"), store);
 }
@@ -357,12 +357,28 @@ TEST_F(AdmissionTest, ReportsParserRefusalsInTheAuditTrail) {
   EXPECT_EQ(records_.records[0].identity.view(), "acme");
 }
 
+TEST_F(AdmissionTest, RecordsARefusalBeforeTheHeadWasComplete) {
+  admission_.on_flow_open(9,
+                          FlowEndpoints{{{198, 18, 0, 9}, 40009, 4}, {{198, 19, 0, 1}, 8000, 4}});
+  RequestOutcome outcome;
+  outcome.reason = RequestReason::http_content_length_and_transfer_encoding;
+  admission_.on_request_end(9, outcome, 5 * kSecond);
+  ASSERT_EQ(records_.records.size(), 1u);
+  const AuditRecord& r = records_.records[0];
+  EXPECT_EQ(r.verdict, AuditVerdict::deny);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.reason.view(), "http_content_length_and_transfer_encoding");
+  EXPECT_EQ(r.src.port, 40009);
+  EXPECT_EQ(r.ts_ns, static_cast<int64_t>(5 * kSecond));
+  EXPECT_TRUE(r.method.empty());
+}
+
 TEST(AdmissionPolicy, AnIdentityWithATierTheConfigLacksIsNamedWithItsLocation) {
   LimiterStore store;
   try {
-    make_policy(store, kConfig,
-                "identities:\n  - {name: x, tier: gold, keys: [\"" + sha256_of("k").to_string() +
-                    "\"]}\n");
+    make_policy(
+        store, kConfig,
+        "identities:\n  - {name: x, tier: gold, keys: [\"" + sha256_of("k").to_string() + "\"]}\n");
     FAIL() << "expected a ConfigError";
   } catch (const ConfigError& e) {
     const std::string message = e.what();
