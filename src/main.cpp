@@ -233,13 +233,13 @@ int main_bridge(int argc, char** argv) {
   std::shared_ptr<const sluice::AdmissionPolicy> policy;
   try {
     config = load(config_path);
-    policy = sluice::load_policy(config, limiter_states);
+    if (workers > 0) config.dataplane.workers = static_cast<uint32_t>(workers);
+    if (stats_interval >= 0) config.stats.interval_s = stats_interval;
+    policy = sluice::load_policy(config, limiter_states, config.dataplane.workers);
   } catch (const sluice::ConfigError& e) {
     std::fprintf(stderr, "sluice: %s\n", e.what());
     return kExitUsage;
   }
-  if (workers > 0) config.dataplane.workers = static_cast<uint32_t>(workers);
-  if (stats_interval >= 0) config.stats.interval_s = stats_interval;
   if (check_only) {
     std::printf("%s: valid (%s)\n", config.source.c_str(), policy->summary().c_str());
     return 0;
@@ -248,9 +248,11 @@ int main_bridge(int argc, char** argv) {
   sluice::PolicySource policy_source(policy);
   options.policy = &policy_source;
   options.reload_requested = &g_reload;
-  options.reload = [&config_path, &limiter_states] {
-    // Only the admission part of the config is taken from the new file.
-    return sluice::load_policy(load(config_path), limiter_states);
+  options.reload = [&config_path, &limiter_states, &policy_source, &config] {
+    // Only the admission part of the config (tiers, unknown_key, identities, rules) is taken
+    // from the new file; each worker gets a scratch fitting the new rules and the running ones.
+    return sluice::load_policy(load(config_path), limiter_states, config.dataplane.workers,
+                               policy_source.current().get());
   };
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);

@@ -1,6 +1,7 @@
-// sluicectl: the operator's tool next to the appliance: keys hash, identities check, reload.
-// Exit status: 0 done, 1 the daemon could not be reached, 2 bad usage or bad input (the message
-// says what was expected).
+// sluicectl: the operator's tool next to the appliance: keys hash, identities check, reload,
+// rules (compile, test, scan, lint: sluicectl_rules.cpp).
+// Exit status: 0 done, 1 the daemon could not be reached (or lint findings), 2 bad usage or bad
+// input (the message says what was expected).
 #include <signal.h>
 #include <sys/types.h>
 
@@ -16,6 +17,7 @@
 #include "sluice/identities.hpp"
 #include "sluice/identity.hpp"
 #include "sluice/policy.hpp"
+#include "sluicectl_rules.hpp"
 
 namespace {
 
@@ -32,10 +34,14 @@ Commands:
   reload [--config CONFIG] [--pid-file FILE | --pid PID]
                           validate CONFIG and its identities file, then tell the running sluice
                           to reload them (SIGHUP)
+  rules compile|test|scan|lint ...
+                          compile rule files into the database the appliance loads, test
+                          them on their examples and on corpora, scan JSON Lines with a
+                          database, lint rule files ('sluicectl rules --help')
   help, --help            show this help; 'sluicectl COMMAND --help' explains a command
 
-Exit status: 0 on success, 1 when the daemon cannot be reached, 2 on bad usage or bad input
-(the message names what was expected).
+Exit status: 0 on success, 1 when the daemon cannot be reached (rules lint: findings), 2 on bad
+usage or bad input (the message names what was expected).
 )";
 
 constexpr std::string_view kReloadHelp = R"(usage: sluicectl reload [--config CONFIG] [--pid-file FILE | --pid PID]
@@ -254,6 +260,7 @@ int run(const std::vector<std::string_view>& args) {
     return usage_error("expected 'identities check FILE [--config CONFIG]'", kIdentitiesHelp);
   }
   if (args[0] == "reload") return reload(args);
+  if (args[0] == "rules") return sluice::ctl::rules_command(args);
   return usage_error("unknown command '" + std::string(args[0]) + "'", kHelp);
 }
 

@@ -42,6 +42,9 @@ class AuditSink {
 };
 
 struct AdmissionStats {
+  uint64_t rule_blocks = 0;       // requests refused by an enforce-mode block rule
+  uint64_t rule_flags = 0;        // requests an enforce-mode flag rule matched
+  uint64_t rule_scan_errors = 0;  // scans Hyperscan refused (answered 503, fail closed)
   uint64_t key_cache_hits = 0;
   uint64_t key_cache_misses = 0;  // SHA-256 computed
   uint64_t responses_unmatched = 0;
@@ -64,7 +67,7 @@ class Admission final : public RequestObserver {
 
   void on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) override;
   Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
-  void on_prompt_text(uint32_t, std::string_view) override {}
+  void on_prompt_text(uint32_t flow_id, std::string_view canonical) override;
   Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
   void on_response_end(uint32_t flow_id, const ResponseOutcome& response, uint64_t now_ns) override;
   void on_flow_close(uint32_t flow_id) override;
@@ -88,12 +91,16 @@ class Admission final : public RequestObserver {
   void emit(AuditRecord& record);
   void finish(FlowState& flow, Request& request, const ResponseOutcome* response, uint64_t now_ns);
   void let_go(Retained*& retained);
+  // Rule results into the record; the refusal when a rule blocks (or the scan failed).
+  Refusal apply_rules(Request& request, const RuleDatabase& db, const RuleVerdict& verdict);
 
   PolicySource& source_;
   AuditSink* audit_;
   uint16_t worker_;
   int64_t wall_offset_ns_;
   KeyCache key_cache_;
+  std::unique_ptr<RuleScratch> scratch_;  // this worker's, from the policy in force
+  RuleStream path_scan_;                  // path scope: scanned whole at the head
   uint64_t seen_generation_ = 0;
   std::vector<std::unique_ptr<Retained>> retained_;  // policies still referenced; back() current
   Retained* current_ = nullptr;

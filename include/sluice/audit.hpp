@@ -2,7 +2,7 @@
 // worker to the audit writer thread through that worker's single-producer ring, and written as
 // one JSON Lines record each, with io_uring, into size-rotated files.
 //
-// Shape. `AuditRecord` is a plain, trivially copyable value of exactly 512 bytes (eight cache
+// Shape. `AuditRecord` is a plain, trivially copyable value of exactly 640 bytes (ten cache
 // lines): the worker fills one on its stack from values it already holds (no string building, no
 // allocation) and `AuditRing::try_push` copies it into the ring. All text is formatted by the
 // writer thread, off the data path: `format_json_line` turns a record into one line.
@@ -69,7 +69,6 @@ using AuditEndpoint = Endpoint;
 enum class AuditVerdict : uint8_t { admit, deny };
 
 struct alignas(64) AuditRecord {
-  static constexpr std::size_t kMaxRules = 8;
   static constexpr int64_t kNoMaxOutputTokens = -1;  // absent → JSON null
   static constexpr int64_t kAbsent = -1;             // a usage field not reported → null
 
@@ -84,13 +83,11 @@ struct alignas(64) AuditRecord {
   int64_t usage_prompt_tokens = kAbsent;  // as the response's `usage` reported them
   int64_t usage_completion_tokens = kAbsent;
   int64_t usage_total_tokens = kAbsent;
-  uint32_t rules[kMaxRules] = {};  // matched rule ids; rule_count of them are valid
   AuditEndpoint src;
   AuditEndpoint dst;
   uint16_t worker = 0;
   uint16_t status = 0;  // HTTP status sent (admit: 0 or the upstream's, deny: ours)
   AuditVerdict verdict = AuditVerdict::deny;
-  uint8_t rule_count = 0;
   bool has_key_id = false;
   bool path_truncated = false;
   bool model_truncated = false;
@@ -99,16 +96,29 @@ struct alignas(64) AuditRecord {
   AuditText<48> reason;    // reason name, e.g. "http_body_too_large" (request_reason.hpp)
   AuditText<8> method;
   bool usage_reported = false;  // the response carried a usage object → "usage":{…}, else null
-  AuditText<141> path;          // request target; path_truncated when cut (141: fills the 512)
-  AuditText<64> model;          // empty → null; model_truncated when cut
+  AuditText<141> path;          // request target; path_truncated when cut (141)
+  AuditText<64> model;
+  // Ids of the rules that matched, '\n'-separated, the deciding rule first; ids that do not fit
+  // are left out (add_rule says so).
+  AuditText<160> rules;  // empty → null; model_truncated when cut
 
   void set_path(std::string_view text) { path_truncated = path.assign(text); }
   void set_model(std::string_view text) { model_truncated = model.assign(text); }
+  // Appends a rule id if it fits whole; false when it does not (the record keeps the others).
+  bool add_rule(std::string_view id) {
+    const std::size_t used = rules.size;
+    const std::size_t need = id.size() + (used > 0 ? 1 : 0);
+    if (id.empty() || used + need > sizeof rules.bytes) return false;
+    if (used > 0) rules.bytes[used] = '\n';
+    std::memcpy(rules.bytes + used + (used > 0 ? 1 : 0), id.data(), id.size());
+    rules.size = static_cast<uint8_t>(used + need);
+    return true;
+  }
 };
 static_assert(std::is_trivially_copyable_v<AuditRecord>);
-static_assert(sizeof(AuditRecord) == 512, "the ring slot size is part of the design");
+static_assert(sizeof(AuditRecord) == 640, "the ring slot size is part of the design");
 
-// Room format_json_line needs at most: every text byte (333) escaped as \u00XX (6 bytes) plus
+// Room format_json_line needs at most: every text byte (493) escaped as \u00XX (6 bytes) plus
 // the fixed part (< 700), newline included.
 inline constexpr std::size_t kMaxAuditLineBytes = 4096;
 

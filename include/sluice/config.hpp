@@ -109,6 +109,8 @@ struct Config {
   std::vector<TierConfig> tiers;     // in file order
   std::string unknown_key = "deny";  // "deny" (401) or the name of an anonymous tier
   AuditConfig audit;
+  std::string rules_path;         // the compiled rule database (sluicectl rules compile); "": none
+  bool disclose_rule_id = false;  // a 403 content_policy_violation names the rule to the client
 
   const TierConfig* tier(std::string_view name) const {
     for (const TierConfig& t : tiers) {

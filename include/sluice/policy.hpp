@@ -32,6 +32,7 @@
 #include "sluice/config.hpp"
 #include "sluice/gcra.hpp"
 #include "sluice/identity.hpp"
+#include "sluice/rules.hpp"
 
 namespace sluice {
 
@@ -40,6 +41,7 @@ struct LimiterStates {
   GcraState requests;
   GcraState tokens;
   ConcurrencyState in_flight;
+  alignas(64) std::atomic<uint64_t> flagged{0};  // requests an enforce-mode flag rule matched
 };
 
 // The parameters of one bucket set and where its state lives. Values: an in-flight request keeps
@@ -57,6 +59,7 @@ struct TierPolicy {
   std::vector<std::string> models;          // globs
   std::vector<std::string> paths;           // prefixes
   std::vector<std::string> model_patterns;  // of model_limits, in order; set i + 1 each
+  const TierSelection* rules = nullptr;     // the rules of this tier (null: no rule database)
 };
 
 struct IdentityPolicy {
@@ -91,29 +94,51 @@ class AdmissionPolicy {
   // The anonymous tier's policy, or null when unknown keys are denied.
   const IdentityPolicy* anonymous() const { return anonymous_.get(); }
   const std::deque<TierPolicy>& tiers() const { return tiers_; }
+  // The compiled rules (null: none), the selection for requests without a tier (admission off),
+  // and whether a content-policy 403 names its rule to the client.
+  const std::shared_ptr<const RuleDatabase>& rules() const { return rules_; }
+  const TierSelection* untiered_rules() const { return untiered_rules_; }
+  bool disclose_rule_id() const { return disclose_rule_id_; }
+  // Worker `worker`'s Hyperscan scratch, allocated when the policy was built (off the data path)
+  // to fit this policy's database and the one it replaces; handed out once, at the switch.
+  std::unique_ptr<RuleScratch> take_scratch(uint32_t worker) const;
   // A description for logs: "3 identities (5 keys), 2 tiers, unknown keys denied".
   std::string summary() const;
 
  private:
   friend std::shared_ptr<const AdmissionPolicy> build_policy(const Config&,
                                                              std::shared_ptr<const IdentityTable>,
-                                                             LimiterStore&);
+                                                             LimiterStore&,
+                                                             std::shared_ptr<const RuleDatabase>,
+                                                             uint32_t, const AdmissionPolicy*);
   bool enforcing_ = false;
   std::shared_ptr<const IdentityTable> identities_;
   std::deque<TierPolicy> tiers_;             // a deque: stable addresses for IdentityPolicy::tier
   std::vector<IdentityPolicy> by_identity_;  // index of the identity in identities()
   std::unique_ptr<IdentityPolicy> anonymous_;
+  std::shared_ptr<const RuleDatabase> rules_;
+  const TierSelection* untiered_rules_ = nullptr;
+  bool disclose_rule_id_ = false;
+  mutable std::mutex scratch_mutex_;
+  mutable std::vector<std::unique_ptr<RuleScratch>> scratch_;  // by worker
 };
 
 // Builds the policy of `config` with `identities` (null when the config names no identities
 // file). Throws ConfigError naming the identities file, line and key for an identity whose
 // tier is not in the config, and the tier (or identity) whose limits cannot be represented.
-std::shared_ptr<const AdmissionPolicy> build_policy(const Config& config,
-                                                    std::shared_ptr<const IdentityTable> identities,
-                                                    LimiterStore& store);
+// `rules` (may be null) is the compiled rule database; a Hyperscan scratch is allocated for
+// each of `workers` workers, fitting `rules` and the database of `previous` (the policy this one
+// replaces, for a reload; may be null).
+std::shared_ptr<const AdmissionPolicy> build_policy(
+    const Config& config, std::shared_ptr<const IdentityTable> identities, LimiterStore& store,
+    std::shared_ptr<const RuleDatabase> rules = nullptr, uint32_t workers = 1,
+    const AdmissionPolicy* previous = nullptr);
 
-// Loads the identities file the config names (if any) and builds the policy.
-std::shared_ptr<const AdmissionPolicy> load_policy(const Config& config, LimiterStore& store);
+// Loads the identities file and the rule database the config names (if any) and builds the
+// policy; a ConfigError names the file and what is wrong with it.
+std::shared_ptr<const AdmissionPolicy> load_policy(const Config& config, LimiterStore& store,
+                                                   uint32_t workers = 1,
+                                                   const AdmissionPolicy* previous = nullptr);
 
 // How a new policy reaches the workers. The control thread publishes; each worker checks the
 // generation once per burst (one relaxed load) and takes the new policy only when it changed

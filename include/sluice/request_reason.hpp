@@ -61,6 +61,8 @@ namespace sluice {
   X(tier_body_too_large, 413, "body over the tier's limit")                                      \
   X(max_output_tokens_over_cap, 400, "requested completion size over the tier's cap")            \
   X(tokens_over_burst, 413, "request needs more tokens than the tier's token burst")             \
+  X(content_policy_violation, 403, "the request was refused by a content policy rule")           \
+  X(rule_scan_failed, 503, "the content scan could not be completed")                            \
   X(rate_limited_requests, 429, "request rate limit reached")                                    \
   X(rate_limited_tokens, 429, "token rate limit reached")                                        \
   X(concurrency_limited, 429, "too many requests in flight")
@@ -102,6 +104,9 @@ struct Refusal {
   uint64_t remaining = 0;       // whole units left when it denied
   uint64_t reset_after_ns = 0;  // until the bucket is full again
   uint64_t retry_after_ns = 0;  // until this request would have been admitted
+  // Said to the client after the reason's text when not empty (a rule id, when the config
+  // discloses them). Must stay valid until the answer is sent, in the same burst.
+  std::string_view detail;
   bool refused() const { return reason != RequestReason::ok; }
 };
 

@@ -252,10 +252,12 @@ std::size_t format_json_line(const AuditRecord& record, std::span<char> out) {
   line.put(",\"reason\":");
   put_text_or_null(line, record.reason);
   line.put(",\"rules\":[");
-  const std::size_t rule_count = std::min<std::size_t>(record.rule_count, AuditRecord::kMaxRules);
-  for (std::size_t i = 0; i < rule_count; ++i) {
-    if (i > 0) line.put(',');
-    line.put_uint(record.rules[i]);
+  std::string_view rules = record.rules.view();
+  for (bool first = true; !rules.empty(); first = false) {
+    const std::size_t end = std::min(rules.find('\n'), rules.size());
+    if (!first) line.put(',');
+    line.put_string(rules.substr(0, end));
+    rules.remove_prefix(std::min(end + 1, rules.size()));
   }
   line.put("],\"method\":");
   put_text_or_null(line, record.method);

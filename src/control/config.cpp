@@ -88,6 +88,15 @@ class Section {
     return parsed;
   }
 
+  bool boolean(std::string_view key, bool fallback) const {
+    const YAML::Node value = get(key);
+    if (!value) return fallback;
+    const std::string text = value.IsScalar() ? value.Scalar() : "";
+    if (text == "true") return true;
+    if (text == "false") return false;
+    fail(value, qualified(key) + ": expected true or false, got '" + describe(value) + "'");
+  }
+
   Policy policy(std::string_view key, Policy fallback) const {
     const YAML::Node value = get(key);
     if (!value) return fallback;
@@ -215,8 +224,8 @@ Config parse(const YAML::Node& root, const std::string& source) {
   config.source = source;
   if (!root || root.IsNull()) return config;  // an empty file: every default
   const Section top(root, "", source);
-  top.allow_only(
-      {"dataplane", "inspect", "http", "stats", "identities", "tiers", "unknown_key", "audit"});
+  top.allow_only({"dataplane", "inspect", "http", "stats", "identities", "tiers", "unknown_key",
+                  "audit", "rules", "disclose_rule_id"});
 
   if (top.has("dataplane")) {
     const Section s = top.child("dataplane");
@@ -318,6 +327,9 @@ Config parse(const YAML::Node& root, const std::string& source) {
              "tiers: set with unknown_key: deny but no identities file: every request would be "
              "answered 401 (add 'identities: FILE' or name an anonymous tier in unknown_key)");
   }
+
+  config.rules_path = beside_config(top.string("rules", ""));
+  config.disclose_rule_id = top.boolean("disclose_rule_id", config.disclose_rule_id);
 
   if (top.has("audit")) {
     const Section s = top.child("audit");

@@ -73,17 +73,30 @@ IdentityPolicy make_identity_policy(const std::string& name, const std::string& 
 
 }  // namespace
 
-std::shared_ptr<const AdmissionPolicy> build_policy(const Config& config,
-                                                    std::shared_ptr<const IdentityTable> identities,
-                                                    LimiterStore& store) {
+std::shared_ptr<const AdmissionPolicy> build_policy(
+    const Config& config, std::shared_ptr<const IdentityTable> identities, LimiterStore& store,
+    std::shared_ptr<const RuleDatabase> rules, uint32_t workers, const AdmissionPolicy* previous) {
   auto policy = std::make_shared<AdmissionPolicy>();
   policy->enforcing_ = !config.tiers.empty();
   if (!identities) identities = std::make_shared<const IdentityTable>(std::vector<Identity>{});
   policy->identities_ = identities;
+  policy->disclose_rule_id_ = config.disclose_rule_id;
+  if (rules) {
+    policy->rules_ = rules;
+    policy->untiered_rules_ = &rules->selection_untiered();
+    // Off the data path: each worker's scratch fits this database and the running one, so the
+    // worker can switch at a burst boundary while requests begun on the old one finish.
+    for (uint32_t w = 0; w < workers; ++w) {
+      auto scratch = std::make_unique<RuleScratch>(*rules);
+      if (previous != nullptr && previous->rules()) scratch->reserve_for(*previous->rules());
+      policy->scratch_.push_back(std::move(scratch));
+    }
+  }
   if (!policy->enforcing_) return policy;
 
   for (const TierConfig& tier : config.tiers) {
-    TierPolicy t{tier.name, tier.models, tier.paths, {}};
+    TierPolicy t{
+        tier.name, tier.models, tier.paths, {}, rules ? &rules->selection(tier.name) : nullptr};
     for (const ModelLimits& entry : tier.model_limits) t.model_patterns.push_back(entry.pattern);
     policy->tiers_.push_back(std::move(t));
   }
@@ -128,10 +141,14 @@ std::shared_ptr<const AdmissionPolicy> build_policy(const Config& config,
   return policy;
 }
 
-std::shared_ptr<const AdmissionPolicy> load_policy(const Config& config, LimiterStore& store) {
+std::shared_ptr<const AdmissionPolicy> load_policy(const Config& config, LimiterStore& store,
+                                                   uint32_t workers,
+                                                   const AdmissionPolicy* previous) {
   std::shared_ptr<const IdentityTable> identities;
   if (!config.identities_path.empty()) identities = load_identities_file(config.identities_path);
-  return build_policy(config, std::move(identities), store);
+  std::shared_ptr<const RuleDatabase> rules;
+  if (!config.rules_path.empty()) rules = RuleDatabase::load(config.rules_path);
+  return build_policy(config, std::move(identities), store, std::move(rules), workers, previous);
 }
 
 }  // namespace sluice

@@ -17,6 +17,9 @@ struct Admission::Request {
   std::optional<Bucket> bucket;  // once admitted under limits: what to reconcile and release
   uint64_t tokens_reserved = 0;
   bool holds_in_flight = false;
+  const TierSelection* rules = nullptr;  // the rules that apply (null: none), while it is read
+  RuleStream prompt_scan;                // reused across requests on the same database
+  bool prompt_scanning = false;
   Request* next = nullptr;  // the flow's admitted requests, oldest first
 };
 
@@ -138,6 +141,23 @@ void Admission::refresh() {
   retained_.push_back(std::make_unique<Retained>(Retained{source_.current(), 0}));
   Retained* previous = current_;
   current_ = retained_.back().get();
+  const AdmissionPolicy& policy = *current_->policy;
+  if (policy.rules()) {
+    // Built with the policy, off the data path, to fit the old database too; only a worker
+    // whose scratch was taken already (two instances on one worker id: tests) allocates here.
+    std::unique_ptr<RuleScratch> scratch = policy.take_scratch(worker_);
+    if (!scratch) {
+      scratch = std::make_unique<RuleScratch>(*policy.rules());
+      if (scratch_ && previous && previous->policy->rules())
+        scratch->reserve_for(*previous->policy->rules());
+    }
+    scratch_ = std::move(scratch);
+  }
+  // Idle streams let go of an old database, so it can be freed.
+  for (Request* idle : requests_free_) {
+    if (idle->prompt_scan.database() != policy.rules().get()) idle->prompt_scan.release();
+  }
+  if (path_scan_.database() != policy.rules().get()) path_scan_.release();
   if (previous != nullptr) {
     ++stats_.policy_switches;
     if (previous->users == 0) let_go(previous);
@@ -186,6 +206,11 @@ Admission::Request* Admission::take_request() {
 }
 
 void Admission::give_back(Request* request) {
+  if (request->prompt_scanning) {
+    request->prompt_scan.cancel();
+    request->prompt_scanning = false;
+  }
+  request->rules = nullptr;
   let_go(request->policy);
   requests_free_.push_back(request);
 }
@@ -230,7 +255,20 @@ Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, ui
   record.dst = state.endpoints.server;
   record.method.assign(head.method);
   record.set_path(head.target);
-  if (!policy.enforcing()) return {};
+  const RuleDatabase* db = policy.rules().get();
+  // The path scope is scanned whole, here; the prompt scope as the text comes.
+  const auto scan_path = [&](const TierSelection* selection) -> Refusal {
+    request->rules = selection;
+    if (db == nullptr || selection == nullptr || !db->applies(*selection, RuleScope::kPath))
+      return {};
+    path_scan_.begin(*db, *selection, RuleScope::kPath);
+    path_scan_.feed(head.target, *scratch_);
+    return apply_rules(*request, *db, path_scan_.end(*scratch_));
+  };
+  if (!policy.enforcing()) {
+    const Refusal by_rules = scan_path(policy.untiered_rules());
+    return by_rules.refused() ? deny(state, by_rules) : Refusal{};
+  }
 
   switch (head.key_status) {
     case KeyStatus::kAbsent:
@@ -254,6 +292,8 @@ Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, ui
 
   if (!path_allowed(*identity->tier, head.target))
     return deny(state, Refusal{RequestReason::endpoint_not_allowed});
+  if (const Refusal by_rules = scan_path(identity->tier->rules); by_rules.refused())
+    return deny(state, by_rules);
   if (head.framing == BodyFraming::kContentLength) {
     uint64_t largest = 0;
     for (const Bucket& bucket : identity->buckets)
@@ -289,9 +329,17 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
   }
   if (outcome.reason != RequestReason::ok) return deny(state, Refusal{outcome.reason});
 
+  if (request->prompt_scanning) {
+    request->prompt_scanning = false;
+    const RuleVerdict verdict = request->prompt_scan.end(*scratch_);
+    const Refusal by_rules = apply_rules(*request, *request->policy->policy->rules(), verdict);
+    if (by_rules.refused()) return deny(state, by_rules);
+  }
+
   const IdentityPolicy* identity = request->identity;
   if (identity != nullptr) {
-    const std::string_view model = outcome.fields != nullptr ? outcome.fields->model : "";
+    const std::string_view model =
+        outcome.fields != nullptr ? std::string_view(outcome.fields->model) : std::string_view();
     if (!model_allowed(*identity->tier, model, outcome.json))
       return deny(state, Refusal{RequestReason::model_not_allowed});
     if (outcome.fields != nullptr && outcome.fields->prompt_token_ids)
@@ -378,6 +426,48 @@ void Admission::finish(FlowState&, Request& request, const ResponseOutcome* resp
       ++stats_.release_errors;
   }
   emit(record);
+}
+
+void Admission::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
+  if (flow_id >= by_flow_.size() || by_flow_[flow_id] == nullptr) return;
+  Request* request = by_flow_[flow_id]->reading;
+  if (request == nullptr || request->rules == nullptr) return;
+  if (!request->prompt_scanning) {
+    const RuleDatabase& db = *request->policy->policy->rules();
+    if (!db.applies(*request->rules, RuleScope::kPrompt)) {
+      request->rules = nullptr;  // nothing to look for in this request's prompt
+      return;
+    }
+    request->prompt_scan.begin(db, *request->rules, RuleScope::kPrompt);
+    request->prompt_scanning = true;
+  }
+  request->prompt_scan.feed(canonical, *scratch_);
+}
+
+Refusal Admission::apply_rules(Request& request, const RuleDatabase& db,
+                               const RuleVerdict& verdict) {
+  AuditRecord& record = request.record;
+  if (verdict.blocked()) record.add_rule(db.rule(static_cast<uint32_t>(verdict.blocking_rule)).id);
+  for (uint8_t i = 0; i < std::min<std::size_t>(verdict.matched_count, RuleVerdict::kMaxMatched);
+       ++i) {
+    if (static_cast<int32_t>(verdict.matched[i]) != verdict.blocking_rule)
+      record.add_rule(db.rule(verdict.matched[i]).id);
+  }
+  if (verdict.flagged) {
+    ++stats_.rule_flags;
+    if (request.identity != nullptr)
+      request.identity->buckets[0].state->flagged.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (verdict.error) {
+    ++stats_.rule_scan_errors;
+    return Refusal{RequestReason::rule_scan_failed};
+  }
+  if (!verdict.blocked()) return {};
+  ++stats_.rule_blocks;
+  Refusal refusal{RequestReason::content_policy_violation};
+  if (request.policy != nullptr && request.policy->policy->disclose_rule_id())
+    refusal.detail = db.rule(static_cast<uint32_t>(verdict.blocking_rule)).id;
+  return refusal;
 }
 
 void Admission::on_response_end(uint32_t flow_id, const ResponseOutcome& response,

@@ -104,11 +104,19 @@ std::string format_reset(uint64_t ns) {
 std::size_t write_denial(const Refusal& refusal, std::span<char> out) {
   const RequestReasonInfo& info = info_of(refusal.reason);
   const std::string_view type = error_type(refusal.reason);
-  char body[320];
+  // The detail is a rule id ([A-Za-z0-9._-]); anything else is left out rather than escaped.
+  std::string_view detail = refusal.detail.substr(0, 96);
+  if (detail.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+      std::string_view::npos)
+    detail = {};
+  char body[448];
   const int body_length = std::snprintf(
-      body, sizeof body, R"({"error":{"message":"%.*s","type":"%.*s","param":null,"code":"%.*s"}})",
-      static_cast<int>(info.text.size()), info.text.data(), static_cast<int>(type.size()),
-      type.data(), static_cast<int>(info.name.size()), info.name.data());
+      body, sizeof body,
+      R"({"error":{"message":"%.*s%s%.*s","type":"%.*s","param":null,"code":"%.*s"}})",
+      static_cast<int>(info.text.size()), info.text.data(), detail.empty() ? "" : ": ",
+      static_cast<int>(detail.size()), detail.data(), static_cast<int>(type.size()), type.data(),
+      static_cast<int>(info.name.size()), info.name.data());
   if (body_length <= 0 || body_length >= static_cast<int>(sizeof body)) return 0;
 
   const std::string_view phrase = status_text(info.status);

@@ -56,12 +56,21 @@ const IdentityPolicy* AdmissionPolicy::of(const Identity* identity) const {
 }
 
 std::string AdmissionPolicy::summary() const {
-  if (!enforcing_) return "no tiers, admission off: every request admitted";
+  const std::string rules =
+      rules_ ? ", " + std::to_string(rules_->rule_count()) + " rules (" + rules_->source() + ")"
+             : "";
+  if (!enforcing_) return "no tiers, admission off: every request admitted" + rules;
   const std::size_t identities = identities_ ? identities_->identities().size() : 0;
   const std::size_t keys = identities_ ? identities_->key_count() : 0;
   return std::to_string(identities) + " identities (" + std::to_string(keys) + " keys), " +
          std::to_string(tiers_.size()) + " tiers, unknown keys " +
-         (anonymous_ ? "in tier " + anonymous_->tier->name : std::string("denied"));
+         (anonymous_ ? "in tier " + anonymous_->tier->name : std::string("denied")) + rules;
+}
+
+std::unique_ptr<RuleScratch> AdmissionPolicy::take_scratch(uint32_t worker) const {
+  const std::lock_guard lock(scratch_mutex_);
+  if (worker >= scratch_.size()) return nullptr;
+  return std::move(scratch_[worker]);
 }
 
 PolicySource::PolicySource(std::shared_ptr<const AdmissionPolicy> initial)

@@ -19,6 +19,7 @@ declare -A sources=(
   [prompt_extractor_fuzz]="src/core/prompt_extractor.cpp"
   [canonicalizer_fuzz]="src/core/canonicalizer.cpp"
   [usage_scanner_fuzz]="src/core/usage_scanner.cpp"
+  [completion_extractor_fuzz]="src/core/completion_extractor.cpp"
 )
 declare -A libraries=(
   [classify_fuzz]="$(pkg-config --libs libxxhash)"

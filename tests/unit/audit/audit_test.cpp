@@ -90,7 +90,7 @@ AuditRecord deny_record() {
 
 TEST(AuditRecordTest, IsFixedSizeAndTriviallyCopyable) {
   static_assert(std::is_trivially_copyable_v<AuditRecord>);
-  EXPECT_EQ(sizeof(AuditRecord), 512u);
+  EXPECT_EQ(sizeof(AuditRecord), 640u);
   EXPECT_EQ(alignof(AuditRecord), 64u);
 }
 
@@ -239,14 +239,19 @@ TEST(AuditFormatTest, WritesReportedUsageWithAbsentPartsAsNull) {
   EXPECT_TRUE(parsed["usage"]["total_tokens"].is_null());
 }
 
-TEST(AuditFormatTest, ListsRuleIds) {
+TEST(AuditFormatTest, ListsRuleIdsAndKeepsOnlyWholeOnes) {
   AuditRecord record = deny_record();
-  record.rules[0] = 12;
-  record.rules[1] = 4000000000u;
-  record.rule_count = 2;
-  EXPECT_EQ(parse_line(format(record))["rules"], json::array({12, 4000000000u}));
-  record.rule_count = 200;  // corrupt count: capped, still valid JSON
-  EXPECT_EQ(parse_line(format(record))["rules"].size(), AuditRecord::kMaxRules);
+  EXPECT_TRUE(record.add_rule("pi.ignore-previous"));
+  EXPECT_TRUE(record.add_rule("jb.dan"));
+  EXPECT_EQ(parse_line(format(record))["rules"], json::array({"pi.ignore-previous", "jb.dan"}));
+  EXPECT_FALSE(record.add_rule(std::string(200, 'x'))) << "an id that does not fit is left out";
+  EXPECT_FALSE(record.add_rule(""));
+  EXPECT_EQ(parse_line(format(record))["rules"].size(), 2u);
+  while (record.add_rule("r.0123456789")) {
+  }
+  const json full = parse_line(format(record));
+  EXPECT_GT(full["rules"].size(), 10u);
+  for (const auto& id : full["rules"]) EXPECT_FALSE(id.get<std::string>().empty());
 }
 
 TEST(AuditFormatTest, WorstCaseRecordFitsMaxLineAndSmallBufferReturnsZero) {
@@ -266,8 +271,7 @@ TEST(AuditFormatTest, WorstCaseRecordFitsMaxLineAndSmallBufferReturnsZero) {
   record.usage_prompt_tokens = record.usage_completion_tokens = record.usage_total_tokens =
       INT64_MAX;
   record.sequence = UINT64_MAX;
-  record.rule_count = AuditRecord::kMaxRules;
-  for (auto& rule : record.rules) rule = UINT32_MAX;
+  record.rules.assign(std::string(160, '\x01'));
   const std::string line = format(record);
   EXPECT_LT(line.size(), kMaxAuditLineBytes);
   parse_line(line);

@@ -1,0 +1,168 @@
+// Streaming extraction of the completion text of an inference response, for the rules of scope
+// `completion`. The body (already de-chunked and decoded) is fed in pieces split anywhere, down to
+// one byte; state is bounded and feed() never allocates. The decoded text of each completion
+// field goes to a CompletionSink, in document order, in pieces.
+//
+// Fields (each a JSON string value; any other value is skipped, containers included):
+//   OpenAI chat         choices[*].message.content          (a string, or parts: content[*].text)
+//                       choices[*].message.refusal
+//                       choices[*].message.tool_calls[*].function.arguments
+//                       choices[*].delta.…                  (streamed: the same paths as message,
+//                                                            content parts included)
+//   OpenAI completions  choices[*].text
+//   OpenAI Responses    output[*].content[*].text
+//                       output[*].arguments                 (a function_call item: the Responses
+//                                                            form of tool_calls' arguments)
+//                       delta                               (streamed events; see below)
+//   Anthropic           content[*].text                     (a message)
+//                       delta.text                          (streamed content_block_delta)
+// Paths are exact: `content` anywhere else (a message inside a tool call, a nested object, a
+// choice's `content`) is not a field. Keys are compared as written: a key holding a backslash
+// escape never matches (as in usage_scanner.hpp; hosts do not escape these ASCII keys). Not
+// fields either: Anthropic tool_use input (an object, streamed as delta.partial_json), reasoning
+// and thinking text, and the Responses events that repeat text already streamed
+// (response.output_text.done, response.completed's output).
+//
+// The top-level `delta` string of a Responses API event is emitted unless the latest top-level
+// `type` before it is a plain string (no backslash escape) other than response.output_text.delta,
+// response.refusal.delta and response.function_call_arguments.delta. An object's members can come
+// in any order and the extractor keeps no text, so the type cannot be waited for: emitting when
+// the type is absent, comes later or is not a plain string may scan a little more text (an audio
+// or reasoning delta from a host that writes `type` last), never less; the one thing that
+// suppresses a delta is a type that says, before it, that the delta is something else. (A second
+// `type` after the delta cannot undo that; hosts write one.)
+//
+// Decoding: every escape, \uXXXX included, surrogate pairs combined; a lone surrogate escape
+// becomes U+FFFD, and so does each maximal ill-formed subsequence of raw bytes (WHATWG Encoding
+// "UTF-8 decode", as a browser or Python's errors="replace" would show the text), so the sink
+// always receives valid UTF-8 — and one bad byte cannot hide the rest of a completion from the
+// scan, as failing the body would. A piece never ends inside a character: up to 3 bytes of a
+// character cut by the end of a fed piece are held back until it completes.
+//
+// Malformed input (src/core/completion_extractor.cpp has the grammar): a plain body must be
+// exactly one JSON object (RFC 8259, nesting up to kMaxDepth); at the first byte where it stops
+// being the prefix of one, extraction stops and malformed() turns true. Text already handed to the
+// sink stays handed out — it was scanned as it streamed, and a field cut by the failure still gets
+// its on_completion_field_end (a held partial character or lone high surrogate is dropped).
+// event_stream (text/event-stream, WHATWG HTML §9.2.6): each event's data lines, joined by "\n",
+// are one JSON text read as above; `[DONE]` and blank data are ignored; a malformed event sets
+// malformed() and the next event is read afresh.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace sluice {
+
+// Receives the decoded text of each completion field. Each string value that is a field gives
+// zero or more on_completion_text calls (never empty, never splitting a UTF-8 character) and then
+// exactly one on_completion_field_end — an empty string too. Pieces are views into the fed bytes
+// or into a buffer on feed()'s stack: valid only during the call.
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  virtual void on_completion_text(std::string_view utf8) = 0;
+  virtual void on_completion_field_end() = 0;  // one text field ended (a content, one delta)
+};
+
+class CompletionExtractor {
+ public:
+  CompletionExtractor();  // ready for a plain JSON body, as after begin(false)
+
+  // A new response body; event_stream: its Content-Type is text/event-stream.
+  void begin(bool event_stream);
+  // The next body bytes (de-chunked), split anywhere. Ignored after finish() until begin().
+  void feed(std::span<const uint8_t> bytes, CompletionSink& sink);
+  // The body has ended. A plain body that is not one complete object (an empty one included) is
+  // malformed; an event stream's open event is read as ended (a host may close without the last
+  // blank line). Calling it again does nothing.
+  void finish(CompletionSink& sink);
+  // The body, or one of its events, could not be followed. Sticky until begin().
+  bool malformed() const { return malformed_; }
+
+  // Deepest nesting followed (the top-level object is depth 1); deeper is malformed.
+  static constexpr uint32_t kMaxDepth = 64;
+  // Longest string worth keeping: the type "response.function_call_arguments.delta" (38); the
+  // longest key that matters is "tool_calls" (10). Longer strings are not buffered.
+  static constexpr std::size_t kBufferBytes = 38;
+
+  // State per response, all inline: the object/array bit stack (64 levels), the roles of the
+  // containers at depth 1..7 (deeper ones never have one), the 38-byte key/type buffer, a held
+  // partial character (3 bytes) and its decoder state, a pending high surrogate and \u code
+  // unit, and one-byte modes and flags; sizeof(CompletionExtractor) = 88 bytes on x86-64
+  // (static_assert in the .cpp). Trivially copyable: it owns nothing.
+
+ private:
+  // Parser states and roles, defined in src/core/completion_extractor.cpp.
+  enum class Mode : uint8_t;
+  enum class Step : uint8_t;
+  enum class Role : uint8_t;
+  enum class Slot : uint8_t;
+  enum class Dest : uint8_t;
+  enum class RootType : uint8_t;
+  enum class Line : uint8_t;
+  class Output;  // batches decoded pieces for the sink; lives on feed()'s stack
+
+  static Slot key_slot(Role role, std::string_view key);
+  static Slot element_slot(Role array);
+  static Role container_role(bool object, Slot slot);
+
+  void scan_json(const uint8_t* p, const uint8_t* end, Output& out);
+  const uint8_t* scan_text(const uint8_t* p, const uint8_t* end, Output& out);
+  const uint8_t* scan_skipped(const uint8_t* p, const uint8_t* end, Output& out);
+  void structural(uint8_t c, Output& out);
+  void start_value(uint8_t c, Output& out);
+  void start_string(Dest dest);
+  void end_string(Output& out);
+  void code_unit(Output& out);
+  bool number_byte(uint8_t c);
+  void end_scalar();
+  void open(bool object, Slot slot, Output& out);
+  void close();
+  void fail(Output& out);
+  Role role() const;
+  bool in_array() const;
+  void reset_document();
+  void end_document(Output& out);
+
+  void scan_event_stream(const uint8_t* p, const uint8_t* end, Output& out);
+  void start_data_line(Output& out);
+  void end_line(uint8_t terminator);
+  void dispatch(Output& out);
+
+  uint64_t object_bits_;  // bit d-1 set: the container at depth d is an object (else an array)
+  Role roles_[8];         // roles of the containers at depth 1..7; deeper ones are never tracked
+  Mode mode_;
+  Step step_;                // inside a string, number or literal
+  Slot slot_;                // what the value after the current key is
+  Dest dest_;                // where the current string's bytes go
+  RootType root_type_;       // the top-level `type` read so far (gates the top-level `delta`)
+  uint8_t depth_;            // open containers
+  uint8_t literal_;          // which of true/false/null/[DONE]
+  uint8_t count_;            // literal bytes matched, or \u hex digits left
+  uint16_t code_unit_;       // the \u escape being read
+  uint16_t high_surrogate_;  // a \u high surrogate waiting for its low half; 0: none
+  // A UTF-8 character cut by the end of a piece: its bytes so far, the continuations still due,
+  // and the range the next one must be in (RFC 3629 §4).
+  uint8_t held_[3];
+  uint8_t held_count_;
+  uint8_t utf8_needed_;
+  uint8_t utf8_low_;
+  uint8_t utf8_high_;
+  // Bytes in buffer_; beyond kBufferBytes the string cannot match: + 1 not kept (too long, or
+  // not worth keeping), + 2 it held an escape.
+  uint8_t buffer_length_;
+  char buffer_[kBufferBytes];
+  // Event stream framing.
+  Line line_;
+  uint8_t matched_;  // bytes of the byte order mark, or of the field name "data", matched
+  bool after_cr_;    // the last line ended in CR: an LF next belongs to it
+  bool event_has_data_;
+  bool event_stream_;
+  bool finished_;
+  bool malformed_;
+};
+
+}  // namespace sluice

@@ -1,0 +1,1039 @@
+// Streaming completion-text extraction: one pass over the response body, byte spans in, decoded
+// UTF-8 pieces out, bounded state, no allocation.
+//
+// JSON (RFC 8259), followed strictly, as a prefix validator: the first byte at which the input
+// stops being the prefix of a valid text fails it, so the text handed out before a failure is
+// exactly the text of the valid prefix. Checked: structure and nesting (bit stack, kMaxDepth
+// levels), the literals, the number grammar (no leading zeros), string escapes (\uXXXX needs four
+// hex digits), no raw control characters in strings, only ASCII outside strings, nothing but
+// whitespace after the top-level value, which must be an object (or, as a whole event of an event
+// stream, `[DONE]`). Not a failure: ill-formed UTF-8 inside a string and lone surrogate escapes —
+// they cannot move a structural byte, and a field's text is decoded with U+FFFD for them (the
+// header says why) rather than dropping the rest of the completion from the scan.
+//
+// Paths: a container has a role only when its whole path is one of the fields' (below); roles are
+// kept for depth 1..7 (root > choices > choice > message > tool_calls > tool call > function is
+// the deepest), everything else is walked with one bit per level. A key is compared only inside a
+// container with a role, through the kBufferBytes buffer; a key that is longer or holds an escape
+// cannot match.
+//
+//   root          choices → [choice]   output → [output item]   content → [part]
+//                 delta → text (gated, see the header) or {text}   type → the event type
+//   choice        message → message   delta → message   text → text
+//   message       content → text or [part]   refusal → text   tool_calls → [tool call]
+//   tool call     function → {arguments → text}
+//   output item   content → [part]   arguments → text
+//   part          text → text
+//
+// Strings: a field's bytes go through the decoder (scan_text); every other string is only
+// validated (scan_skipped), its bytes kept only when it is a key in a tracked container or the
+// top-level type. Decoded bytes are batched in Output, a buffer on feed()'s stack, and handed to
+// the sink when it fills, when a field ends and when feed() returns; a run of 64 bytes or more of
+// the input is handed over in place, without a copy.
+//
+// Event stream (WHATWG HTML, "Interpreting an event stream"), as in usage_scanner.cpp: lines end
+// in CRLF, LF or CR; a leading UTF-8 byte order mark is dropped; a line `data` or `data:VALUE`
+// (one leading space of VALUE dropped) adds VALUE to the event's data, lines joined with "\n",
+// which the JSON reader sees as whitespace — so the data bytes stream straight into the JSON
+// reader, never buffered. Comments, event, id, retry and unknown fields are skipped. An empty line
+// ends the event: data that is not a whole valid object (nor `[DONE]`, nor blank) is malformed.
+// finish() ends an open event.
+//
+// Cost (quick timing: g++ 12 -O2, AMD EPYC VM, 1 MiB bodies fed in 1460-byte pieces, 50 rounds,
+// process CPU time, a sink that only counts; usage_scanner on the same bodies in brackets):
+// ≈ 0.13 ns/byte for an OpenAI chat completion body of English text (SSE2 over the content,
+// handed over in place; [0.7]); ≈ 1.4 ns/byte for CJK text (each 3-byte character checked, [0.6]);
+// ≈ 1.7–1.9 ns/byte for OpenAI chat, Anthropic and Responses streams (~190-byte events dense in
+// keys; [1.5–1.8]) — ≈ 0.35 µs per event, against tens of ms between events from the host.
+#include "sluice/completion_extractor.hpp"
+
+#include <array>
+#include <cstring>
+#include <string_view>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace sluice {
+
+enum class CompletionExtractor::Mode : uint8_t {
+  kStart,        // before the top-level value
+  kValue,        // a value must follow (after ':', or after ',' in an array)
+  kArrayFirst,   // after '[': a value or ']'
+  kObjectFirst,  // after '{': a key or '}'
+  kKey,          // after ',' in an object: a key
+  kColon,        // after a key
+  kAfterValue,   // ',' or the closing bracket of the current container
+  kDone,         // after the top-level value: whitespace only
+  kString,
+  kNumber,
+  kLiteral,
+  kFailed,  // not valid JSON: nothing more is read until the text ends
+};
+
+// One step field serves strings and numbers (never both at once).
+enum class CompletionExtractor::Step : uint8_t {
+  kPlain,               // string: between characters
+  kUtf8,                // string: inside a character cut by the end of a piece (bytes held)
+  kEscape,              // string: after '\'
+  kHex,                 // string: inside \uXXXX (count_ digits left)
+  kAfterHigh,           // string: after a high-surrogate escape, '\' would start its low half
+  kAfterHighBackslash,  // ... and 'u' after that
+  kMinus,               // number: after '-'
+  kZero,                // number: integer part "0"
+  kInt,                 // number: integer part [1-9][0-9]*
+  kDot,                 // number: after '.'
+  kFrac,                // number: in the fraction
+  kExp,                 // number: after 'e' / 'E'
+  kExpSign,
+  kExpDigits,
+};
+
+// What a tracked container is (see the table at the top of the file).
+enum class CompletionExtractor::Role : uint8_t {
+  kSkip,
+  kRoot,
+  kChoices,     // root.choices: array of kChoice
+  kChoice,      //
+  kMessage,     // choice.message, choice.delta
+  kParts,       // message.content, output item content, root.content: array of kPart
+  kPart,        // {text}
+  kToolCalls,   // message.tool_calls: array of kToolCall
+  kToolCall,    // {function}
+  kFunction,    // {arguments}
+  kOutput,      // root.output: array of kOutputItem
+  kOutputItem,  // {content, arguments}
+  kDelta,       // root.delta as an object (Anthropic): {text}
+};
+
+// What the value after the current key, or the current array element, is.
+enum class CompletionExtractor::Slot : uint8_t {
+  kNone,
+  kChoices,
+  kChoice,
+  kMessage,
+  kContent,  // text, or an array of parts
+  kParts,
+  kPart,
+  kToolCalls,
+  kToolCall,
+  kFunction,
+  kOutput,
+  kOutputItem,
+  kRootDelta,  // text (gated by the type) or an object
+  kType,       // the top-level type
+  kText,
+};
+
+enum class CompletionExtractor::Dest : uint8_t {
+  kDiscard,  // validated only
+  kKey,      // a key: buffered when its container is tracked
+  kType,     // the top-level type: buffered
+  kText,     // a field: decoded and handed to the sink
+};
+
+enum class CompletionExtractor::RootType : uint8_t {
+  kUnknown,    // no type yet, or one that is not a plain string
+  kTextDelta,  // one of kTextDeltaTypes
+  kOther,      // a plain string naming another event: its top-level delta is not text
+};
+
+enum class CompletionExtractor::Line : uint8_t {
+  kBom,        // the stream's first bytes: a UTF-8 byte order mark is dropped
+  kStart,      // at the start of a line
+  kName,       // a field name that matches matched_ bytes of "data" so far
+  kDataSpace,  // just after "data:": one space is dropped
+  kData,       // a data value: its bytes go to the JSON reader
+  kIgnore,     // a comment, another field, or a name that is not "data": skipped to its end
+};
+
+namespace {
+
+// buffer_length_ beyond the buffer: a string that is not kept (too long, or not worth keeping),
+// and one that held a backslash escape. Neither matches; the type tells them apart (see the
+// header).
+constexpr uint8_t kNotKept = CompletionExtractor::kBufferBytes + 1;
+constexpr uint8_t kEscaped = CompletionExtractor::kBufferBytes + 2;
+constexpr std::size_t kTrackedDepth = 8;  // roles_ entries: depth 0 (unused) .. 7
+// [DONE] ends an OpenAI stream; it is read as a literal, only as an event's whole data.
+constexpr std::string_view kLiterals[] = {"true", "false", "null", "[DONE]"};
+constexpr uint8_t kDoneLiteral = 3;
+constexpr std::string_view kDataField = "data";
+constexpr uint8_t kByteOrderMark[] = {0xef, 0xbb, 0xbf};
+constexpr std::string_view kTextDeltaTypes[] = {
+    "response.output_text.delta",
+    "response.refusal.delta",
+    "response.function_call_arguments.delta",
+};
+static_assert(std::size(kTextDeltaTypes[2]) == CompletionExtractor::kBufferBytes);
+
+// Bytes a skipped string holds as they are: anything but '"', '\' and the control characters.
+constexpr std::array<bool, 256> kSkippedBytes = [] {
+  std::array<bool, 256> plain{};
+  for (int c = 0x20; c < 0x100; ++c) plain[c] = c != '"' && c != '\\';
+  return plain;
+}();
+
+// Bytes a field's text holds as they are without decoding: printable ASCII but '"' and '\'.
+constexpr std::array<bool, 256> kAsciiText = [] {
+  std::array<bool, 256> plain{};
+  for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
+  return plain;
+}();
+
+// RFC 3629 §4: continuation bytes after a lead; the first continuation's range excludes
+// overlongs (E0, F0), UTF-16 surrogates (ED) and code points above U+10FFFF (F4).
+struct Utf8Lead {
+  uint8_t continuations = 0;  // 0: not a valid lead byte
+  uint8_t low = 0x80;
+  uint8_t high = 0xbf;
+};
+constexpr std::array<Utf8Lead, 256> kUtf8Leads = [] {
+  std::array<Utf8Lead, 256> leads{};
+  for (int c = 0xc2; c <= 0xdf; ++c) leads[c] = {1, 0x80, 0xbf};
+  for (int c = 0xe0; c <= 0xef; ++c) leads[c] = {2, 0x80, 0xbf};
+  for (int c = 0xf0; c <= 0xf4; ++c) leads[c] = {3, 0x80, 0xbf};
+  leads[0xe0].low = 0xa0;
+  leads[0xed].high = 0x9f;
+  leads[0xf0].low = 0x90;
+  leads[0xf4].high = 0x8f;
+  return leads;
+}();
+
+constexpr std::array<int8_t, 256> kHexDigits = [] {
+  std::array<int8_t, 256> digits{};
+  digits.fill(-1);
+  for (int c = '0'; c <= '9'; ++c) digits[c] = static_cast<int8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) digits[c] = static_cast<int8_t>(c - 'a' + 10);
+  for (int c = 'A'; c <= 'F'; ++c) digits[c] = static_cast<int8_t>(c - 'A' + 10);
+  return digits;
+}();
+
+// RFC 8259 §7 short escapes: the byte each stands for; 0 where the letter is not one.
+constexpr std::array<uint8_t, 256> kShortEscapes = [] {
+  std::array<uint8_t, 256> decoded{};
+  decoded['"'] = '"';
+  decoded['\\'] = '\\';
+  decoded['/'] = '/';
+  decoded['b'] = '\b';
+  decoded['f'] = '\f';
+  decoded['n'] = '\n';
+  decoded['r'] = '\r';
+  decoded['t'] = '\t';
+  return decoded;
+}();
+
+constexpr bool is_whitespace(uint8_t c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+constexpr bool is_digit(uint8_t c) {
+  return c >= '0' && c <= '9';
+}
+constexpr bool is_line_end(uint8_t c) {
+  return c == '\n' || c == '\r';
+}
+constexpr bool is_high_surrogate(uint32_t unit) {
+  return unit >= 0xd800 && unit <= 0xdbff;
+}
+constexpr bool is_low_surrogate(uint32_t unit) {
+  return unit >= 0xdc00 && unit <= 0xdfff;
+}
+constexpr uint32_t combine_surrogates(uint32_t high, uint32_t low) {
+  return 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00);
+}
+
+// The first byte in [p, end) that a string cannot hold undecoded: '"', '\', a control character,
+// or (SSE2 path) any byte >= 0x80 — one signed compare catches both. The caller looks at it.
+inline const uint8_t* find_special(const uint8_t* p, const uint8_t* end) {
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i space = _mm_set1_epi8(0x20);
+  while (end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i special =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                     _mm_cmplt_epi8(v, space));
+    const int mask = _mm_movemask_epi8(special);
+    if (mask != 0) return p + __builtin_ctz(static_cast<unsigned>(mask));
+    p += 16;
+  }
+#endif
+  while (p < end && kAsciiText[*p]) ++p;
+  return p;
+}
+
+// The end of the run at p of what a field's text holds as it stands: printable ASCII but '"' and
+// '\', and whole well-formed UTF-8 characters, checked in place. What ends it (a quote, an
+// escape, a control character, an ill-formed or cut sequence, or the end) is the caller's.
+inline const uint8_t* find_text_run_end(const uint8_t* p, const uint8_t* end) {
+  while (true) {
+    p = find_special(p, end);
+    // Non-ASCII text comes in stretches (CJK, emoji): its characters one after another.
+    while (p < end && *p >= 0x80) {
+      const Utf8Lead lead = kUtf8Leads[*p];
+      const std::ptrdiff_t size = lead.continuations + 1;
+      if (size == 1 || end - p < size || p[1] < lead.low || p[1] > lead.high) return p;
+      if (size >= 3 && (p[2] & 0xc0) != 0x80) return p;
+      if (size == 4 && (p[3] & 0xc0) != 0x80) return p;
+      p += size;
+    }
+    if (p == end || !kAsciiText[*p]) return p;
+  }
+}
+
+// The first CR or LF in [p, end), else end. Two memchr passes (SIMD in libc) beat one byte loop
+// on the long lines of an event stream.
+const uint8_t* find_line_end(const uint8_t* p, const uint8_t* end) {
+  const auto* lf = static_cast<const uint8_t*>(std::memchr(p, '\n', end - p));
+  if (lf != nullptr) end = lf;
+  const auto* cr = static_cast<const uint8_t*>(std::memchr(p, '\r', end - p));
+  return cr != nullptr ? cr : end;
+}
+
+}  // namespace
+
+// Decoded pieces on their way to the sink. Everything appended is whole characters, so a piece
+// handed over never splits one; a flush happens before an append that would not fit.
+class CompletionExtractor::Output {
+ public:
+  explicit Output(CompletionSink& sink) : sink_(sink) {}
+
+  void text(const uint8_t* data, std::size_t size) {
+    if (size == 0) return;
+    if (size >= kInPlace) {
+      flush();
+      sink_.on_completion_text({reinterpret_cast<const char*>(data), size});
+      return;
+    }
+    if (size > sizeof(buffer_) - size_) flush();
+    std::memcpy(buffer_ + size_, data, size);
+    size_ += size;
+  }
+
+  // A scalar value (never a surrogate) as UTF-8.
+  void code_point(uint32_t cp) {
+    uint8_t bytes[4];
+    std::size_t size = 0;
+    if (cp < 0x80) {
+      bytes[size++] = static_cast<uint8_t>(cp);
+    } else if (cp < 0x800) {
+      bytes[size++] = static_cast<uint8_t>(0xc0 | (cp >> 6));
+      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+      bytes[size++] = static_cast<uint8_t>(0xe0 | (cp >> 12));
+      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
+      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
+    } else {
+      bytes[size++] = static_cast<uint8_t>(0xf0 | (cp >> 18));
+      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3f));
+      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
+      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
+    }
+    text(bytes, size);
+  }
+
+  void replacement() {
+    static constexpr uint8_t kReplacement[] = {0xef, 0xbf, 0xbd};  // U+FFFD
+    text(kReplacement, sizeof(kReplacement));
+  }
+
+  void field_end() {
+    flush();
+    sink_.on_completion_field_end();
+  }
+
+  void flush() {
+    if (size_ == 0) return;
+    sink_.on_completion_text({reinterpret_cast<const char*>(buffer_), size_});
+    size_ = 0;
+  }
+
+ private:
+  // Runs at least this long are handed over in place: the copy is skipped and the sink (a
+  // Hyperscan stream) sees few, long pieces either way.
+  static constexpr std::size_t kInPlace = 64;
+  CompletionSink& sink_;
+  std::size_t size_ = 0;
+  uint8_t buffer_[256];
+};
+
+static_assert(std::is_trivially_copyable_v<CompletionExtractor>);
+static_assert(sizeof(CompletionExtractor) <= 88, "state per response grew: update the header");
+
+CompletionExtractor::CompletionExtractor() {
+  begin(false);
+}
+
+void CompletionExtractor::begin(bool event_stream) {
+  reset_document();
+  line_ = Line::kBom;
+  matched_ = 0;
+  after_cr_ = false;
+  event_has_data_ = false;
+  event_stream_ = event_stream;
+  finished_ = false;
+  malformed_ = false;
+}
+
+void CompletionExtractor::reset_document() {
+  object_bits_ = 0;
+  std::memset(roles_, 0, sizeof(roles_));  // Role::kSkip
+  mode_ = Mode::kStart;
+  step_ = Step::kPlain;
+  slot_ = Slot::kNone;
+  dest_ = Dest::kDiscard;
+  root_type_ = RootType::kUnknown;
+  depth_ = 0;
+  literal_ = 0;
+  count_ = 0;
+  code_unit_ = 0;
+  high_surrogate_ = 0;
+  std::memset(held_, 0, sizeof(held_));
+  held_count_ = 0;
+  utf8_needed_ = 0;
+  utf8_low_ = 0x80;
+  utf8_high_ = 0xbf;
+  buffer_length_ = 0;
+  std::memset(buffer_, 0, sizeof(buffer_));
+}
+
+void CompletionExtractor::feed(std::span<const uint8_t> bytes, CompletionSink& sink) {
+  if (finished_ || bytes.empty()) return;
+  Output out(sink);
+  const uint8_t* const end = bytes.data() + bytes.size();
+  if (event_stream_) {
+    scan_event_stream(bytes.data(), end, out);
+  } else {
+    scan_json(bytes.data(), end, out);
+  }
+  out.flush();
+}
+
+void CompletionExtractor::finish(CompletionSink& sink) {
+  if (finished_) return;
+  finished_ = true;
+  Output out(sink);
+  if (event_stream_) {
+    dispatch(out);  // a stream may close without the blank line after its last event
+  } else {
+    end_document(out);
+  }
+  out.flush();
+}
+
+// The current JSON text has ended: anything short of a whole value is malformed. In an event
+// stream, data that was blank (kStart) is no text at all.
+void CompletionExtractor::end_document(Output& out) {
+  if (mode_ == Mode::kDone || mode_ == Mode::kFailed) return;
+  if (event_stream_ && mode_ == Mode::kStart) return;
+  fail(out);
+}
+
+// ---- JSON ---------------------------------------------------------------------------------
+
+void CompletionExtractor::scan_json(const uint8_t* p, const uint8_t* const end, Output& out) {
+  while (p < end) {
+    switch (mode_) {
+      case Mode::kString:
+        p = dest_ == Dest::kText ? scan_text(p, end, out) : scan_skipped(p, end, out);
+        break;
+      case Mode::kNumber:
+        if (number_byte(*p)) {
+          ++p;
+        } else {
+          const bool complete = step_ == Step::kZero || step_ == Step::kInt ||
+                                step_ == Step::kFrac || step_ == Step::kExpDigits;
+          if (!complete) return fail(out);
+          end_scalar();  // *p is read again in the mode that follows
+        }
+        break;
+      case Mode::kLiteral: {
+        const std::string_view literal = kLiterals[literal_];
+        if (*p++ != static_cast<uint8_t>(literal[count_])) {
+          fail(out);
+        } else if (++count_ == literal.size()) {
+          end_scalar();
+        }
+        break;
+      }
+      case Mode::kFailed:
+        return;
+      default:
+        structural(*p++, out);
+    }
+  }
+}
+
+// A field cut by the failure is closed: every field the sink saw begin also ends.
+void CompletionExtractor::fail(Output& out) {
+  if (mode_ == Mode::kString && dest_ == Dest::kText) out.field_end();
+  mode_ = Mode::kFailed;
+  malformed_ = true;
+}
+
+void CompletionExtractor::structural(uint8_t c, Output& out) {
+  if (is_whitespace(c)) return;
+  switch (mode_) {
+    case Mode::kStart:
+      // RFC 8259 allows any value here; a response is always an object.
+      if (c == '{') return open(true, Slot::kNone, out);
+      if (c == '[' && event_stream_) {
+        mode_ = Mode::kLiteral;
+        literal_ = kDoneLiteral;
+        count_ = 1;
+        return;
+      }
+      return fail(out);
+    case Mode::kArrayFirst:
+      if (c == ']') return close();
+      [[fallthrough]];
+    case Mode::kValue:
+      return start_value(c, out);
+    case Mode::kObjectFirst:
+      if (c == '}') return close();
+      [[fallthrough]];
+    case Mode::kKey:
+      if (c != '"') return fail(out);
+      start_string(Dest::kKey);
+      if (role() == Role::kSkip) buffer_length_ = kNotKept;  // only tracked keys can matter
+      return;
+    case Mode::kColon:
+      if (c != ':') return fail(out);
+      mode_ = Mode::kValue;
+      return;
+    case Mode::kAfterValue: {
+      const bool object = !in_array();
+      if (c == ',') {
+        mode_ = object ? Mode::kKey : Mode::kValue;
+      } else if (c == (object ? '}' : ']')) {
+        close();
+      } else {
+        fail(out);
+      }
+      return;
+    }
+    default:  // kDone: only whitespace may follow the top-level value
+      return fail(out);
+  }
+}
+
+CompletionExtractor::Slot CompletionExtractor::key_slot(Role role, std::string_view key) {
+  switch (role) {
+    case Role::kRoot:
+      if (key == "choices") return Slot::kChoices;
+      if (key == "output") return Slot::kOutput;
+      if (key == "content") return Slot::kParts;
+      if (key == "delta") return Slot::kRootDelta;
+      if (key == "type") return Slot::kType;
+      return Slot::kNone;
+    case Role::kChoice:
+      if (key == "message" || key == "delta") return Slot::kMessage;
+      if (key == "text") return Slot::kText;
+      return Slot::kNone;
+    case Role::kMessage:
+      if (key == "content") return Slot::kContent;
+      if (key == "refusal") return Slot::kText;
+      if (key == "tool_calls") return Slot::kToolCalls;
+      return Slot::kNone;
+    case Role::kToolCall:
+      return key == "function" ? Slot::kFunction : Slot::kNone;
+    case Role::kFunction:
+      return key == "arguments" ? Slot::kText : Slot::kNone;
+    case Role::kOutputItem:
+      if (key == "content") return Slot::kParts;
+      if (key == "arguments") return Slot::kText;
+      return Slot::kNone;
+    case Role::kPart:
+    case Role::kDelta:
+      return key == "text" ? Slot::kText : Slot::kNone;
+    default:
+      return Slot::kNone;
+  }
+}
+
+CompletionExtractor::Slot CompletionExtractor::element_slot(Role array) {
+  switch (array) {
+    case Role::kChoices:
+      return Slot::kChoice;
+    case Role::kParts:
+      return Slot::kPart;
+    case Role::kToolCalls:
+      return Slot::kToolCall;
+    case Role::kOutput:
+      return Slot::kOutputItem;
+    default:
+      return Slot::kNone;
+  }
+}
+
+// The role of a container opened as the value of `slot`; kSkip when the slot wants no container
+// of that kind.
+CompletionExtractor::Role CompletionExtractor::container_role(bool object, Slot slot) {
+  if (object) {
+    switch (slot) {
+      case Slot::kChoice:
+        return Role::kChoice;
+      case Slot::kMessage:
+        return Role::kMessage;
+      case Slot::kPart:
+        return Role::kPart;
+      case Slot::kToolCall:
+        return Role::kToolCall;
+      case Slot::kFunction:
+        return Role::kFunction;
+      case Slot::kOutputItem:
+        return Role::kOutputItem;
+      case Slot::kRootDelta:
+        return Role::kDelta;
+      default:
+        return Role::kSkip;
+    }
+  }
+  switch (slot) {
+    case Slot::kChoices:
+      return Role::kChoices;
+    case Slot::kContent:
+    case Slot::kParts:
+      return Role::kParts;
+    case Slot::kToolCalls:
+      return Role::kToolCalls;
+    case Slot::kOutput:
+      return Role::kOutput;
+    default:
+      return Role::kSkip;
+  }
+}
+
+bool CompletionExtractor::in_array() const {
+  return depth_ > 0 && ((object_bits_ >> (depth_ - 1)) & 1) == 0;
+}
+
+void CompletionExtractor::start_value(uint8_t c, Output& out) {
+  const Slot slot = in_array() ? element_slot(role()) : slot_;
+  slot_ = Slot::kNone;
+  switch (c) {
+    case '{':
+      return open(true, slot, out);
+    case '[':
+      return open(false, slot, out);
+    case '"': {
+      Dest dest = Dest::kDiscard;
+      if (slot == Slot::kText || slot == Slot::kContent) {
+        dest = Dest::kText;
+      } else if (slot == Slot::kRootDelta) {
+        dest = root_type_ == RootType::kOther ? Dest::kDiscard : Dest::kText;
+      } else if (slot == Slot::kType) {
+        dest = Dest::kType;
+      }
+      return start_string(dest);
+    }
+    case 't':
+    case 'f':
+    case 'n':
+      mode_ = Mode::kLiteral;
+      literal_ = c == 't' ? 0 : c == 'f' ? 1 : 2;
+      count_ = 1;
+      return;
+    default:
+      if (c != '-' && !is_digit(c)) return fail(out);
+      mode_ = Mode::kNumber;
+      step_ = c == '-' ? Step::kMinus : c == '0' ? Step::kZero : Step::kInt;
+  }
+}
+
+void CompletionExtractor::open(bool object, Slot slot, Output& out) {
+  if (depth_ == kMaxDepth) return fail(out);
+  if (object) {
+    object_bits_ |= uint64_t{1} << depth_;
+  } else {
+    object_bits_ &= ~(uint64_t{1} << depth_);
+  }
+  ++depth_;
+  if (depth_ < kTrackedDepth) {
+    roles_[depth_] = depth_ == 1 ? Role::kRoot : container_role(object, slot);
+  }
+  mode_ = object ? Mode::kObjectFirst : Mode::kArrayFirst;
+}
+
+void CompletionExtractor::close() {
+  --depth_;
+  mode_ = depth_ == 0 ? Mode::kDone : Mode::kAfterValue;
+}
+
+CompletionExtractor::Role CompletionExtractor::role() const {
+  return depth_ < kTrackedDepth ? roles_[depth_] : Role::kSkip;
+}
+
+void CompletionExtractor::end_scalar() {
+  mode_ = depth_ == 0 ? Mode::kDone : Mode::kAfterValue;  // depth 0: `[DONE]`
+}
+
+void CompletionExtractor::start_string(Dest dest) {
+  mode_ = Mode::kString;
+  step_ = Step::kPlain;
+  dest_ = dest;
+  buffer_length_ = dest == Dest::kKey || dest == Dest::kType ? 0 : kNotKept;
+  high_surrogate_ = 0;
+  held_count_ = 0;
+}
+
+// A field's string: decoded into `out`. Returns where it stopped: the end of the piece, the byte
+// after the closing quote, or (failed) anywhere.
+const uint8_t* CompletionExtractor::scan_text(const uint8_t* p, const uint8_t* const end,
+                                              Output& out) {
+  while (p < end) {
+    switch (step_) {
+      case Step::kPlain: {
+        // Characters that need no decoding go out as they stand; the byte after them is
+        // handled below.
+        const uint8_t* const run = p;
+        p = find_text_run_end(p, end);
+        out.text(run, p - run);
+        if (p == end) return p;
+        const uint8_t c = *p++;
+        if (c == '"') {
+          end_string(out);
+          return p;
+        }
+        if (c == '\\') {
+          step_ = Step::kEscape;
+          break;
+        }
+        if (c < 0x20) {  // a raw control character
+          fail(out);
+          return p;
+        }
+        // A byte >= 0x80 the run did not take: not a lead, or a sequence that is ill-formed or
+        // cut by the end of the piece. kUtf8 reads its continuations one at a time.
+        const Utf8Lead lead = kUtf8Leads[c];
+        if (lead.continuations == 0) {
+          out.replacement();
+          break;
+        }
+        held_[0] = c;
+        held_count_ = 1;
+        utf8_needed_ = lead.continuations;
+        utf8_low_ = lead.low;
+        utf8_high_ = lead.high;
+        step_ = Step::kUtf8;
+        break;
+      }
+      case Step::kUtf8: {
+        const uint8_t c = *p;
+        step_ = Step::kPlain;
+        if (c < utf8_low_ || c > utf8_high_) {
+          // WHATWG: the maximal ill-formed subpart is one U+FFFD; c is read again.
+          out.replacement();
+          break;
+        }
+        ++p;
+        if (--utf8_needed_ == 0) {
+          uint8_t character[4];
+          std::memcpy(character, held_, held_count_);
+          character[held_count_] = c;
+          out.text(character, held_count_ + 1u);
+          held_count_ = 0;
+          break;
+        }
+        held_[held_count_++] = c;
+        utf8_low_ = 0x80;
+        utf8_high_ = 0xbf;
+        step_ = Step::kUtf8;
+        break;
+      }
+      case Step::kEscape: {
+        const uint8_t c = *p++;
+        if (c == 'u') {
+          step_ = Step::kHex;
+          count_ = 4;
+          code_unit_ = 0;
+          break;
+        }
+        const uint8_t decoded = kShortEscapes[c];
+        if (decoded == 0) {
+          fail(out);
+          return p;
+        }
+        out.text(&decoded, 1);
+        step_ = Step::kPlain;
+        break;
+      }
+      case Step::kHex: {
+        const int8_t digit = kHexDigits[*p++];
+        if (digit < 0) {
+          fail(out);
+          return p;
+        }
+        code_unit_ = static_cast<uint16_t>(code_unit_ << 4 | digit);
+        if (--count_ == 0) code_unit(out);
+        break;
+      }
+      case Step::kAfterHigh:
+        if (*p == '\\') {
+          ++p;
+          step_ = Step::kAfterHighBackslash;
+        } else {
+          out.replacement();  // a lone high surrogate; *p is read again
+          high_surrogate_ = 0;
+          step_ = Step::kPlain;
+        }
+        break;
+      default:  // kAfterHighBackslash
+        if (*p == 'u') {
+          ++p;
+          step_ = Step::kHex;
+          count_ = 4;
+          code_unit_ = 0;
+        } else {
+          out.replacement();  // a lone high surrogate; *p is read again as an escape
+          high_surrogate_ = 0;
+          step_ = Step::kEscape;
+        }
+    }
+  }
+  return p;
+}
+
+// The \u escape just read, in code_unit_.
+void CompletionExtractor::code_unit(Output& out) {
+  const uint32_t unit = code_unit_;
+  step_ = Step::kPlain;
+  if (high_surrogate_ != 0) {
+    const uint32_t high = high_surrogate_;
+    high_surrogate_ = 0;
+    if (is_low_surrogate(unit)) return out.code_point(combine_surrogates(high, unit));
+    out.replacement();  // the high half was alone; unit stands on its own
+  }
+  if (is_high_surrogate(unit)) {
+    high_surrogate_ = static_cast<uint16_t>(unit);
+    step_ = Step::kAfterHigh;
+  } else if (is_low_surrogate(unit)) {
+    out.replacement();
+  } else {
+    out.code_point(unit);
+  }
+}
+
+// Any other string: validated; a key or the type buffered while it can still match.
+const uint8_t* CompletionExtractor::scan_skipped(const uint8_t* p, const uint8_t* const end,
+                                                 Output& out) {
+  while (p < end) {
+    switch (step_) {
+      case Step::kPlain: {
+        if (buffer_length_ > kBufferBytes) {
+          while (true) {
+            p = find_special(p, end);
+            if (p == end || *p < 0x80) break;
+            ++p;  // a byte >= 0x80: a skipped string's text is not decoded
+          }
+        } else {
+          for (; p < end && kSkippedBytes[*p]; ++p) {
+            if (buffer_length_ < kBufferBytes) {
+              buffer_[buffer_length_++] = static_cast<char>(*p);
+            } else {
+              buffer_length_ = kNotKept;  // the rest of the run is only skipped
+            }
+          }
+        }
+        if (p == end) return p;
+        const uint8_t c = *p++;
+        if (c == '"') {
+          end_string(out);
+          return p;
+        }
+        if (c != '\\') {  // a raw control character
+          fail(out);
+          return p;
+        }
+        step_ = Step::kEscape;
+        buffer_length_ = kEscaped;  // escaped keys never match (see the header)
+        break;
+      }
+      case Step::kEscape: {
+        const uint8_t c = *p++;
+        if (c == 'u') {
+          step_ = Step::kHex;
+          count_ = 4;
+        } else if (kShortEscapes[c] != 0) {
+          step_ = Step::kPlain;
+        } else {
+          fail(out);
+          return p;
+        }
+        break;
+      }
+      default:  // kHex
+        if (kHexDigits[*p++] < 0) {
+          fail(out);
+          return p;
+        }
+        if (--count_ == 0) step_ = Step::kPlain;
+    }
+  }
+  return p;
+}
+
+void CompletionExtractor::end_string(Output& out) {
+  const bool matchable = buffer_length_ <= kBufferBytes;
+  const std::string_view text(buffer_, matchable ? buffer_length_ : 0);
+  switch (dest_) {
+    case Dest::kKey:
+      slot_ = matchable ? key_slot(role(), text) : Slot::kNone;
+      // A new top-level type forgets the last; until its value is read it is unknown.
+      if (slot_ == Slot::kType) root_type_ = RootType::kUnknown;
+      mode_ = Mode::kColon;
+      return;
+    case Dest::kType:
+      // An escaped type stays unknown: only a type written plainly can suppress a delta.
+      if (buffer_length_ != kEscaped) {
+        root_type_ = RootType::kOther;
+        for (std::string_view type : kTextDeltaTypes) {
+          if (text == type) root_type_ = RootType::kTextDelta;
+        }
+      }
+      break;
+    case Dest::kText:
+      out.field_end();
+      break;
+    default:
+      break;
+  }
+  end_scalar();
+}
+
+// RFC 8259 §6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?. Returns false on the first
+// byte that is not part of the number; the caller then decides whether it was complete.
+bool CompletionExtractor::number_byte(uint8_t c) {
+  switch (step_) {
+    case Step::kMinus:
+      if (!is_digit(c)) return false;
+      step_ = c == '0' ? Step::kZero : Step::kInt;
+      return true;
+    case Step::kInt:
+      if (is_digit(c)) return true;
+      [[fallthrough]];
+    case Step::kZero:
+    case Step::kFrac:
+      if (c == '.' && step_ != Step::kFrac) {
+        step_ = Step::kDot;
+        return true;
+      }
+      if (c == 'e' || c == 'E') {
+        step_ = Step::kExp;
+        return true;
+      }
+      return step_ == Step::kFrac && is_digit(c);
+    case Step::kDot:
+      if (!is_digit(c)) return false;
+      step_ = Step::kFrac;
+      return true;
+    case Step::kExp:
+      if (c == '+' || c == '-') {
+        step_ = Step::kExpSign;
+        return true;
+      }
+      [[fallthrough]];
+    case Step::kExpSign:
+      if (!is_digit(c)) return false;
+      step_ = Step::kExpDigits;
+      return true;
+    default:  // kExpDigits
+      return is_digit(c);
+  }
+}
+
+// ---- Event stream -------------------------------------------------------------------------
+
+void CompletionExtractor::scan_event_stream(const uint8_t* p, const uint8_t* const end,
+                                            Output& out) {
+  while (p < end) {
+    const uint8_t c = *p;
+    if (after_cr_) {
+      after_cr_ = false;
+      if (c == '\n') {
+        ++p;
+        continue;
+      }
+    }
+    switch (line_) {
+      case Line::kBom:
+        if (c == kByteOrderMark[matched_]) {
+          ++p;
+          if (++matched_ == std::size(kByteOrderMark)) line_ = Line::kStart;
+        } else {
+          // A partial mark starts a line whose field name is not "data". c is read again.
+          line_ = matched_ == 0 ? Line::kStart : Line::kIgnore;
+        }
+        break;
+      case Line::kStart:
+        ++p;
+        if (is_line_end(c)) {
+          end_line(c);
+          dispatch(out);
+        } else if (c == kDataField[0]) {
+          line_ = Line::kName;
+          matched_ = 1;
+        } else {
+          line_ = Line::kIgnore;  // a comment (':') or another field
+        }
+        break;
+      case Line::kName:
+        ++p;
+        if (is_line_end(c)) {
+          if (matched_ == kDataField.size()) start_data_line(out);  // "data" alone: empty value
+          end_line(c);
+        } else if (matched_ < kDataField.size() && c == kDataField[matched_]) {
+          ++matched_;
+        } else if (matched_ == kDataField.size() && c == ':') {
+          start_data_line(out);
+          line_ = Line::kDataSpace;
+        } else {
+          line_ = Line::kIgnore;
+        }
+        break;
+      case Line::kDataSpace:
+        line_ = Line::kData;
+        if (c == ' ') {
+          ++p;
+          break;
+        }
+        [[fallthrough]];
+      case Line::kData: {
+        const uint8_t* const line_end = find_line_end(p, end);
+        scan_json(p, line_end, out);
+        p = line_end;
+        if (p < end) end_line(*p++);
+        break;
+      }
+      case Line::kIgnore:
+        p = find_line_end(p, end);
+        if (p < end) end_line(*p++);
+        break;
+    }
+  }
+}
+
+void CompletionExtractor::start_data_line(Output& out) {
+  if (event_has_data_) {
+    static constexpr uint8_t kJoin = '\n';
+    scan_json(&kJoin, &kJoin + 1, out);
+  }
+  event_has_data_ = true;
+}
+
+void CompletionExtractor::end_line(uint8_t terminator) {
+  after_cr_ = terminator == '\r';
+  line_ = Line::kStart;
+}
+
+void CompletionExtractor::dispatch(Output& out) {
+  if (!event_has_data_) return;
+  end_document(out);
+  reset_document();
+  event_has_data_ = false;
+}
+
+}  // namespace sluice

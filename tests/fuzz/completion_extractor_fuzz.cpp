@@ -1,0 +1,624 @@
+// libFuzzer harness for the streaming completion-text extractor.
+//
+// Any input is read twice: as a plain JSON body and as an event stream. Each reading is fed whole,
+// in two and in three pieces cut at points derived from the input, and (when short) byte by byte;
+// every way must hand out the same fields (the text of each, concatenated over its pieces) and
+// the same malformed(). Every piece must be non-empty, valid UTF-8 on its own (so no piece splits
+// a character), and belong to a field that is then ended. The result must equal what a
+// whole-input reference written separately here says: a recursive descent over the JSON text
+// that decodes each field's string in one go (valid bodies: every field's text; malformed ones:
+// the text up to the first bad byte), and the event stream split into lines and events as the
+// WHATWG algorithm describes it. Besides: a reused extractor reads like a fresh one; an input
+// without line breaks sent as one `data:` line reads like the plain body. Build with
+// -fsanitize=fuzzer,address,undefined; seeds are in tests/fuzz/corpus/completion_extractor/.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/completion_extractor.hpp"
+
+namespace sluice {
+namespace {
+
+// Each message names its invariant, so the message alone says which one failed.
+void require(bool holds, const char* what) {
+  if (holds) return;
+  std::fprintf(stderr, "completion_extractor_fuzz: invariant violated: %s\n", what);
+  std::abort();
+}
+
+struct Extracted {
+  std::vector<std::string> fields;
+  bool malformed = false;
+  bool operator==(const Extracted&) const = default;
+};
+
+const std::string kReplacement = "\xEF\xBF\xBD";
+constexpr std::string_view kWhitespace = " \t\r\n";
+
+// RFC 3629, strictly.
+bool valid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<uint8_t>(text[i]);
+    std::size_t length = 1;
+    uint8_t low = 0x80, high = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) {
+      length = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      length = 3;
+      if (c == 0xe0) low = 0xa0;
+      if (c == 0xed) high = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      length = 4;
+      if (c == 0xf0) low = 0x90;
+      if (c == 0xf4) high = 0x8f;
+    } else if (c >= 0x80) {
+      return false;
+    }
+    if (text.size() - i < length) return false;
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto b = static_cast<uint8_t>(text[i + k]);
+      if (b < (k == 1 ? low : 0x80) || b > (k == 1 ? high : 0xbf)) return false;
+    }
+    i += length;
+  }
+  return true;
+}
+
+class CheckingSink : public CompletionSink {
+ public:
+  void on_completion_text(std::string_view utf8) override {
+    require(!utf8.empty(), "no empty piece");
+    require(valid_utf8(utf8), "each piece is valid UTF-8 on its own");
+    current_ += utf8;
+    open_ = true;
+  }
+  void on_completion_field_end() override {
+    fields_.push_back(std::move(current_));
+    current_.clear();
+    open_ = false;
+  }
+  std::vector<std::string> take() {
+    require(!open_, "every piece belongs to a field that ends");
+    return std::move(fields_);
+  }
+
+ private:
+  std::vector<std::string> fields_;
+  std::string current_;
+  bool open_ = false;
+};
+
+// ---- Reference ----------------------------------------------------------------------------
+
+void append_code_point(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xc0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xe0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The extractor's rules as a recursive descent over one whole JSON text.
+class ReferenceJson {
+ public:
+  // `done_allowed`: an event's data, where `[DONE]` is a valid text.
+  static Extracted read(std::string_view text, bool done_allowed) {
+    ReferenceJson reader(text);
+    reader.skip_whitespace();
+    bool valid = false;
+    if (done_allowed && reader.at('[')) {
+      valid = reader.text_.substr(reader.pos_, 6) == "[DONE]";
+      reader.pos_ += 6;
+    } else if (reader.at('{')) {
+      valid = reader.value(0, Context::kRoot);
+    }
+    if (valid) {
+      reader.skip_whitespace();
+      valid = reader.pos_ == text.size();
+    }
+    return {std::move(reader.fields_), !valid};
+  }
+
+ private:
+  // What a value is, from its path (the table at the top of completion_extractor.cpp).
+  enum class Context {
+    kOther,
+    kRoot,
+    kChoices,
+    kChoice,
+    kMessage,
+    kContent,
+    kParts,
+    kPart,
+    kToolCalls,
+    kToolCall,
+    kFunction,
+    kOutput,
+    kOutputItem,
+    kRootDelta,
+    kDelta,
+    kType,
+    kText,
+  };
+  enum class Type { kUnknown, kTextDelta, kOther };
+
+  explicit ReferenceJson(std::string_view text) : text_(text) {}
+
+  bool at(char c) const { return pos_ < text_.size() && text_[pos_] == c; }
+  bool at_digit() const { return pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9'; }
+  void skip_whitespace() {
+    while (pos_ < text_.size() && kWhitespace.find(text_[pos_]) != std::string_view::npos) ++pos_;
+  }
+
+  static Context member(Context object, std::string_view key) {
+    switch (object) {
+      case Context::kRoot:
+        if (key == "choices") return Context::kChoices;
+        if (key == "output") return Context::kOutput;
+        if (key == "content") return Context::kParts;
+        if (key == "delta") return Context::kRootDelta;
+        if (key == "type") return Context::kType;
+        break;
+      case Context::kChoice:
+        if (key == "message" || key == "delta") return Context::kMessage;
+        if (key == "text") return Context::kText;
+        break;
+      case Context::kMessage:
+        if (key == "content") return Context::kContent;
+        if (key == "refusal") return Context::kText;
+        if (key == "tool_calls") return Context::kToolCalls;
+        break;
+      case Context::kToolCall:
+        if (key == "function") return Context::kFunction;
+        break;
+      case Context::kFunction:
+        if (key == "arguments") return Context::kText;
+        break;
+      case Context::kOutputItem:
+        if (key == "content") return Context::kParts;
+        if (key == "arguments") return Context::kText;
+        break;
+      case Context::kPart:
+      case Context::kDelta:
+        if (key == "text") return Context::kText;
+        break;
+      default:
+        break;
+    }
+    return Context::kOther;
+  }
+
+  static Context element(Context array) {
+    switch (array) {
+      case Context::kChoices:
+        return Context::kChoice;
+      case Context::kParts:
+      case Context::kContent:
+        return Context::kPart;
+      case Context::kToolCalls:
+        return Context::kToolCall;
+      case Context::kOutput:
+        return Context::kOutputItem;
+      default:
+        return Context::kOther;
+    }
+  }
+
+  // `depth`: containers open around the value.
+  bool value(int depth, Context context) {
+    skip_whitespace();
+    if (pos_ == text_.size()) return false;
+    switch (text_[pos_]) {
+      case '{':
+        return object(depth + 1, context);
+      case '[':
+        return array(depth + 1, context);
+      case '"':
+        return string_value(context);
+      case 't':
+        return word("true");
+      case 'f':
+        return word("false");
+      case 'n':
+        return word("null");
+      default:
+        return number();
+    }
+  }
+
+  bool string_value(Context context) {
+    const bool field = context == Context::kText || context == Context::kContent ||
+                       (context == Context::kRootDelta && root_type_ != Type::kOther);
+    if (field) {
+      std::string text;
+      const bool valid = decode(text);
+      fields_.push_back(std::move(text));  // a field cut by a failure still ends
+      return valid;
+    }
+    std::string_view raw;
+    if (!skip_string(raw)) return false;
+    if (context == Context::kType) {
+      if (raw.find('\\') != std::string_view::npos) {
+        root_type_ = Type::kUnknown;
+      } else if (raw == "response.output_text.delta" || raw == "response.refusal.delta" ||
+                 raw == "response.function_call_arguments.delta") {
+        root_type_ = Type::kTextDelta;
+      } else {
+        root_type_ = Type::kOther;
+      }
+    }
+    return true;
+  }
+
+  bool object(int depth, Context context) {
+    if (depth > 64) return false;
+    const Context role = context == Context::kRoot         ? Context::kRoot
+                         : context == Context::kChoice     ? Context::kChoice
+                         : context == Context::kMessage    ? Context::kMessage
+                         : context == Context::kPart       ? Context::kPart
+                         : context == Context::kToolCall   ? Context::kToolCall
+                         : context == Context::kFunction   ? Context::kFunction
+                         : context == Context::kOutputItem ? Context::kOutputItem
+                         : context == Context::kRootDelta  ? Context::kDelta
+                                                           : Context::kOther;
+    ++pos_;
+    skip_whitespace();
+    if (at('}')) {
+      ++pos_;
+      return true;
+    }
+    while (true) {
+      skip_whitespace();
+      std::string_view key;
+      if (!at('"') || !skip_string(key)) return false;
+      // A key written with an escape never matches.
+      const Context member_context =
+          key.find('\\') == std::string_view::npos ? member(role, key) : Context::kOther;
+      if (member_context == Context::kType) root_type_ = Type::kUnknown;
+      skip_whitespace();
+      if (!at(':')) return false;
+      ++pos_;
+      if (!value(depth, member_context)) return false;
+      skip_whitespace();
+      if (at(',')) {
+        ++pos_;
+      } else if (at('}')) {
+        ++pos_;
+        return true;
+      } else {
+        return false;
+      }
+    }
+  }
+
+  bool array(int depth, Context context) {
+    if (depth > 64) return false;
+    const Context items = element(context);
+    ++pos_;
+    skip_whitespace();
+    if (at(']')) {
+      ++pos_;
+      return true;
+    }
+    while (true) {
+      if (!value(depth, items)) return false;
+      skip_whitespace();
+      if (at(',')) {
+        ++pos_;
+      } else if (at(']')) {
+        ++pos_;
+        return true;
+      } else {
+        return false;
+      }
+    }
+  }
+
+  // At '"'; `raw` gets the text between the quotes, escapes as written.
+  bool skip_string(std::string_view& raw) {
+    const std::size_t start = ++pos_;
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c == '"') {
+        raw = text_.substr(start, pos_ - start);
+        ++pos_;
+        return true;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      ++pos_;
+      if (c != '\\') continue;
+      if (pos_ == text_.size()) return false;
+      const char escape = text_[pos_++];
+      if (escape == 'u') {
+        for (int i = 0; i < 4; ++i, ++pos_) {
+          if (pos_ == text_.size() || hex_digit(text_[pos_]) < 0) return false;
+        }
+      } else if (std::string_view("\"\\/bfnrt").find(escape) == std::string_view::npos) {
+        return false;
+      }
+    }
+    return false;
+  }
+
+  // The \uXXXX at `at`, or -1 (short or not hex).
+  int escape_unit(std::size_t at) const {
+    if (text_.size() - at < 6 || text_[at] != '\\' || text_[at + 1] != 'u') return -1;
+    int unit = 0;
+    for (std::size_t i = at + 2; i < at + 6; ++i) {
+      const int digit = hex_digit(text_[i]);
+      if (digit < 0) return -1;
+      unit = unit * 16 + digit;
+    }
+    return unit;
+  }
+
+  // At '"': decodes the string into `out`, looking ahead as far as each character needs. On a
+  // failure `out` holds the text before it (a character or surrogate pair left unfinished by the
+  // end of the input is not in it).
+  bool decode(std::string& out) {
+    ++pos_;
+    while (true) {
+      if (pos_ == text_.size()) return false;
+      const auto c = static_cast<uint8_t>(text_[pos_]);
+      if (c == '"') {
+        ++pos_;
+        return true;
+      }
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (pos_ + 1 == text_.size()) return false;
+        const char escape = text_[pos_ + 1];
+        if (escape != 'u') {
+          static constexpr std::string_view kFrom = "\"\\/bfnrt", kTo = "\"\\/\b\f\n\r\t";
+          const std::size_t which = kFrom.find(escape);
+          if (which == std::string_view::npos) return false;
+          out += kTo[which];
+          pos_ += 2;
+          continue;
+        }
+        const int unit = escape_unit(pos_);
+        if (unit < 0) return false;
+        pos_ += 6;
+        if (unit >= 0xdc00 && unit <= 0xdfff) {
+          out += kReplacement;
+        } else if (unit >= 0xd800 && unit <= 0xdbff) {
+          // Its low half must follow at once as \uXXXX. Until the input says whether it does, the
+          // high half is pending: the end of the input (or a bad hex digit) drops it.
+          const std::size_t left = text_.size() - pos_;
+          if (left == 0 || (left == 1 && text_[pos_] == '\\')) return false;
+          if (text_[pos_] == '\\' && text_[pos_ + 1] == 'u') {
+            const int low = escape_unit(pos_);
+            if (low < 0) return false;
+            if (low >= 0xdc00 && low <= 0xdfff) {
+              append_code_point(out, 0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00));
+              pos_ += 6;
+              continue;
+            }
+          }
+          out += kReplacement;  // alone; what follows is read on its own
+        } else {
+          append_code_point(out, static_cast<uint32_t>(unit));
+        }
+        continue;
+      }
+      if (c < 0x80) {
+        out += static_cast<char>(c);
+        ++pos_;
+        continue;
+      }
+      // WHATWG UTF-8 decode: a maximal ill-formed subpart is one U+FFFD.
+      std::size_t continuations = 0;
+      uint8_t low = 0x80, high = 0xbf;
+      if (c >= 0xc2 && c <= 0xdf) {
+        continuations = 1;
+      } else if (c >= 0xe0 && c <= 0xef) {
+        continuations = 2;
+        low = c == 0xe0 ? 0xa0 : 0x80;
+        high = c == 0xed ? 0x9f : 0xbf;
+      } else if (c >= 0xf0 && c <= 0xf4) {
+        continuations = 3;
+        low = c == 0xf0 ? 0x90 : 0x80;
+        high = c == 0xf4 ? 0x8f : 0xbf;
+      } else {
+        out += kReplacement;
+        ++pos_;
+        continue;
+      }
+      std::size_t k = 1;
+      for (; k <= continuations; ++k) {
+        if (pos_ + k == text_.size()) return false;
+        const auto b = static_cast<uint8_t>(text_[pos_ + k]);
+        if (b < (k == 1 ? low : 0x80) || b > (k == 1 ? high : 0xbf)) break;
+      }
+      if (k <= continuations) {
+        out += kReplacement;
+        pos_ += k;  // the byte that broke the sequence is read again
+        continue;
+      }
+      out.append(text_.substr(pos_, continuations + 1));
+      pos_ += continuations + 1;
+    }
+  }
+
+  bool word(std::string_view literal) {
+    // Compared byte by byte, so a bad byte fails where the extractor fails.
+    for (char c : literal) {
+      if (!at(c)) return false;
+      ++pos_;
+    }
+    return true;
+  }
+
+  bool number() {
+    if (at('-')) ++pos_;
+    if (at('0')) {
+      ++pos_;
+    } else if (at_digit()) {
+      while (at_digit()) ++pos_;
+    } else {
+      return false;
+    }
+    if (at('.')) {
+      ++pos_;
+      if (!at_digit()) return false;
+      while (at_digit()) ++pos_;
+    }
+    if (at('e') || at('E')) {
+      ++pos_;
+      if (at('+') || at('-')) ++pos_;
+      if (!at_digit()) return false;
+      while (at_digit()) ++pos_;
+    }
+    return true;
+  }
+
+  std::string_view text_;
+  std::size_t pos_ = 0;
+  Type root_type_ = Type::kUnknown;
+  std::vector<std::string> fields_;
+};
+
+// WHATWG "Interpreting an event stream" over the whole input, with one difference the extractor
+// documents: at the end, a pending event is dispatched rather than discarded. Blank data and
+// `[DONE]` carry nothing.
+Extracted reference_event_stream(std::string_view input) {
+  if (input.starts_with("\xEF\xBB\xBF")) input.remove_prefix(3);
+  Extracted result;
+  std::string data;
+  bool has_data = false;
+  auto dispatch = [&] {
+    if (!has_data) return;
+    data.pop_back();  // the "\n" after the last data line
+    const std::size_t first = data.find_first_not_of(kWhitespace);
+    if (first != std::string::npos) {
+      Extracted event = ReferenceJson::read(data, true);
+      result.fields.insert(result.fields.end(), event.fields.begin(), event.fields.end());
+      result.malformed = result.malformed || event.malformed;
+    }
+    data.clear();
+    has_data = false;
+  };
+  std::size_t pos = 0;
+  while (pos < input.size()) {
+    const std::size_t line_end = std::min(input.find_first_of("\r\n", pos), input.size());
+    const std::string_view line = input.substr(pos, line_end - pos);
+    pos = line_end;
+    if (pos < input.size()) pos += input.substr(pos, 2) == "\r\n" ? 2 : 1;
+    if (line.empty()) {
+      dispatch();
+      continue;
+    }
+    const std::size_t colon = line.find(':');
+    if (colon == 0) continue;  // a comment
+    const std::string_view field = line.substr(0, colon);
+    std::string_view value =
+        colon == std::string_view::npos ? std::string_view() : line.substr(colon + 1);
+    if (value.starts_with(' ')) value.remove_prefix(1);
+    if (field == "data") {
+      data += value;
+      data += '\n';
+      has_data = true;
+    }
+  }
+  dispatch();
+  return result;
+}
+
+// ---- Checks -------------------------------------------------------------------------------
+
+Extracted run(CompletionExtractor& extractor, bool event_stream, std::span<const uint8_t> input,
+              std::span<const std::size_t> cuts) {
+  CheckingSink sink;
+  extractor.begin(event_stream);
+  std::size_t from = 0;
+  for (std::size_t cut : cuts) {
+    extractor.feed(input.subspan(from, cut - from), sink);
+    from = cut;
+  }
+  extractor.feed(input.subspan(from), sink);
+  extractor.finish(sink);
+  return {sink.take(), extractor.malformed()};
+}
+
+Extracted check(std::span<const uint8_t> input, bool event_stream) {
+  const std::string_view text(reinterpret_cast<const char*>(input.data()), input.size());
+  CompletionExtractor extractor;
+  const Extracted whole = run(extractor, event_stream, input, {});
+  require(whole == (event_stream ? reference_event_stream(text) : ReferenceJson::read(text, false)),
+          "the extractor agrees with the whole-input reference");
+
+  // Cut points that depend on the content, so the fuzzer can steer them.
+  uint32_t hash = 2166136261u;
+  for (uint8_t byte : input) hash = (hash ^ byte) * 16777619u;
+  const std::size_t a = hash % (input.size() + 1);
+  const std::size_t b = (hash >> 13) % (input.size() + 1);
+  const std::size_t one_cut[] = {a};
+  const std::size_t two_cuts[] = {std::min(a, b), std::max(a, b)};
+  require(run(extractor, event_stream, input, one_cut) == whole,
+          "two pieces give what the whole input gives");
+  require(run(extractor, event_stream, input, two_cuts) == whole,
+          "three pieces give what the whole input gives");
+  if (input.size() <= 512) {
+    std::vector<std::size_t> every;
+    for (std::size_t i = 1; i < input.size(); ++i) every.push_back(i);
+    require(run(extractor, event_stream, input, every) == whole,
+            "byte by byte gives what the whole input gives");
+  }
+
+  // Left in the middle of the other reading, then begun again.
+  CompletionExtractor reused;
+  CheckingSink ignored;
+  reused.begin(!event_stream);
+  reused.feed(input.subspan(0, a), ignored);
+  require(run(reused, event_stream, input, {}) == whole, "begin() forgets the previous body");
+  return whole;
+}
+
+}  // namespace
+}  // namespace sluice
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
+  using namespace sluice;
+  const std::span<const uint8_t> input(data, size);
+  const Extracted plain = check(input, false);
+  check(input, true);
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const std::size_t first = text.find_first_not_of(kWhitespace);
+  const std::size_t last = text.find_last_not_of(kWhitespace);
+  const bool blank_or_done =
+      first == std::string_view::npos || text.substr(first, last + 1 - first) == "[DONE]";
+  if (text.find_first_of("\r\n") == std::string_view::npos && !blank_or_done) {
+    std::vector<uint8_t> event(size + 7);
+    const std::string_view prefix = "data:";
+    std::copy(prefix.begin(), prefix.end(), event.begin());
+    std::copy(data, data + size, event.begin() + prefix.size());
+    event[size + 5] = '\n';
+    event[size + 6] = '\n';
+    require(check(event, true) == plain, "one data line reads like the plain body");
+  }
+  return 0;
+}
