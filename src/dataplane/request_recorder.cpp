@@ -61,6 +61,7 @@ Refusal RequestRecorder::on_request_head(uint32_t flow_id, const RequestHead& he
 }
 
 void RequestRecorder::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
+  if (next_ != nullptr) next_->on_prompt_text(flow_id, canonical);
   if (prompts_ != nullptr) pending_[flow_id].text += canonical;
 }
 
