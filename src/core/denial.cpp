@@ -104,7 +104,7 @@ std::string format_reset(uint64_t ns) {
 std::size_t write_denial(const Refusal& refusal, std::span<char> out) {
   const RequestReasonInfo& info = info_of(refusal.reason);
   const std::string_view type = error_type(refusal.reason);
-  // The detail is a rule id ([A-Za-z0-9._-]); anything else is left out rather than escaped.
+  // The detail is a rule id ([A-Za-z0-9._:-]); anything else is left out rather than escaped.
   std::string_view detail = refusal.detail.substr(0, 96);
   if (detail.find_first_not_of(
           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
