@@ -15,20 +15,9 @@ constexpr std::string_view kDigestForm =
     "'sha256:' followed by 64 lowercase hex digits (make one with `sluicectl keys hash`)";
 constexpr uint64_t kMaxLimit = uint64_t{1} << 40;
 
-// Same shape of message as the config loader: "file:line:column: key.path: what was expected".
-class Reader {
+class Reader : public YamlReader {
  public:
-  explicit Reader(const std::string& source) : source_(source) {}
-
-  [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
-    throw ConfigError(where(at) + ": " + message);
-  }
-  std::string where(const YAML::Node& at) const { return yaml_location(source_, at); }
-
-  void allow_only(const YAML::Node& map, const std::string& path,
-                  std::initializer_list<std::string_view> known) const {
-    reject_unknown_keys(map, path, known, source_);
-  }
+  using YamlReader::YamlReader;
 
   // A required scalar of [chars]{1,max}; `what` describes the form for the message.
   std::string word(const YAML::Node& map, const YAML::Node& owner, const std::string& path,
@@ -37,12 +26,7 @@ class Reader {
     const YAML::Node value = map[key];
     const std::string full = join(path, key);
     if (!value) fail(owner, full + ": missing (expected " + what + ")");
-    const std::string text = value.IsScalar() ? value.Scalar() : "";
-    if (!value.IsScalar() || text.empty() || text.size() > max ||
-        text.find_first_not_of(chars) != std::string::npos) {
-      fail(value, full + ": expected " + what + ", got '" + describe(value) + "'");
-    }
-    return text;
+    return word_at(value, full, chars, max, what);
   }
 
   std::optional<uint64_t> limit(const YAML::Node& map, const std::string& path,
@@ -63,9 +47,6 @@ class Reader {
     return qualified_key(path, key);
   }
   static std::string describe(const YAML::Node& value) { return describe_node(value); }
-
- private:
-  const std::string& source_;
 };
 
 constexpr std::string_view kNameChars =

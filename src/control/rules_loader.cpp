@@ -42,29 +42,13 @@ struct Seen {
   std::map<std::string, std::string> rulesets;
 };
 
-// Same shape of message as the config and identities loaders.
-class Reader {
+class Reader : public YamlReader {
  public:
-  explicit Reader(const std::string& source) : source_(source) {}
+  using YamlReader::YamlReader;
 
-  [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
-    throw ConfigError(where(at) + ": " + message);
-  }
-  std::string where(const YAML::Node& at) const { return yaml_location(source_, at); }
-  void allow_only(const YAML::Node& map, const std::string& path,
-                  std::initializer_list<std::string_view> known) const {
-    reject_unknown_keys(map, path, known, source_);
-  }
-
-  // A scalar of [chars]{1,max}; `what` describes the form.
   std::string word(const YAML::Node& value, const std::string& path, std::string_view chars,
                    std::size_t max, const std::string& what) const {
-    const std::string text = value.IsScalar() ? value.Scalar() : "";
-    if (!value.IsScalar() || text.empty() || text.size() > max ||
-        text.find_first_not_of(chars) != std::string::npos) {
-      fail(value, path + ": expected " + what + ", got '" + describe_node(value) + "'");
-    }
-    return text;
+    return word_at(value, path, chars, max, what);
   }
 
   // A required key's node.
@@ -91,9 +75,6 @@ class Reader {
     }
     return items;
   }
-
- private:
-  const std::string& source_;
 };
 
 Rule parse_rule(const Reader& r, const YAML::Node& item, const std::string& path,

@@ -1,5 +1,6 @@
-// Reading a YAML document for the control layer's loaders (config, identities): one place that
-// turns yaml-cpp's parse errors and unreadable files into ConfigErrors naming file:line:column.
+// Reading a YAML document for the control layer's loaders (config, identities, rules): one place
+// that turns yaml-cpp's parse errors and unreadable files into ConfigErrors naming
+// file:line:column, and the checks every loader makes in the same words.
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -70,5 +71,34 @@ inline std::string read_text_file(const std::string& path, std::string_view what
   text << in.rdbuf();
   return text.str();
 }
+
+// The message shape every loader shares: "file:line:column: key.path: what was expected".
+class YamlReader {
+ public:
+  explicit YamlReader(const std::string& source) : source_(source) {}
+
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
+    throw ConfigError(where(at) + ": " + message);
+  }
+  std::string where(const YAML::Node& at) const { return yaml_location(source_, at); }
+  void allow_only(const YAML::Node& map, const std::string& path,
+                  std::initializer_list<std::string_view> known) const {
+    reject_unknown_keys(map, path, known, source_);
+  }
+
+  // The scalar `value` (at `path`) when it is [chars]{1,max}; `what` describes the form.
+  std::string word_at(const YAML::Node& value, const std::string& path, std::string_view chars,
+                      std::size_t max, const std::string& what) const {
+    const std::string text = value.IsScalar() ? value.Scalar() : "";
+    if (!value.IsScalar() || text.empty() || text.size() > max ||
+        text.find_first_not_of(chars) != std::string::npos) {
+      fail(value, path + ": expected " + what + ", got '" + describe_node(value) + "'");
+    }
+    return text;
+  }
+
+ protected:
+  const std::string& source_;
+};
 
 }  // namespace sluice
