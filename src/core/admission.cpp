@@ -195,7 +195,10 @@ Admission::Request* Admission::take_request() {
   }
   Request* request = requests_free_.back();
   requests_free_.pop_back();
-  request->record = AuditRecord{};
+  // A copy of one fresh record: `= AuditRecord{}` would zero a temporary first and then copy it
+  // (perf/README.md, ≈ 20 ns of a 126 ns decision).
+  static const AuditRecord kFresh{};
+  request->record = kFresh;
   request->policy = nullptr;
   request->identity = nullptr;
   request->bucket.reset();
