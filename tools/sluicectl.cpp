@@ -44,7 +44,8 @@ Exit status: 0 on success, 1 when the daemon cannot be reached (rules lint: find
 usage or bad input (the message names what was expected).
 )";
 
-constexpr std::string_view kReloadHelp = R"(usage: sluicectl reload [--config CONFIG] [--pid-file FILE | --pid PID]
+constexpr std::string_view kReloadHelp =
+    R"(usage: sluicectl reload [--config CONFIG] [--pid-file FILE | --pid PID]
 
   Asks the running sluice to reload its tiers, unknown_key and identities file: sends SIGHUP to
   the process in FILE (default /run/sluice.pid, which sluice writes unless --no-pid-file) or PID.
@@ -73,7 +74,8 @@ constexpr std::string_view kKeysHelp = R"(usage: sluicectl keys hash
             (reading from a pipe keeps the key out of the shell history and 'ps')
 )";
 
-constexpr std::string_view kIdentitiesHelp = R"(usage: sluicectl identities check FILE [--config CONFIG]
+constexpr std::string_view kIdentitiesHelp =
+    R"(usage: sluicectl identities check FILE [--config CONFIG]
 
   Loads FILE as an identities file and validates it the way the appliance will: known keys
   only, name, tier and keys present, names unique, every key digest in the form
