@@ -426,7 +426,8 @@ TEST(AdmissionPolicy, UnknownKeysCanShareAnAnonymousTier) {
     RequestHead head;
     head.method = "POST";
     head.target = "/v1/chat/completions";
-    head.key = "random-" + std::to_string(flow);
+    const std::string key = "random-" + std::to_string(flow);  // head.key views it
+    head.key = key;
     head.key_status = KeyStatus::kPresent;
     const bool ok = !admission.on_request_head(flow, head, kSecond).refused() &&
                     !admission.on_request_end(flow, outcome, kSecond).refused();
