@@ -17,9 +17,11 @@
 //   flow close    → in-flight slots of requests without a response released, their records
 //                   written with status 0 and the reservation kept as the charge
 //
-// Denials are recorded when they are decided. Nothing here blocks, allocates in the steady state
-// (per-flow state and request slots come from free lists that grow to the peak) or takes a lock;
-// the only shared writes are the limiters' CAS words.
+// Denials are recorded when they are decided. Nothing here blocks or takes a lock, and a known,
+// cached key allocates nothing (per-flow state and request slots come from free lists that grow
+// to the peak); a key-cache miss does, inside OpenSSL 3's EVP (three mallocs for SHA-256 and the
+// key id, perf/README.md). The only shared writes are the limiters' CAS words and, per flagged
+// request, the identity's flag counter.
 #pragma once
 
 #include <cstdint>
