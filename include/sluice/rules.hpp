@@ -11,14 +11,14 @@
 //
 // Hyperscan flags (rule `flags`, see kRuleFlags) are what the rule says, plus one: every rule
 // without `som` is compiled HS_FLAG_SINGLEMATCH — a rule counts once per stream, so Hyperscan
-// stops tracking it after its first match (on the shipped rules as first measured: 424 instead of 363 bytes of
-// stream state — 441 today —, same compile time). HS_FLAG_UTF8 is NOT implied for prompt text, although the
-// canonical text is valid UTF-8: with it `.` and negated classes become multi-byte automata,
-// and on the shipped rules one pattern's database grew from 0.1 MB to 3.8 MB, another became
-// "Pattern is too large" and the set took minutes to compile. Without it `.`, `[^…]`, `\W` match
-// one byte, so a gap like `.{0,80}` counts bytes; literals (non-ASCII too) match as usual, and
-// `caseless` folds ASCII only (with or without utf8, unless `ucp`). Say `utf8` where `.` must be
-// one character, `ucp` (implies utf8) for Unicode classes and case folding.
+// stops tracking it after its first match (on the shipped rules as first measured: 424 instead of
+// 363 bytes of stream state — 441 today —, same compile time). HS_FLAG_UTF8 is NOT implied for
+// prompt text, although the canonical text is valid UTF-8: with it `.` and negated classes become
+// multi-byte automata, and on the shipped rules one pattern's database grew from 0.1 MB to 3.8 MB,
+// another became "Pattern is too large" and the set took minutes to compile. Without it `.`,
+// `[^…]`, `\W` match one byte, so a gap like `.{0,80}` counts bytes; literals (non-ASCII too) match
+// as usual, and `caseless` folds ASCII only (with or without utf8, unless `ucp`). Say `utf8` where
+// `.` must be one character, `ucp` (implies utf8) for Unicode classes and case folding.
 //
 // Prefilter rules: a pattern too large for an exact Hyperscan compile ("Pattern is too large",
 // a resource limit) is compiled with HS_FLAG_PREFILTER, which may report matches the pattern does
