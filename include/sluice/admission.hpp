@@ -2,15 +2,25 @@
 // RequestObserver that turns a request's head and body into admit or deny, and writes one audit
 // record per decision.
 //
+//   header fields → a field some `header:<name>` rule names is scanned as it streams, with
+//                   every rule of that name (the tier is not known yet)
 //   request head  → key (Authorization: Bearer | x-api-key | api-key) → verified-key cache →
 //                   identity → tier (or the anonymous tier, or 401); path within the tier's
-//                   `paths` (else 403); Content-Length within every bucket's max_body_bytes (413)
-//   request end   → model within the tier's `models` (403); token-id prompts (400); body and
+//                   `paths` (else 403); the tier's path rules, then its header rules' matches
+//                   (403 content_policy_violation); Content-Length within every bucket's
+//                   max_body_bytes (413)
+//   prompt text   → the tier's prompt rules, one stream per request as the canonical text comes
+//   request end   → the prompt rules' verdict (403); model within the tier's `models` (403);
+//                   token-id prompts (400); body and
 //                   requested completion within the model's bucket (413, 400); then the limits,
 //                   each a lock-free GCRA or in-flight counter shared by every worker:
 //                     requests (1 unit) → tokens (estimated prompt tokens + requested output,
 //                     the tier's cap when the request names none) → in flight (1)
 //                   a later limit's denial gives back what the earlier ones took (429)
+//   response      → with a completion rule in the tier: the completion text scanned as it
+//                   streams; a block cuts the response (the stage ends it), recorded as a denial
+//                   with reason completion_policy_violation and the host's status — so is a body
+//                   whose coding cannot be read (completion_unreadable: fail closed)
 //   response end  → tokens reconciled with the reported `usage` (refund or charge), in-flight
 //                   slot released, the admitted request's audit record written (as an access log
 //                   is: with the host's status and the usage)
@@ -24,6 +34,7 @@
 // request, the identity's flag counter.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -47,6 +58,7 @@ struct AdmissionStats {
   uint64_t rule_blocks = 0;       // requests refused by an enforce-mode block rule
   uint64_t rule_flags = 0;        // requests an enforce-mode flag rule matched
   uint64_t rule_scan_errors = 0;  // scans Hyperscan refused (answered 503, fail closed)
+  uint64_t responses_cut = 0;     // by a completion rule, or unreadable for one (fail closed)
   uint64_t key_cache_hits = 0;
   uint64_t key_cache_misses = 0;  // SHA-256 computed
   uint64_t responses_unmatched = 0;
@@ -68,9 +80,15 @@ class Admission final : public RequestObserver {
   void refresh();
 
   void on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) override;
+  bool on_header_field(uint32_t flow_id, std::string_view lower_name) override;
+  void on_header_value(uint32_t flow_id, std::string_view bytes) override;
+  void on_header_end(uint32_t flow_id) override;
   Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
   void on_prompt_text(uint32_t flow_id, std::string_view canonical) override;
   Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
+  bool on_response_head(uint32_t flow_id, const ResponseHead& head) override;
+  Refusal on_completion_text(uint32_t flow_id, std::string_view canonical) override;
+  Refusal on_completion_end(uint32_t flow_id, bool readable) override;
   void on_response_end(uint32_t flow_id, const ResponseOutcome& response, uint64_t now_ns) override;
   void on_flow_close(uint32_t flow_id) override;
 
@@ -87,6 +105,7 @@ class Admission final : public RequestObserver {
 
  private:
   FlowState* flow(uint32_t flow_id);
+  Request* start_reading(FlowState& state);
   Request* take_request();
   void give_back(Request* request);
   Refusal deny(FlowState& flow, Refusal refusal);
@@ -113,6 +132,7 @@ class Admission final : public RequestObserver {
   std::vector<Request*> requests_free_;
   uint64_t sequence_ = 0;
   AdmissionStats stats_;
+  std::array<char, 128> detail_{};  // the disclosed rule id of the last refusal
 };
 
 }  // namespace sluice

@@ -56,6 +56,11 @@ class Canonicalizer {
   void feed(std::string_view utf8, CanonicalSink& sink);
   // Flushes what was held back for the current field.
   void end_field(CanonicalSink& sink);
+  // Hands over what is held back without ending the field, as if the text were cut here (an
+  // incomplete UTF-8 sequence and pending whitespace stay held): for text streamed in deltas
+  // whose scan must not wait for the next delta. Only combining marks at the start of the next
+  // piece then come out differently from the whole text (they no longer reach their base).
+  void flush(CanonicalSink& sink);
 
   // Tokens estimated over everything fed since reset() (the raw text, as the model's tokenizer
   // sees it); see docs/token-estimate.md for the method and its error on the corpora.

@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 
+#include "sluice/http_response.hpp"
 #include "sluice/request_reason.hpp"
 
 namespace sluice {
@@ -32,6 +33,21 @@ inline constexpr std::size_t kMaxDenialBytes = 1024;
 // Writes the answer for `refusal` into `out`; returns its length (0 when out is too small,
 // never with out.size() >= kMaxDenialBytes).
 std::size_t write_denial(const Refusal& refusal, std::span<char> out);
+
+// The end Sluice puts to a streamed (text/event-stream) response whose completion a rule refused:
+// an SSE error event — the OpenAI SDKs raise it as an APIError with the reason as its code —
+//
+//   event: error
+//   data: {"error":{"message":"…","type":"invalid_request_error","param":null,"code":"…"}}
+//
+// after a blank line when the client's last event was cut short, framed for where the body
+// stands (`at`, before the dropped bytes): a chunk and the last chunk when chunked (the chunk in
+// progress completed, with the event's first bytes, or padded with blank lines, which SSE
+// ignores); padded to the bytes a Content-Length still owes; as is when the close ends the
+// body. Returns 0 when it cannot be framed in `out` (inside a chunk-size line, a chunk larger
+// than the buffer, an event longer than the Content-Length owes): the flow is reset instead.
+std::size_t write_stream_denial(const Refusal& refusal, BodyPosition at, bool at_event_boundary,
+                                std::span<char> out);
 
 // The OpenAI error `type` for a reason: "requests" or "tokens" for rate limits (as OpenAI's
 // own 429s say), "invalid_request_error" otherwise.

@@ -20,6 +20,12 @@ inline constexpr std::size_t kMaxTargetBytes = 1024;
 inline constexpr std::size_t kMaxKeyBytes = 256;
 inline constexpr std::size_t kMaxValueBytes = 256;  // Host, Content-Type, … values kept
 inline constexpr std::size_t kMaxMethods = 12;
+// Longest header field name offered to HttpRequestSink::on_field_name (longer ones never are).
+inline constexpr std::size_t kMaxFieldNameBytes = 64;
+
+// Header fields that can carry an API key or a session secret: never offered to a sink, so no
+// rule can scan (or log) them. The key itself reaches admission through RequestHead::key only.
+bool is_secret_field(std::string_view lower_name);
 
 struct HttpLimits {
   uint32_t max_header_bytes = 16384;  // request line + header section (and trailers)
@@ -62,6 +68,13 @@ struct RequestHead {
 class HttpRequestSink {
  public:
   virtual ~HttpRequestSink() = default;
+  // Each header field of the head (not the trailers) but the secret ones (is_secret_field) is
+  // offered by its lower-case name before on_head. When the sink takes it (returns true), its
+  // value follows in pieces — optional whitespace around it removed, the pieces views valid
+  // during the call — and then on_field_end. A head the parser refuses ends without them.
+  virtual bool on_field_name(std::string_view /*lower_name*/) { return false; }
+  virtual void on_field_value(std::span<const uint8_t> /*bytes*/) {}
+  virtual void on_field_end() {}
   virtual void on_head(const RequestHead& head) = 0;
   // Body bytes in order, chunk framing removed (still content-encoded).
   virtual void on_body(std::span<const uint8_t> bytes) = 0;
@@ -124,7 +137,9 @@ class HttpRequestParser {
   RequestReason fail(RequestReason reason);
   RequestReason count_header_byte();
   RequestReason end_of_request_line();
-  RequestReason end_of_header_line();
+  RequestReason end_of_header_line(HttpRequestSink& sink);
+  void offer_field(HttpRequestSink& sink);
+  void stream_value(const uint8_t* first, const uint8_t* last, HttpRequestSink& sink);
   RequestReason end_of_head(HttpRequestSink& sink);
   void complete(HttpRequestSink& sink);
   void begin_request();
@@ -166,6 +181,12 @@ class HttpRequestParser {
 
   // Per header line.
   Header header_ = Header::kOther;
+  // Whether the sink took this field's value: streamed as read (fields not kept), or handed over
+  // whole from value_ when the line ends (the fields kept).
+  enum class Offer : uint8_t { kNone, kStream, kAtEnd };
+  Offer offer_ = Offer::kNone;
+  uint8_t held_space_length_ = 0;  // whitespace of a streamed value not handed over yet
+  char held_space_[16];
   uint8_t name_length_ = 0;
   uint16_t value_length_ = 0;
   bool value_overflow_ = false;
@@ -173,7 +194,7 @@ class HttpRequestParser {
 
   char method_[kMaxMethodBytes];
   char version_[8];
-  char name_[24];  // lower-cased, enough for every header in Header
+  char name_[kMaxFieldNameBytes];  // lower-cased
   char target_[kMaxTargetBytes];
   char key_[kMaxKeyBytes];
   char host_[kMaxValueBytes];

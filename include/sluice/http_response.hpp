@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <span>
 
+#include "sluice/http_request.hpp"  // ContentEncoding
+
 namespace sluice {
 
 struct ResponseHead {
@@ -17,8 +19,23 @@ struct ResponseHead {
   bool has_content_length = false;
   uint64_t content_length = 0;
   bool until_close = false;  // body delimited by the end of the connection
-  bool coded = false;        // a Content-Encoding (or a transfer coding besides chunked): the
-                             // body bytes handed on are not the representation's text
+  // Content-Encoding gzip, x-gzip or deflate: the body handed on is that coding of the text.
+  ContentEncoding encoding = ContentEncoding::kIdentity;
+  bool coded = false;  // a coding besides those (br, zstd, a list of codings, a transfer coding
+                       // other than chunked): the body bytes handed on cannot be read as text
+};
+
+// Where a response's body framing stands between two bytes, for Sluice to end the body itself.
+struct BodyPosition {
+  enum class Kind : uint8_t {
+    kBetweenChunks,  // chunked, at the start of a chunk-size line
+    kInChunk,        // chunked, `remaining` bytes of chunk data due (then CRLF)
+    kInLength,       // Content-Length, `remaining` body bytes due
+    kUntilClose,     // delimited by the end of the connection
+    kElsewhere,      // inside a head, a chunk-size line, a chunk's CRLF or the trailers
+  };
+  Kind kind = Kind::kElsewhere;
+  uint64_t remaining = 0;
 };
 
 class HttpResponseSink {
@@ -42,6 +59,7 @@ class HttpResponseParser {
   void end_of_stream(HttpResponseSink& sink);
 
   bool failed() const { return state_ == State::kFailed; }
+  BodyPosition body_position() const;
 
  private:
   enum class State : uint8_t {

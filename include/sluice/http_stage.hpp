@@ -8,6 +8,10 @@
 // then the flow ends. The observer decides at request end, inside the call that delivered the
 // request's last bytes, so the segment that would complete the request at the host is the one
 // that is dropped.
+// Responses are framed to tie each to its request and to read its `usage`; gzip and deflate
+// bodies are inflated for that. When the observer asks (a completion rule applies), the
+// completion text is extracted and canonicalised like a prompt and handed over as it streams;
+// a response the observer refuses is cut at the segment that decided it (see on_completion_text).
 // Per-flow state (≈ 3 KiB without zlib, see kFlowStateBytes) is allocated the first time a flow
 // carries data and recycled through a free list when the flow closes, so memory follows the
 // number of concurrently active flows and the steady state allocates nothing.
@@ -19,9 +23,11 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/completion_extractor.hpp"
 #include "sluice/content_decoder.hpp"
 #include "sluice/denial.hpp"
 #include "sluice/http_request.hpp"
+#include "sluice/http_response.hpp"
 #include "sluice/prompt_extractor.hpp"
 #include "sluice/stream_consumer.hpp"
 #include "sluice/usage_scanner.hpp"
@@ -48,13 +54,21 @@ struct ResponseOutcome {
   TokenUsage usage;     // what the body's `usage` reported (JSON body or the SSE events)
 };
 
-// What the L7 stage tells the policy layers (admission, rules, audit), per flow, in order:
-// on_flow_open, then per request on_request_head → on_prompt_text… → on_request_end, each
-// response's on_response_end (oldest request first), and finally on_flow_close.
+// What the L7 stage tells the policy layers (admission, rules and audit), per flow, in order:
+// on_flow_open; then per request its header fields (on_header_field, and the values asked for),
+// on_request_head → on_prompt_text… → on_request_end; each response's on_response_head, its
+// completion text when asked for (on_completion_text… → on_completion_end) and on_response_end
+// (oldest request first); and finally on_flow_close.
 class RequestObserver {
  public:
   virtual ~RequestObserver() = default;
   virtual void on_flow_open(uint32_t, const FlowEndpoints&) {}
+  // A header field of the request being read, by its lower-case name, before on_request_head
+  // (fields that can carry keys never are: is_secret_field). True asks for its value: pieces in
+  // on_header_value (views valid during the call), then on_header_end.
+  virtual bool on_header_field(uint32_t, std::string_view /*lower_name*/) { return false; }
+  virtual void on_header_value(uint32_t, std::string_view) {}
+  virtual void on_header_end(uint32_t) {}
   // Headers complete. `head` and its views are valid during the call only. A refusal ends the
   // flow here: the body is not read, and on_request_end is not called for this request.
   virtual Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) = 0;
@@ -66,6 +80,16 @@ class RequestObserver {
   // assembler refused the return value is ignored.
   virtual Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
                                  uint64_t now_ns) = 0;
+  // The head of the response to the oldest open request. True asks for its completion text.
+  virtual bool on_response_head(uint32_t, const ResponseHead&) { return false; }
+  // Canonical completion text of that response, in order, in pieces (fields separated by a
+  // newline), as the body streams through. A refusal cuts the response at the segment that
+  // carried the text: a streamed one ends with an SSE error event and a FIN to the client, any
+  // other is reset both ways; the server is reset. No on_response_end follows it.
+  virtual Refusal on_completion_text(uint32_t, std::string_view) { return {}; }
+  // The completion text ended with the body (readable), or cannot be read (a coding Sluice does
+  // not decode, or one that fails to decode). A refusal cuts the response at its last segment.
+  virtual Refusal on_completion_end(uint32_t, bool /*readable*/) { return {}; }
   // The response to the oldest open request ended.
   virtual void on_response_end(uint32_t flow_id, const ResponseOutcome& response,
                                uint64_t now_ns) = 0;
@@ -102,6 +126,9 @@ class HttpStage final : public StreamConsumer {
   std::vector<FlowState*> free_;
   std::size_t allocated_ = 0;
   std::array<char, kMaxDenialBytes> denial_{};  // the last denial() formatted
+  // A refused response's end, formatted when it was refused (the tracker asks for it next).
+  uint32_t stream_denial_flow_ = 0;
+  std::size_t stream_denial_length_ = 0;
 };
 
 }  // namespace sluice

@@ -63,6 +63,8 @@ namespace sluice {
   X(tokens_over_burst, 413, "request needs more tokens than the tier's token burst")             \
   X(content_policy_violation, 403, "the request was refused by a content policy rule")           \
   X(rule_scan_failed, 503, "the content scan could not be completed")                            \
+  X(completion_policy_violation, 403, "the response was cut by a content policy rule")           \
+  X(completion_unreadable, 502, "the response's coding cannot be read for its content rules")    \
   X(rate_limited_requests, 429, "request rate limit reached")                                    \
   X(rate_limited_tokens, 429, "token rate limit reached")                                        \
   X(concurrency_limited, 429, "too many requests in flight")
@@ -89,6 +91,13 @@ inline constexpr std::size_t kRequestReasonCount = kRequestReasons.size();
 
 constexpr const RequestReasonInfo& info_of(RequestReason reason) {
   return kRequestReasons[static_cast<std::size_t>(reason)];
+}
+
+// Reasons for cutting an admitted request's response (completion rules): such a request was
+// counted admitted when it was; these count the responses cut, not more requests.
+constexpr bool is_response_reason(RequestReason reason) {
+  return reason == RequestReason::completion_policy_violation ||
+         reason == RequestReason::completion_unreadable;
 }
 
 // The bucket a 429 describes, for its x-ratelimit-*-<kind> headers.

@@ -1,8 +1,9 @@
 // The dataplane's RequestObserver: passes every event on to the policy observer behind it
 // (admission, which decides and audits), counts requests by final outcome — the assembler's
-// reason, else the policy's (per worker, read by the stats thread like the other counters) —
-// and, for `sluice replay --prompts FILE` only, writes what the scanner would see, one JSON
-// line per request. API keys are never written; prompts only when that option is given.
+// reason, else the policy's — and responses cut by completion rules (per worker, read by the
+// stats thread like the other counters), and, for `sluice replay --prompts FILE` only, writes what
+// the scanner would see, one JSON line per request. API keys are never written; prompts only when
+// that option is given.
 #pragma once
 
 #include <array>
@@ -39,6 +40,12 @@ class RequestRecorder final : public RequestObserver {
   Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
   void on_prompt_text(uint32_t flow_id, std::string_view canonical) override;
   Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
+  bool on_header_field(uint32_t flow_id, std::string_view lower_name) override;
+  void on_header_value(uint32_t flow_id, std::string_view bytes) override;
+  void on_header_end(uint32_t flow_id) override;
+  bool on_response_head(uint32_t flow_id, const ResponseHead& head) override;
+  Refusal on_completion_text(uint32_t flow_id, std::string_view canonical) override;
+  Refusal on_completion_end(uint32_t flow_id, bool readable) override;
   void on_response_end(uint32_t flow_id, const ResponseOutcome& response, uint64_t now_ns) override;
   void on_flow_close(uint32_t flow_id) override;
 

@@ -271,6 +271,12 @@ struct RuleVerdict {
   bool blocked() const { return blocking_rule >= 0; }
 };
 
+// Adds one matched rule to a verdict, as a stream records it: the first enforce-mode `block`
+// decides, enforce-mode `flag` and `log` rules mark the verdict, shadow rules are only listed.
+// Returns true for an enforce-mode block. Used by RuleStream and, for header fields (read before
+// the key that names the tier), to judge a scan over every rule with the tier's selection later.
+bool add_to_verdict(RuleVerdict& verdict, const RuleDatabase& db, uint32_t rule);
+
 // One request's (or response's, path's, header's) streaming scan. Reused: end() resets the
 // Hyperscan stream instead of freeing it, and begin() on the same database opens nothing, so a
 // RuleStream allocates only when first begun on a database (stream state, the match bitset,
@@ -304,6 +310,8 @@ class RuleStream {
   void set_stop_at_block(bool stop) { stop_at_block_ = stop; }
   // Whether this scan has anything to look for (see RuleDatabase::applies).
   bool active() const { return active_; }
+  // The verdict so far (final after end()): a block shows here as soon as it is found.
+  const RuleVerdict& verdict() const { return verdict_; }
   // Every rule recorded since begin(), in order of first match (the verdict keeps the first 8).
   std::span<const uint32_t> matches() const { return matches_; }
   const RuleDatabase* database() const { return db_.get(); }

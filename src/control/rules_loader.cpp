@@ -1,5 +1,7 @@
 #include "sluice/rules_loader.hpp"
 
+#include "sluice/http_request.hpp"
+
 #include "yaml_document.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -140,6 +142,12 @@ Rule parse_rule(const Reader& r, const YAML::Node& item, const std::string& path
     }
     rule.scope = parsed->scope;
     rule.header = parsed->header;
+    if (rule.scope == RuleScope::kHeader && rule.header.size() > kMaxFieldNameBytes)
+      r.fail(scope, path + ".scope: header names of rules are at most " +
+                        std::to_string(kMaxFieldNameBytes) + " bytes");
+    if (rule.scope == RuleScope::kHeader && is_secret_field(rule.header))
+      r.fail(scope, path + ".scope: '" + rule.header +
+                        "' can carry API keys or session secrets, which no rule reads");
   }
   if (!scope_is_canonical(rule.scope)) {
     // Hyperscan's UTF-8 modes are undefined on invalid UTF-8; paths and header values are raw

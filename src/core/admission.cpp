@@ -17,10 +17,18 @@ struct Admission::Request {
   std::optional<Bucket> bucket;  // once admitted under limits: what to reconcile and release
   uint64_t tokens_reserved = 0;
   bool holds_in_flight = false;
-  const TierSelection* rules = nullptr;  // the rules that apply (null: none), while it is read
-  RuleStream prompt_scan;                // reused across requests on the same database
-  bool prompt_scanning = false;
-  Request* next = nullptr;  // the flow's admitted requests, oldest first
+  const TierSelection* rules = nullptr;  // the rules of its tier (null: none), once known
+  // One stream, reused across requests on the same database, scans each part in turn: header
+  // fields (before the tier is known: every rule of the field's name, judged at the head), the
+  // prompt, and after admission the completion.
+  RuleStream scan;
+  enum class Scanning : uint8_t { kNone, kHeader, kPrompt, kCompletion } scanning = Scanning::kNone;
+  bool prompt_unscanned = false;  // no prompt rule applies: its text is not looked at
+  bool reads_completion = false;  // a completion rule applies: the policy is kept until the end
+  bool header_scan_failed = false;
+  std::vector<uint32_t> header_matches;  // rules matched in header fields, in order
+  uint16_t response_status = 0;          // of the response whose completion is scanned
+  Request* next = nullptr;               // the flow's admitted requests, oldest first
 };
 
 struct Admission::FlowState {
@@ -155,7 +163,7 @@ void Admission::refresh() {
   }
   // Idle streams let go of an old database, so it can be freed.
   for (Request* idle : requests_free_) {
-    if (idle->prompt_scan.database() != policy.rules().get()) idle->prompt_scan.release();
+    if (idle->scan.database() != policy.rules().get()) idle->scan.release();
   }
   if (path_scan_.database() != policy.rules().get()) path_scan_.release();
   if (previous != nullptr) {
@@ -204,14 +212,20 @@ Admission::Request* Admission::take_request() {
   request->bucket.reset();
   request->tokens_reserved = 0;
   request->holds_in_flight = false;
+  request->prompt_unscanned = false;
+  request->reads_completion = false;
+  request->header_scan_failed = false;
+  request->header_matches.clear();
+  request->response_status = 0;
   request->next = nullptr;
   return request;
 }
 
 void Admission::give_back(Request* request) {
-  if (request->prompt_scanning) {
-    request->prompt_scan.cancel();
-    request->prompt_scanning = false;
+  if (request->scanning != Request::Scanning::kNone) {
+    request->scan.cancel();
+    request->scan.set_stop_at_block(true);
+    request->scanning = Request::Scanning::kNone;
   }
   request->rules = nullptr;
   let_go(request->policy);
@@ -223,6 +237,102 @@ void Admission::emit(AuditRecord& record) {
   record.sequence = sequence_++;
   record.worker = worker_;
   audit_->write(record);
+}
+
+// The request being read gets its record and the policy in force: at its first header field a
+// rule looks at, at its head, or at a framing refusal before any.
+Admission::Request* Admission::start_reading(FlowState& state) {
+  if (state.reading == nullptr) {
+    Request* request = state.reading = take_request();
+    request->policy = current_;
+    ++current_->users;
+    request->record.src = state.endpoints.client;
+    request->record.dst = state.endpoints.server;
+  }
+  return state.reading;
+}
+
+bool Admission::on_header_field(uint32_t flow_id, std::string_view lower_name) {
+  FlowState& state = *flow(flow_id);
+  const Retained* policy = state.reading != nullptr ? state.reading->policy : current_;
+  const RuleDatabase* db = policy->policy->rules().get();
+  if (db == nullptr || !db->applies(db->selection_all(), RuleScope::kHeader, lower_name))
+    return false;
+  Request& request = *start_reading(state);
+  // The tier is not known yet (the key may come in a later field): every rule of the field's
+  // name is looked for, and the head judges the matches with the tier's selection.
+  request.scan.set_stop_at_block(false);
+  request.scan.begin(*db, db->selection_all(), RuleScope::kHeader, lower_name);
+  request.scanning = Request::Scanning::kHeader;
+  return true;
+}
+
+void Admission::on_header_value(uint32_t flow_id, std::string_view bytes) {
+  Request* request = flow(flow_id)->reading;
+  if (request != nullptr && request->scanning == Request::Scanning::kHeader)
+    request->scan.feed(bytes, *scratch_);
+}
+
+void Admission::on_header_end(uint32_t flow_id) {
+  Request* request = flow(flow_id)->reading;
+  if (request == nullptr || request->scanning != Request::Scanning::kHeader) return;
+  request->scanning = Request::Scanning::kNone;
+  const RuleVerdict verdict = request->scan.end(*scratch_);
+  request->scan.set_stop_at_block(true);
+  request->header_scan_failed = request->header_scan_failed || verdict.error;
+  for (const uint32_t rule : request->scan.matches()) {
+    if (std::find(request->header_matches.begin(), request->header_matches.end(), rule) ==
+        request->header_matches.end())
+      request->header_matches.push_back(rule);
+  }
+}
+
+bool Admission::on_response_head(uint32_t flow_id, const ResponseHead& head) {
+  Request* request = flow(flow_id)->oldest;
+  if (request == nullptr || !request->reads_completion) return false;
+  request->response_status = head.status;
+  request->scan.begin(*request->policy->policy->rules(), *request->rules, RuleScope::kCompletion);
+  request->scanning = Request::Scanning::kCompletion;
+  return true;
+}
+
+Refusal Admission::on_completion_text(uint32_t flow_id, std::string_view canonical) {
+  FlowState& state = *flow(flow_id);
+  Request* request = state.oldest;
+  if (request == nullptr || request->scanning != Request::Scanning::kCompletion) return {};
+  request->scan.feed(canonical, *scratch_);
+  const RuleVerdict& so_far = request->scan.verdict();
+  if (!so_far.blocked() && !so_far.error) return {};  // flags and logs are recorded at the end
+  return on_completion_end(flow_id, true);
+}
+
+Refusal Admission::on_completion_end(uint32_t flow_id, bool readable) {
+  FlowState& state = *flow(flow_id);
+  Request* request = state.oldest;
+  if (request == nullptr || request->scanning != Request::Scanning::kCompletion) return {};
+  request->scanning = Request::Scanning::kNone;
+  Refusal refusal{RequestReason::completion_unreadable};
+  if (readable) {
+    refusal =
+        apply_rules(*request, *request->policy->policy->rules(), request->scan.end(*scratch_));
+    if (refusal.reason == RequestReason::content_policy_violation)
+      refusal.reason = RequestReason::completion_policy_violation;
+  } else {
+    request->scan.cancel();
+  }
+  if (!refusal.refused()) return {};
+  // The response is cut: the request's life ends here, recorded with the host's status.
+  ++stats_.responses_cut;
+  AuditRecord& record = request->record;
+  record.verdict = AuditVerdict::deny;
+  record.reason.assign(info_of(refusal.reason).name);
+  state.oldest = request->next;
+  if (state.oldest == nullptr) state.newest = nullptr;
+  --state.pending;
+  record.status = request->response_status;
+  finish(state, *request, nullptr, 0);
+  give_back(request);
+  return refusal;
 }
 
 void Admission::on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) {
@@ -246,30 +356,37 @@ Refusal Admission::deny(FlowState& state, Refusal refusal) {
 
 Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) {
   FlowState& state = *flow(flow_id);
-  if (state.reading != nullptr) give_back(state.reading);  // cannot happen: one head per end
-  Request* request = state.reading = take_request();
-  request->policy = current_;
-  ++current_->users;
-  const AdmissionPolicy& policy = *current_->policy;
+  // Started at its first header field a rule looks at, or here.
+  Request* request = start_reading(state);
+  const AdmissionPolicy& policy = *request->policy->policy;
 
   AuditRecord& record = request->record;
   record.ts_ns = static_cast<int64_t>(now_ns) + wall_offset_ns_;
-  record.src = state.endpoints.client;
-  record.dst = state.endpoints.server;
   record.method.assign(head.method);
   record.set_path(head.target);
   const RuleDatabase* db = policy.rules().get();
-  // The path scope is scanned whole, here; the prompt scope as the text comes.
-  const auto scan_path = [&](const TierSelection* selection) -> Refusal {
+  // Once the tier is known: the path is scanned whole, here, and the header fields' matches
+  // judged with the tier's selection; the prompt is scanned as its text comes.
+  const auto scan_head = [&](const TierSelection* selection) -> Refusal {
     request->rules = selection;
-    if (db == nullptr || selection == nullptr || !db->applies(*selection, RuleScope::kPath))
-      return {};
-    path_scan_.begin(*db, *selection, RuleScope::kPath);
-    path_scan_.feed(head.target, *scratch_);
-    return apply_rules(*request, *db, path_scan_.end(*scratch_));
+    if (db == nullptr || selection == nullptr) return {};
+    if (db->applies(*selection, RuleScope::kPath)) {
+      path_scan_.begin(*db, *selection, RuleScope::kPath);
+      path_scan_.feed(head.target, *scratch_);
+      if (const Refusal by_path = apply_rules(*request, *db, path_scan_.end(*scratch_));
+          by_path.refused())
+        return by_path;
+    }
+    if (request->header_matches.empty() && !request->header_scan_failed) return {};
+    RuleVerdict verdict;
+    verdict.error = request->header_scan_failed;
+    for (const uint32_t rule : request->header_matches) {
+      if (selection->contains(rule)) add_to_verdict(verdict, *db, rule);
+    }
+    return apply_rules(*request, *db, verdict);
   };
   if (!policy.enforcing()) {
-    const Refusal by_rules = scan_path(policy.untiered_rules());
+    const Refusal by_rules = scan_head(policy.untiered_rules());
     return by_rules.refused() ? deny(state, by_rules) : Refusal{};
   }
 
@@ -295,7 +412,7 @@ Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, ui
 
   if (!path_allowed(*identity->tier, head.target))
     return deny(state, Refusal{RequestReason::endpoint_not_allowed});
-  if (const Refusal by_rules = scan_path(identity->tier->rules); by_rules.refused())
+  if (const Refusal by_rules = scan_head(identity->tier->rules); by_rules.refused())
     return deny(state, by_rules);
   if (head.framing == BodyFraming::kContentLength) {
     uint64_t largest = 0;
@@ -315,11 +432,10 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
     // Refused before its head was complete (framing: a bad request line or header, both
     // Content-Length and Transfer-Encoding, …): recorded with what is known.
     if (outcome.reason == RequestReason::ok) return {};  // cannot happen: no end without a head
-    request = state.reading = take_request();
-    request->record.ts_ns = static_cast<int64_t>(now_ns) + wall_offset_ns_;
-    request->record.src = state.endpoints.client;
-    request->record.dst = state.endpoints.server;
+    request = start_reading(state);
   }
+  if (request->record.ts_ns == 0)
+    request->record.ts_ns = static_cast<int64_t>(now_ns) + wall_offset_ns_;
   AuditRecord& record = request->record;
   record.request_bytes = outcome.body_bytes;
   record.prompt_tokens_est = outcome.token_estimate;
@@ -332,9 +448,9 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
   }
   if (outcome.reason != RequestReason::ok) return deny(state, Refusal{outcome.reason});
 
-  if (request->prompt_scanning) {
-    request->prompt_scanning = false;
-    const RuleVerdict verdict = request->prompt_scan.end(*scratch_);
+  if (request->scanning == Request::Scanning::kPrompt) {
+    request->scanning = Request::Scanning::kNone;
+    const RuleVerdict verdict = request->scan.end(*scratch_);
     const Refusal by_rules = apply_rules(*request, *request->policy->policy->rules(), verdict);
     if (by_rules.refused()) return deny(state, by_rules);
   }
@@ -385,10 +501,14 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
     record.tokens_reserved = cost;
   }
 
-  // Admitted: it waits for its response.
+  // Admitted: it waits for its response. The policy it was read under stays with it only when a
+  // completion rule applies (its database scans the response).
   record.verdict = AuditVerdict::admit;
   record.reason.assign(info_of(RequestReason::ok).name);
-  let_go(request->policy);
+  const RuleDatabase* db = request->policy->policy->rules().get();
+  request->reads_completion = db != nullptr && request->rules != nullptr &&
+                              db->applies(*request->rules, RuleScope::kCompletion);
+  if (!request->reads_completion) let_go(request->policy);
   state.reading = nullptr;
   if (state.newest != nullptr) {
     state.newest->next = request;
@@ -434,17 +554,17 @@ void Admission::finish(FlowState&, Request& request, const ResponseOutcome* resp
 void Admission::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
   if (flow_id >= by_flow_.size() || by_flow_[flow_id] == nullptr) return;
   Request* request = by_flow_[flow_id]->reading;
-  if (request == nullptr || request->rules == nullptr) return;
-  if (!request->prompt_scanning) {
+  if (request == nullptr || request->rules == nullptr || request->prompt_unscanned) return;
+  if (request->scanning != Request::Scanning::kPrompt) {
     const RuleDatabase& db = *request->policy->policy->rules();
     if (!db.applies(*request->rules, RuleScope::kPrompt)) {
-      request->rules = nullptr;  // nothing to look for in this request's prompt
+      request->prompt_unscanned = true;  // nothing to look for in this request's prompt
       return;
     }
-    request->prompt_scan.begin(db, *request->rules, RuleScope::kPrompt);
-    request->prompt_scanning = true;
+    request->scan.begin(db, *request->rules, RuleScope::kPrompt);
+    request->scanning = Request::Scanning::kPrompt;
   }
-  request->prompt_scan.feed(canonical, *scratch_);
+  request->scan.feed(canonical, *scratch_);
 }
 
 Refusal Admission::apply_rules(Request& request, const RuleDatabase& db,
@@ -468,8 +588,13 @@ Refusal Admission::apply_rules(Request& request, const RuleDatabase& db,
   if (!verdict.blocked()) return {};
   ++stats_.rule_blocks;
   Refusal refusal{RequestReason::content_policy_violation};
-  if (request.policy != nullptr && request.policy->policy->disclose_rule_id())
-    refusal.detail = db.rule(static_cast<uint32_t>(verdict.blocking_rule)).id;
+  if (request.policy != nullptr && request.policy->policy->disclose_rule_id()) {
+    // Copied: the database may go with the request's policy before the answer is written.
+    const std::string& id = db.rule(static_cast<uint32_t>(verdict.blocking_rule)).id;
+    const std::size_t length = std::min(id.size(), detail_.size());
+    std::copy_n(id.begin(), length, detail_.begin());
+    refusal.detail = {detail_.data(), length};
+  }
   return refusal;
 }
 

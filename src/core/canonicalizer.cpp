@@ -851,6 +851,11 @@ void Canonicalizer::end_field(CanonicalSink& sink) {
   if (state().in_field) state().end_field(out);
 }
 
+void Canonicalizer::flush(CanonicalSink& sink) {
+  Output out(sink);
+  if (state().in_field) state().flush_held(out);
+}
+
 uint64_t Canonicalizer::token_estimate() const {
   return state().tokens.estimate();
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 namespace sluice {
 namespace {
@@ -57,6 +58,26 @@ char* put(char* at, char* end, const char* format, Args... args) {
 
 constexpr uint64_t kNsPerMs = 1'000'000;
 
+// The OpenAI error object for a refusal; returns its length (0 when it does not fit).
+std::size_t write_error_body(const Refusal& refusal, std::span<char> out) {
+  const RequestReasonInfo& info = info_of(refusal.reason);
+  const std::string_view type = error_type(refusal.reason);
+  // The detail is a rule id ([A-Za-z0-9._:-]); anything else is left out rather than escaped.
+  std::string_view detail = refusal.detail.substr(0, 96);
+  if (detail.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") !=
+      std::string_view::npos)
+    detail = {};
+  const int length = std::snprintf(
+      out.data(), out.size(),
+      R"({"error":{"message":"%.*s%s%.*s","type":"%.*s","param":null,"code":"%.*s"}})",
+      static_cast<int>(info.text.size()), info.text.data(), detail.empty() ? "" : ": ",
+      static_cast<int>(detail.size()), detail.data(), static_cast<int>(type.size()), type.data(),
+      static_cast<int>(info.name.size()), info.name.data());
+  return length <= 0 || length >= static_cast<int>(out.size()) ? 0
+                                                               : static_cast<std::size_t>(length);
+}
+
 }  // namespace
 
 std::string_view error_type(RequestReason reason) {
@@ -103,21 +124,9 @@ std::string format_reset(uint64_t ns) {
 
 std::size_t write_denial(const Refusal& refusal, std::span<char> out) {
   const RequestReasonInfo& info = info_of(refusal.reason);
-  const std::string_view type = error_type(refusal.reason);
-  // The detail is a rule id ([A-Za-z0-9._:-]); anything else is left out rather than escaped.
-  std::string_view detail = refusal.detail.substr(0, 96);
-  if (detail.find_first_not_of(
-          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-      std::string_view::npos)
-    detail = {};
   char body[448];
-  const int body_length = std::snprintf(
-      body, sizeof body,
-      R"({"error":{"message":"%.*s%s%.*s","type":"%.*s","param":null,"code":"%.*s"}})",
-      static_cast<int>(info.text.size()), info.text.data(), detail.empty() ? "" : ": ",
-      static_cast<int>(detail.size()), detail.data(), static_cast<int>(type.size()), type.data(),
-      static_cast<int>(info.name.size()), info.name.data());
-  if (body_length <= 0 || body_length >= static_cast<int>(sizeof body)) return 0;
+  const std::size_t body_length = write_error_body(refusal, body);
+  if (body_length == 0) return 0;
 
   const std::string_view phrase = status_text(info.status);
   char* const start = out.data();
@@ -145,9 +154,67 @@ std::size_t write_denial(const Refusal& refusal, std::span<char> out) {
                format_reset(refusal.reset_after_ns).c_str());
     }
   }
-  at = put(at, end, "content-length: %d\r\nconnection: close\r\n\r\n%s", body_length, body);
+  at = put(at, end, "content-length: %zu\r\nconnection: close\r\n\r\n%s", body_length, body);
   if (at >= end) return 0;
   return static_cast<std::size_t>(at - start);
+}
+
+std::size_t write_stream_denial(const Refusal& refusal, BodyPosition at, bool at_event_boundary,
+                                std::span<char> out) {
+  char body[448];
+  const std::size_t body_length = write_error_body(refusal, body);
+  if (body_length == 0) return 0;
+  char event[560];
+  const int event_length =
+      std::snprintf(event, sizeof event, "%sevent: error\ndata: %.*s\n\n",
+                    at_event_boundary ? "" : "\n\n", static_cast<int>(body_length), body);
+  if (event_length <= 0 || event_length >= static_cast<int>(sizeof event)) return 0;
+  const auto n = static_cast<std::size_t>(event_length);
+
+  char* const start = out.data();
+  char* const end = out.data() + out.size();
+  char* put_at = start;
+  // `count` bytes of the event from `from`, then blank lines up to `width` bytes.
+  const auto put_event = [&](std::size_t from, std::size_t count, std::size_t width) {
+    if (static_cast<std::size_t>(end - put_at) < std::max(count, width)) return false;
+    std::memcpy(put_at, event + from, count);
+    put_at += count;
+    for (; count < width; ++count) *put_at++ = '\n';
+    return true;
+  };
+  const auto put_text = [&](const char* text) {
+    put_at = put(put_at, end, "%s", text);
+    return put_at < end;
+  };
+  const auto put_chunk = [&](std::size_t from, std::size_t count) {
+    put_at = put(put_at, end, "%zx\r\n", count);
+    return put_at < end && put_event(from, count, count) && put_text("\r\n");
+  };
+  switch (at.kind) {
+    case BodyPosition::Kind::kUntilClose:
+      if (!put_event(0, n, n)) return 0;
+      break;
+    case BodyPosition::Kind::kInLength:
+      if (n > at.remaining) return 0;
+      // Padded to what the length still owes, when that fits; else the body ends short.
+      if (!put_event(0, n, at.remaining <= out.size() ? at.remaining : n)) return 0;
+      break;
+    case BodyPosition::Kind::kBetweenChunks:
+      if (!put_chunk(0, n) || !put_text("0\r\n\r\n")) return 0;
+      break;
+    case BodyPosition::Kind::kInChunk: {
+      // The chunk in progress takes the event's first bytes (or all of it and blank lines).
+      const std::size_t first = std::min<uint64_t>(n, at.remaining);
+      if (at.remaining > out.size() || !put_event(0, first, at.remaining) || !put_text("\r\n"))
+        return 0;
+      if (first < n && !put_chunk(first, n - first)) return 0;
+      if (!put_text("0\r\n\r\n")) return 0;
+      break;
+    }
+    case BodyPosition::Kind::kElsewhere:
+      return 0;
+  }
+  return static_cast<std::size_t>(put_at - start);
 }
 
 }  // namespace sluice

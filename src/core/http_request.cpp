@@ -133,10 +133,61 @@ RequestReason HttpRequestParser::end_of_request_line() {
   return RequestReason::ok;
 }
 
-RequestReason HttpRequestParser::end_of_header_line() {
+bool is_secret_field(std::string_view lower_name) {
+  return lower_name == "authorization" || lower_name == "proxy-authorization" ||
+         lower_name == "x-api-key" || lower_name == "api-key" || lower_name == "cookie";
+}
+
+// Called at the colon: offers the field to the sink unless it is secret, a trailer or too long.
+void HttpRequestParser::offer_field(HttpRequestSink& sink) {
+  offer_ = Offer::kNone;
+  held_space_length_ = 0;
+  if (in_trailers_ || name_length_ > sizeof name_) return;
+  const std::string_view name(name_, name_length_);
+  if (header_ == Header::kAuthorization || header_ == Header::kXApiKey ||
+      header_ == Header::kApiKey || is_secret_field(name) || !sink.on_field_name(name))
+    return;
+  offer_ = header_ == Header::kOther ? Offer::kStream : Offer::kAtEnd;
+}
+
+// A run of value bytes of a streamed field. Whitespace at the run's end is held back until a
+// byte after it shows it is inside the value (at the line's end it is dropped); more than the
+// 16 bytes held are handed over.
+void HttpRequestParser::stream_value(const uint8_t* first, const uint8_t* last,
+                                     HttpRequestSink& sink) {
+  const uint8_t* content_end = last;
+  while (content_end > first && is_space(content_end[-1])) --content_end;
+  if (content_end > first) {
+    if (held_space_length_ > 0) {
+      sink.on_field_value({reinterpret_cast<const uint8_t*>(held_space_), held_space_length_});
+      held_space_length_ = 0;
+    }
+    sink.on_field_value({first, static_cast<std::size_t>(content_end - first)});
+  }
+  for (const uint8_t* space = content_end; space < last; ++space) {
+    if (held_space_length_ == sizeof held_space_) {
+      sink.on_field_value({reinterpret_cast<const uint8_t*>(held_space_), held_space_length_});
+      held_space_length_ = 0;
+    }
+    held_space_[held_space_length_++] = static_cast<char>(*space);
+  }
+}
+
+RequestReason HttpRequestParser::end_of_header_line(HttpRequestSink& sink) {
+  if (offer_ == Offer::kStream) {
+    offer_ = Offer::kNone;
+    held_space_length_ = 0;
+    sink.on_field_end();
+  }
   if (in_trailers_ || header_ == Header::kOther) return RequestReason::ok;
   if (value_overflow_) return fail(RequestReason::http_bad_header);
   const std::string_view value(value_, static_cast<std::size_t>(value_length_ - trailing_spaces_));
+  if (offer_ == Offer::kAtEnd) {
+    offer_ = Offer::kNone;
+    if (!value.empty())
+      sink.on_field_value({reinterpret_cast<const uint8_t*>(value.data()), value.size()});
+    sink.on_field_end();
+  }
   switch (header_) {
     case Header::kHost:
       if (++host_count_ > 1) return fail(RequestReason::http_duplicate_host);
@@ -425,6 +476,7 @@ RequestReason HttpRequestParser::feed(std::span<const uint8_t> bytes, HttpReques
                     : name == "upgrade"           ? Header::kUpgrade
                     : name == "http2-settings"    ? Header::kHttp2Settings
                                                   : Header::kOther;
+          offer_field(sink);
           state_ = State::kValueStart;
         } else if (is_space(c)) {
           return fail(RequestReason::http_space_before_colon);
@@ -445,6 +497,18 @@ RequestReason HttpRequestParser::feed(std::span<const uint8_t> bytes, HttpReques
         state_ = State::kValue;
         break;  // read again as the value's first byte
       case State::kValue:
+        if (offer_ == Offer::kStream) {
+          // A field the sink takes and the parser does not keep: its bytes go on as one run.
+          const uint8_t* const run = p;
+          while (p < end && *p != kCr && !is_control(*p)) {
+            SLUICE_COUNT();
+            ++p;
+          }
+          if (p > run) {
+            stream_value(run, p, sink);
+            break;  // the byte that ended the run (if any) is read again below
+          }
+        }
         SLUICE_COUNT();
         if (c == kCr) {
           state_ = State::kValueLf;
@@ -467,7 +531,7 @@ RequestReason HttpRequestParser::feed(std::span<const uint8_t> bytes, HttpReques
       case State::kValueLf:
         SLUICE_COUNT();
         if (c != kLf) return fail(RequestReason::http_bare_cr);
-        if ((r = end_of_header_line()) != RequestReason::ok) return r;
+        if ((r = end_of_header_line(sink)) != RequestReason::ok) return r;
         state_ = State::kLineStart;
         ++p;
         break;

@@ -85,8 +85,16 @@ void HttpResponseParser::end_of_header_line() {
     // "gzip, chunked": the de-chunked body is still coded.
     if (!(value.size() == 7 && chunked_)) head_.coded = true;
   } else if (is("content-encoding")) {
-    if (!(value.empty() || (value.size() == 8 && starts_with_ignoring_case(value, "identity"))))
+    const bool identity =
+        value.empty() || (value.size() == 8 && starts_with_ignoring_case(value, "identity"));
+    const bool gzip = (value.size() == 4 && starts_with_ignoring_case(value, "gzip")) ||
+                      (value.size() == 6 && starts_with_ignoring_case(value, "x-gzip"));
+    const bool deflate = value.size() == 7 && starts_with_ignoring_case(value, "deflate");
+    // One coding at most: a second Content-Encoding line, or a list, is not read.
+    if (head_.encoding != ContentEncoding::kIdentity || !(identity || gzip || deflate))
       head_.coded = true;
+    else if (!identity)
+      head_.encoding = gzip ? ContentEncoding::kGzip : ContentEncoding::kDeflate;
   } else if (is("content-type")) {
     head_.event_stream = starts_with_ignoring_case(value, "text/event-stream");
   } else if (is("connection")) {
@@ -196,6 +204,23 @@ bool HttpResponseParser::feed(std::span<const uint8_t> bytes, HttpResponseSink& 
     }
   }
   return state_ != State::kFailed;
+}
+
+BodyPosition HttpResponseParser::body_position() const {
+  switch (state_) {
+    case State::kChunkSize:
+      return {
+          line_length_ == 0 ? BodyPosition::Kind::kBetweenChunks : BodyPosition::Kind::kElsewhere,
+          0};
+    case State::kChunkData:
+      return {BodyPosition::Kind::kInChunk, remaining_};
+    case State::kBody:
+      return {BodyPosition::Kind::kInLength, remaining_};
+    case State::kUntilClose:
+      return {BodyPosition::Kind::kUntilClose, 0};
+    default:
+      return {};
+  }
 }
 
 void HttpResponseParser::end_of_stream(HttpResponseSink& sink) {

@@ -1,6 +1,7 @@
 #include "sluice/http_stage.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "sluice/canonicalizer.hpp"
 #include "sluice/http_response.hpp"
@@ -19,7 +20,41 @@ struct HttpStage::FlowState final : HttpRequestSink,
         observer(request_observer),
         request(&stage_config->limits),
         decoder(stage_config->decode),
-        extractor(stage_config->json) {}
+        extractor(stage_config->json),
+        response_decoder(stage_config->decode),
+        completion_path(*this) {}
+
+  // The response direction's chain: decoded body → usage scanner and completion extractor →
+  // canonicaliser → observer. Its own sinks, apart from the request's.
+  struct CompletionPath final : DecodedSink, CompletionSink, CanonicalSink {
+    explicit CompletionPath(FlowState& flow_state) : state(flow_state) {}
+    void on_decoded(std::span<const uint8_t> bytes) override { state.on_response_text(bytes); }
+    void on_completion_text(std::string_view utf8) override {
+      if (!field_open) {
+        canonicalizer.begin_field(*this);
+        field_open = true;
+      }
+      canonicalizer.feed(utf8, *this);
+    }
+    // A stream's deltas are pieces of one text (a word may be cut between two): only a plain
+    // body's fields are separate. What a delta ends with is scanned before the next comes.
+    void on_completion_field_end() override {
+      if (state.event_stream) {
+        if (field_open) canonicalizer.flush(*this);
+        return;
+      }
+      if (!field_open) canonicalizer.begin_field(*this);
+      canonicalizer.end_field(*this);
+      field_open = false;
+    }
+    void on_canonical(std::string_view utf8) override {
+      if (state.response_refused()) return;
+      state.refuse_response(state.observer.on_completion_text(state.flow_id, utf8));
+    }
+    FlowState& state;
+    Canonicalizer canonicalizer;
+    bool field_open = false;
+  };
 
   void reset(uint32_t id) {
     flow_id = id;
@@ -29,8 +64,11 @@ struct HttpStage::FlowState final : HttpRequestSink,
     in_body = reported = field_open = json = false;
     failure = refused = RequestReason::ok;
     refusal = Refusal{};
+    response_refusal = Refusal{};
     status = 0;
     now_ns = 0;
+    completion = false;
+    field_offered = false;
   }
 
   // The request failed or ended: tells the observer once. A refusal ends the flow: nothing
@@ -60,6 +98,20 @@ struct HttpStage::FlowState final : HttpRequestSink,
   }
 
   // HttpRequestSink
+  bool on_field_name(std::string_view name) override {
+    if (refused != RequestReason::ok) return false;
+    field_offered = observer.on_header_field(flow_id, name);
+    return field_offered;
+  }
+  void on_field_value(std::span<const uint8_t> bytes) override {
+    if (field_offered)
+      observer.on_header_value(flow_id,
+                               {reinterpret_cast<const char*>(bytes.data()), bytes.size()});
+  }
+  void on_field_end() override {
+    if (field_offered) observer.on_header_end(flow_id);
+    field_offered = false;
+  }
   void on_head(const RequestHead& head) override {
     if (refused != RequestReason::ok) return;
     reported = field_open = false;
@@ -114,17 +166,65 @@ struct HttpStage::FlowState final : HttpRequestSink,
   // HttpResponseSink
   void on_response_head(const ResponseHead& head) override {
     status = head.status;
-    usage_readable = !head.coded;
+    event_stream = head.event_stream;
+    body_readable = !head.coded;
+    identity_coded = head.encoding == ContentEncoding::kIdentity;
+    body_tail = 0;
+    body_seen = false;
     usage.begin(head.event_stream);
+    response_decoder.begin(head.encoding);
+    completion = observer.on_response_head(flow_id, head);
+    if (!completion) return;
+    completion_extractor.begin(head.event_stream);
+    completion_path.canonicalizer.reset();
+    completion_path.field_open = false;
+    if (!body_readable) end_completion(false);
   }
   void on_response_body(std::span<const uint8_t> bytes) override {
-    if (usage_readable) usage.feed(bytes);
+    if (!body_readable || response_refused()) return;
+    if (response_decoder.feed(bytes, completion_path) != RequestReason::ok) {
+      body_readable = false;  // no usage; a completion that cannot be read is refused
+      if (completion) end_completion(false);
+    }
   }
   void on_response_complete() override {
+    if (response_refused()) return;
+    if (body_readable && response_decoder.finish() != RequestReason::ok) body_readable = false;
+    if (completion) {
+      if (body_readable) completion_extractor.finish(completion_path);
+      end_completion(body_readable);
+      if (response_refused()) return;  // cut at its last segment: no response end
+    }
     ResponseOutcome outcome;
     outcome.status = status;
-    if (usage_readable) outcome.usage = usage.finish();
+    if (body_readable) outcome.usage = usage.finish();
     observer.on_response_end(flow_id, outcome, now_ns);
+  }
+  // Decoded response bytes.
+  void on_response_text(std::span<const uint8_t> bytes) {
+    if (bytes.empty()) return;
+    body_seen = true;
+    for (const uint8_t c : bytes.last(std::min<std::size_t>(bytes.size(), 4)))
+      body_tail = body_tail << 8 | c;
+    usage.feed(bytes);
+    if (completion && !response_refused()) completion_extractor.feed(bytes, completion_path);
+  }
+  void end_completion(bool readable) {
+    if (completion_path.field_open) {
+      completion_path.canonicalizer.end_field(completion_path);
+      completion_path.field_open = false;
+    }
+    completion = false;
+    if (!response_refused()) refuse_response(observer.on_completion_end(flow_id, readable));
+  }
+  bool response_refused() const { return response_refusal.refused(); }
+  void refuse_response(const Refusal& r) {
+    if (r.refused() && !response_refused()) response_refusal = r;
+  }
+  // Whether the client's view of the body ends between two events (or before any).
+  bool at_event_boundary() const {
+    return !body_seen || (body_tail & 0xffff) == 0x0a0a || (body_tail & 0xffff) == 0x0d0d ||
+           body_tail == 0x0d0a0d0a;
   }
 
   const HttpStageConfig* config;
@@ -136,13 +236,23 @@ struct HttpStage::FlowState final : HttpRequestSink,
   PromptExtractor extractor;
   Canonicalizer canonicalizer;
   UsageScanner usage;
+  ContentDecoder response_decoder;
+  CompletionExtractor completion_extractor;
+  CompletionPath completion_path;
+  Refusal response_refusal;  // the response the observer refused (the flow ends with it)
+  uint32_t body_tail = 0;    // the response body's last 4 decoded bytes, for at_event_boundary
   uint64_t sequence = 0;
   uint64_t now_ns = 0;                        // of the on_data call being handled
   RequestReason failure = RequestReason::ok;  // of the current request's body
   RequestReason refused = RequestReason::ok;  // sticky: the flow's first refusal
   Refusal refusal;                            // and how to answer it
   uint16_t status = 0;
-  bool usage_readable = false;
+  bool body_readable = false;   // the response body can be decoded (usage, completion)
+  bool identity_coded = false;  // and is sent as is (an SSE error event can follow it)
+  bool event_stream = false;
+  bool body_seen = false;
+  bool completion = false;  // the observer reads this response's completion text
+  bool field_offered = false;
   bool in_body = false;
   bool reported = false;
   bool field_open = false;
@@ -190,8 +300,19 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
   FlowState& state = *state_of(flow_id, true);
   state.now_ns = now_ns;
   if (direction == Direction::kToClient) {
+    if (state.response_refused()) return StreamVerdict::kKill;
+    // Where the client's view stands before these bytes: an SSE error event is framed from there.
+    const BodyPosition position = state.response.body_position();
+    const bool at_event_boundary = state.at_event_boundary();
     state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
-    return StreamVerdict::kContinue;
+    if (!state.response_refused()) return StreamVerdict::kContinue;
+    stream_denial_length_ = 0;
+    if (state.event_stream && state.identity_coded) {
+      stream_denial_flow_ = flow_id;
+      stream_denial_length_ =
+          write_stream_denial(state.response_refusal, position, at_event_boundary, denial_);
+    }
+    return stream_denial_length_ > 0 ? StreamVerdict::kDeny : StreamVerdict::kKill;
   }
   if (state.refused != RequestReason::ok) return StreamVerdict::kDeny;
   const RequestReason framing = state.request.feed(bytes, state);
@@ -203,6 +324,10 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
 }
 
 std::span<const uint8_t> HttpStage::denial(uint32_t flow_id) {
+  if (stream_denial_length_ > 0 && stream_denial_flow_ == flow_id) {
+    const std::size_t length = std::exchange(stream_denial_length_, 0);
+    return {reinterpret_cast<const uint8_t*>(denial_.data()), length};
+  }
   const FlowState* state = state_of(flow_id, false);
   if (state == nullptr || !state->refusal.refused()) return {};
   const std::size_t length = write_denial(state->refusal, denial_);

@@ -734,26 +734,30 @@ int RuleStream::handle_match(uint32_t rule, uint64_t to) {
   return record(rule) ? 1 : 0;
 }
 
-bool RuleStream::record(uint32_t rule) {
-  seen_[rule / 64] |= uint64_t{1} << (rule % 64);
-  matches_.push_back(rule);
-  if (verdict_.matched_count < RuleVerdict::kMaxMatched)
-    verdict_.matched[verdict_.matched_count] = rule;
-  if (verdict_.matched_count < UINT8_MAX) ++verdict_.matched_count;
-  const RuleDatabase::Runtime& runtime = db_->runtime(rule);
+bool add_to_verdict(RuleVerdict& verdict, const RuleDatabase& db, uint32_t rule) {
+  if (verdict.matched_count < RuleVerdict::kMaxMatched)
+    verdict.matched[verdict.matched_count] = rule;
+  if (verdict.matched_count < UINT8_MAX) ++verdict.matched_count;
+  const RuleDatabase::Runtime& runtime = db.runtime(rule);
   if (runtime.mode != RuleMode::kEnforce) return false;  // shadow: recorded, never decides
   switch (runtime.action) {
     case RuleAction::kBlock:
-      if (verdict_.blocking_rule < 0) verdict_.blocking_rule = static_cast<int32_t>(rule);
-      return stop_at_block_;
+      if (verdict.blocking_rule < 0) verdict.blocking_rule = static_cast<int32_t>(rule);
+      return true;
     case RuleAction::kFlag:
-      verdict_.flagged = true;
+      verdict.flagged = true;
       return false;
     case RuleAction::kLog:
-      verdict_.logged = true;
+      verdict.logged = true;
       return false;
   }
   return false;
+}
+
+bool RuleStream::record(uint32_t rule) {
+  seen_[rule / 64] |= uint64_t{1} << (rule % 64);
+  matches_.push_back(rule);
+  return add_to_verdict(verdict_, *db_, rule) && stop_at_block_;
 }
 
 bool RuleStream::confirm(uint32_t rule, uint64_t to) const {

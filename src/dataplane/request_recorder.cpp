@@ -101,6 +101,36 @@ void RequestRecorder::write_prompt_line(uint32_t flow_id, const RequestOutcome& 
   std::fwrite(line.data(), 1, line.size(), prompts_);
 }
 
+bool RequestRecorder::on_header_field(uint32_t flow_id, std::string_view lower_name) {
+  return next_ != nullptr && next_->on_header_field(flow_id, lower_name);
+}
+
+void RequestRecorder::on_header_value(uint32_t flow_id, std::string_view bytes) {
+  if (next_ != nullptr) next_->on_header_value(flow_id, bytes);
+}
+
+void RequestRecorder::on_header_end(uint32_t flow_id) {
+  if (next_ != nullptr) next_->on_header_end(flow_id);
+}
+
+bool RequestRecorder::on_response_head(uint32_t flow_id, const ResponseHead& head) {
+  return next_ != nullptr && next_->on_response_head(flow_id, head);
+}
+
+Refusal RequestRecorder::on_completion_text(uint32_t flow_id, std::string_view canonical) {
+  const Refusal refusal =
+      next_ != nullptr ? next_->on_completion_text(flow_id, canonical) : Refusal{};
+  if (refusal.refused()) counts_.add(refusal.reason);
+  return refusal;
+}
+
+Refusal RequestRecorder::on_completion_end(uint32_t flow_id, bool readable) {
+  const Refusal refusal =
+      next_ != nullptr ? next_->on_completion_end(flow_id, readable) : Refusal{};
+  if (refusal.refused()) counts_.add(refusal.reason);
+  return refusal;
+}
+
 void RequestRecorder::on_response_end(uint32_t flow_id, const ResponseOutcome& response,
                                       uint64_t now_ns) {
   if (next_ != nullptr) next_->on_response_end(flow_id, response, now_ns);

@@ -57,8 +57,13 @@ std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& b
 std::string request_line(const std::array<uint64_t, kRequestReasonCount>& by_reason) {
   std::map<uint16_t, uint64_t> denied_by_status;
   uint64_t denied = 0;
+  uint64_t cut = 0;
   for (std::size_t i = 1; i < kRequestReasonCount; ++i) {
     if (by_reason[i] == 0) continue;
+    if (is_response_reason(static_cast<RequestReason>(i))) {
+      cut += by_reason[i];
+      continue;
+    }
     denied += by_reason[i];
     denied_by_status[kRequestReasons[i].status] += by_reason[i];
   }
@@ -71,6 +76,7 @@ std::string request_line(const std::array<uint64_t, kRequestReasonCount>& by_rea
           (by_status.empty() ? "" : " ") + std::to_string(status) + "=" + std::to_string(count);
     line += " (" + by_status + ")";
   }
+  if (cut > 0) line += ", " + std::to_string(cut) + " responses cut";
   return line;
 }
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -215,13 +217,18 @@ TEST(HttpStage, ReportsTheUsageOfTheFinalEventOfAChunkedEventStream) {
   EXPECT_EQ(r.observed.usages[0].used(), 11u);
 }
 
-TEST(HttpStage, DoesNotReadTheUsageOfACompressedResponse) {
+TEST(HttpStage, ReadsTheUsageOfAGzipResponseButNotOfACodingItCannotDecode) {
   const std::string body = gzip(R"({"usage":{"total_tokens":17}})");
   const StageRun r = run({request(R"({"prompt":"x"})")},
                          "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: " +
                              std::to_string(body.size()) + "\r\n\r\n" + body);
   ASSERT_EQ(r.observed.usages.size(), 1u);
-  EXPECT_FALSE(r.observed.usages[0].reported());
+  EXPECT_EQ(r.observed.usages[0].used(), 17u);
+  const StageRun brotli = run({request(R"({"prompt":"x"})")},
+                              "HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: " +
+                                  std::to_string(body.size()) + "\r\n\r\n" + body);
+  ASSERT_EQ(brotli.observed.usages.size(), 1u);
+  EXPECT_FALSE(brotli.observed.usages[0].reported());
 }
 
 TEST(HttpStage, ReadsAJsonContentTypeWithoutABodyAsNoDocument) {
@@ -289,6 +296,228 @@ TEST(HttpStage, RecyclesFlowStates) {
   }
   EXPECT_EQ(stage.states_allocated(), 1u);
   EXPECT_EQ(observed.reasons.size(), 100u);
+}
+
+// ---- Header fields and completions: what admission's rules see --------------------------------
+
+// Takes the header fields named in `wanted` and the completion text of every response; refuses
+// the response whose completion text holds `block_word` (as it streams), or at its end when
+// `block_at_end`.
+class RuleObserver final : public RequestObserver {
+ public:
+  std::vector<std::string> wanted;
+  std::string block_word;
+  bool block_at_end = false;
+
+  std::vector<std::string> offered;   // every field name offered
+  std::vector<std::string> fields;    // "name=value" of the fields taken
+  std::string completion;             // the canonical completion text so far
+  std::vector<bool> completion_ends;  // `readable` of each on_completion_end
+  int response_ends = 0;
+
+  bool on_header_field(uint32_t, std::string_view name) override {
+    offered.emplace_back(name);
+    if (std::find(wanted.begin(), wanted.end(), name) == wanted.end()) return false;
+    fields.push_back(std::string(name) + "=");
+    return true;
+  }
+  void on_header_value(uint32_t, std::string_view bytes) override { fields.back() += bytes; }
+  void on_header_end(uint32_t) override { fields.back() += ";"; }
+  Refusal on_request_head(uint32_t, const RequestHead&, uint64_t) override { return {}; }
+  void on_prompt_text(uint32_t, std::string_view) override {}
+  Refusal on_request_end(uint32_t, const RequestOutcome&, uint64_t) override { return {}; }
+  bool on_response_head(uint32_t, const ResponseHead&) override {
+    completion.clear();
+    return true;
+  }
+  Refusal on_completion_text(uint32_t, std::string_view text) override {
+    completion += text;
+    if (!block_word.empty() && completion.find(block_word) != std::string::npos)
+      return Refusal{RequestReason::completion_policy_violation};
+    return {};
+  }
+  Refusal on_completion_end(uint32_t, bool readable) override {
+    completion_ends.push_back(readable);
+    if (!readable) return Refusal{RequestReason::completion_unreadable};
+    return block_at_end ? Refusal{RequestReason::completion_policy_violation} : Refusal{};
+  }
+  void on_response_end(uint32_t, const ResponseOutcome&, uint64_t) override { ++response_ends; }
+};
+
+struct ResponseRun {
+  std::vector<StreamVerdict> verdicts;  // per response piece, up to the first refusal
+  std::string denial;                   // what the client gets instead, after kDeny
+};
+
+// One request, then its response in `pieces`, each delivered as one segment's bytes.
+ResponseRun run_response(RuleObserver& observer, const std::vector<std::string>& pieces,
+                         const std::string& request_bytes = request(R"({"prompt":"x"})")) {
+  const HttpStageConfig config;
+  HttpStage stage(&config, observer);
+  stage.on_open(3, {});
+  EXPECT_EQ(stage.on_data(
+                3, Direction::kToServer,
+                {reinterpret_cast<const uint8_t*>(request_bytes.data()), request_bytes.size()}, 0),
+            StreamVerdict::kContinue);
+  ResponseRun run;
+  for (const std::string& piece : pieces) {
+    const StreamVerdict verdict = stage.on_data(
+        3, Direction::kToClient, {reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, 0);
+    run.verdicts.push_back(verdict);
+    if (verdict == StreamVerdict::kDeny) {
+      const auto denial = stage.denial(3);
+      run.denial.assign(denial.begin(), denial.end());
+    }
+    if (verdict != StreamVerdict::kContinue) break;
+  }
+  stage.on_close(3);
+  return run;
+}
+
+TEST(HttpStage, OffersHeaderFieldsButNeverThoseCarryingSecrets) {
+  const std::string long_value(300, 'v');
+  const std::string input =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nUser-Agent: \t curl/8  x \t \r\n"
+      "Authorization: Bearer sk-secret\r\nX-Api-Key: k1\r\nApi-Key: k2\r\nCookie: c=1\r\n"
+      "Proxy-Authorization: Basic eA==\r\nX-Title: " +
+      long_value +
+      "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\n{}\r\n0\r\nX-Title: trailer\r\n\r\n";
+  std::vector<std::string> whole_fields;
+  for (std::size_t cut = 0; cut < input.size(); ++cut) {
+    RuleObserver observer;
+    observer.wanted = {"user-agent", "x-title", "host"};
+    const HttpStageConfig config;
+    HttpStage stage(&config, observer);
+    stage.on_open(1, {});
+    for (const std::string_view piece :
+         {std::string_view(input).substr(0, cut), std::string_view(input).substr(cut)}) {
+      ASSERT_EQ(stage.on_data(1, Direction::kToServer,
+                              {reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, 0),
+                StreamVerdict::kContinue);
+    }
+    EXPECT_EQ(observer.offered, (std::vector<std::string>{"host", "user-agent", "x-title",
+                                                          "content-type", "transfer-encoding"}))
+        << "cut at " << cut;
+    EXPECT_EQ(observer.fields, (std::vector<std::string>{"host=h;", "user-agent=curl/8  x;",
+                                                         "x-title=" + long_value + ";"}))
+        << "cut at " << cut;
+  }
+}
+
+TEST(HttpStage, HandsTheCompletionTextOverAsTheResponseStreams) {
+  RuleObserver observer;
+  const std::string body =
+      R"({"choices":[{"message":{"role":"assistant","content":"Ｈｅｌｌｏ  world"}}],)"
+      R"("usage":{"total_tokens":3}})";
+  const std::string packed = gzip(body);
+  const ResponseRun run =
+      run_response(observer, {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              "Content-Encoding: gzip\r\nContent-Length: " +
+                              std::to_string(packed.size()) + "\r\n\r\n" + packed});
+  EXPECT_EQ(run.verdicts, std::vector<StreamVerdict>{StreamVerdict::kContinue});
+  EXPECT_EQ(observer.completion, "Hello world");
+  EXPECT_EQ(observer.completion_ends, std::vector<bool>{true});
+  EXPECT_EQ(observer.response_ends, 1);
+}
+
+std::string sse_event(std::string_view content) {
+  return "data: {\"choices\":[{\"delta\":{\"content\":\"" + std::string(content) + "\"}}]}\n\n";
+}
+
+std::string chunk(std::string_view data) {
+  char size[24];
+  std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+  return size + std::string(data) + "\r\n";
+}
+
+const std::string kSseHead =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+std::string stream_error(bool after_blank_line = false) {
+  return std::string(after_blank_line ? "\n\n" : "") +
+         "event: error\ndata: {\"error\":{\"message\":\"the response was cut by a content "
+         "policy rule\",\"type\":\"invalid_request_error\",\"param\":null,"
+         "\"code\":\"completion_policy_violation\"}}\n\n";
+}
+
+TEST(HttpStage, EndsARefusedStreamWithAnErrorEventInItsOwnChunk) {
+  RuleObserver observer;
+  observer.block_word = "secret plans";
+  const ResponseRun run = run_response(
+      observer, {kSseHead + chunk(sse_event("The secret")), chunk(sse_event(" plans are")),
+                 chunk(sse_event(" never sent")) + "0\r\n\r\n"});
+  EXPECT_EQ(run.verdicts,
+            (std::vector<StreamVerdict>{StreamVerdict::kContinue, StreamVerdict::kDeny}));
+  EXPECT_EQ(run.denial, chunk(stream_error()) + "0\r\n\r\n");
+  EXPECT_EQ(observer.response_ends, 0) << "a response cut has no end";
+}
+
+TEST(HttpStage, CompletesTheChunkInProgressBeforeTheErrorEvent) {
+  RuleObserver observer;
+  observer.block_word = "secret plans";
+  // One chunk holds both events; the segment boundary falls inside it, after the first event.
+  const std::string first = sse_event("The secret");
+  const std::string both = chunk(first + sse_event(" plans are"));
+  const std::size_t split = kSseHead.size() + both.find("\r\n") + 2 + first.size();
+  const std::string stream = kSseHead + both + "0\r\n\r\n";
+  const ResponseRun run = run_response(observer, {stream.substr(0, split), stream.substr(split)});
+  ASSERT_EQ(run.verdicts,
+            (std::vector<StreamVerdict>{StreamVerdict::kContinue, StreamVerdict::kDeny}));
+  const std::size_t owed = sse_event(" plans are").size();
+  const std::string event = stream_error();
+  ASSERT_LT(event.size(), owed + 200);
+  const std::string expected =
+      event.size() <= owed
+          ? event + std::string(owed - event.size(), '\n') + "\r\n0\r\n\r\n"
+          : event.substr(0, owed) + "\r\n" + chunk(event.substr(owed)) + "0\r\n\r\n";
+  EXPECT_EQ(run.denial, expected);
+}
+
+TEST(HttpStage, CutsAnEventShortBeforeTheErrorEventWhenTheBlockFallsInsideIt) {
+  RuleObserver observer;
+  observer.block_word = "secret plans";
+  const std::string head =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+  const std::string event = sse_event("The secret plans");
+  const std::size_t split = event.find("secret");
+  const ResponseRun run =
+      run_response(observer, {head + event.substr(0, split), event.substr(split)});
+  ASSERT_EQ(run.verdicts,
+            (std::vector<StreamVerdict>{StreamVerdict::kContinue, StreamVerdict::kDeny}));
+  EXPECT_EQ(run.denial, stream_error(true)) << "until-close body: the event as it is";
+}
+
+TEST(HttpStage, ResetsARefusedResponseThatIsNotAStream) {
+  RuleObserver observer;
+  observer.block_word = "secret plans";
+  const std::string body = R"({"choices":[{"message":{"content":"The secret plans are these"}}]})";
+  const ResponseRun run = run_response(
+      observer, {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                 std::to_string(body.size()) + "\r\n\r\n" + body});
+  EXPECT_EQ(run.verdicts, std::vector<StreamVerdict>{StreamVerdict::kKill});
+  EXPECT_EQ(observer.response_ends, 0);
+}
+
+TEST(HttpStage, RefusesAtTheLastSegmentWhenTheVerdictComesAtTheEnd) {
+  RuleObserver observer;
+  observer.block_at_end = true;
+  const ResponseRun run = run_response(
+      observer, {kSseHead + chunk(sse_event("fine")), chunk(sse_event("still fine")), "0\r\n\r\n"});
+  EXPECT_EQ(run.verdicts,
+            (std::vector<StreamVerdict>{StreamVerdict::kContinue, StreamVerdict::kContinue,
+                                        StreamVerdict::kDeny}));
+  EXPECT_EQ(run.denial, chunk(stream_error()) + "0\r\n\r\n");
+  EXPECT_EQ(observer.response_ends, 0);
+}
+
+TEST(HttpStage, RefusesACompletionItCannotDecode) {
+  RuleObserver observer;
+  const ResponseRun run = run_response(
+      observer, {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: br\r\n"
+                 "Content-Length: 4\r\n\r\n\x1b\x00\x00\x00"});
+  EXPECT_EQ(run.verdicts, std::vector<StreamVerdict>{StreamVerdict::kKill});
+  EXPECT_EQ(observer.completion_ends, std::vector<bool>{false});
 }
 
 }  // namespace

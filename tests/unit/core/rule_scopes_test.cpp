@@ -1,0 +1,320 @@
+// The `header:<name>` and `completion` scopes in the data path: bytes through the real HTTP stage
+// into admission with a rule set compiled by the real compiler, and what comes out — the
+// verdicts the tracker acts on, the answer or the SSE error event, and the audit records.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sluice/admission.hpp"
+#include "sluice/http_stage.hpp"
+#include "sluice/identity.hpp"
+#include "sluice/rules_loader.hpp"
+
+namespace sluice {
+namespace {
+
+constexpr uint64_t kSecond = 1'000'000'000;
+
+const char* const kRules = R"(
+ruleset: scopes-test
+version: "1"
+rules:
+  - id: hdr.scanner-agent
+    description: A vulnerability scanner's user agent
+    pattern: 'sqlmap|nikto'
+    flags: [caseless]
+    scope: header:user-agent
+    action: block
+    tiers: [free]
+    examples: { match: ["sqlmap/1.7"], no_match: ["curl/8.0"] }
+  - id: hdr.title-flag
+    description: An application title worth a look
+    pattern: 'red\s*team'
+    flags: [caseless]
+    scope: header:x-title
+    action: flag
+    examples: { match: ["Red Team tool"], no_match: ["blue"] }
+  - id: out.private-key
+    description: A private key in a completion
+    pattern: 'BEGIN (RSA |EC )?PRIVATE KEY'
+    scope: completion
+    action: block
+    examples: { match: ["-----BEGIN RSA PRIVATE KEY-----"], no_match: ["public key"] }
+  - id: out.weapons-flag
+    description: Completions about weapons, flagged for review
+    pattern: 'nerve\s+agent'
+    flags: [caseless]
+    scope: completion
+    action: flag
+    tiers: [verified]
+    examples: { match: ["a nerve agent"], no_match: ["nervous"] }
+)";
+
+class Records final : public AuditSink {
+ public:
+  void write(const AuditRecord& record) override { records.push_back(record); }
+  std::vector<AuditRecord> records;
+};
+
+std::shared_ptr<const RuleDatabase> compile(const char* text) {
+  return compile_rules(load_rules_text(text, "scopes.yaml")).database;
+}
+
+// With `previous`, the workers' scratch is built to fit its rules too, as a reload does.
+std::shared_ptr<const AdmissionPolicy> make_policy(LimiterStore& store,
+                                                   std::shared_ptr<const RuleDatabase> db,
+                                                   const AdmissionPolicy* previous = nullptr) {
+  const Config config = load_config_text(
+      "identities: i.yaml\ntiers:\n"
+      "  free: { requests_per_second: 1000, burst: 1000, tokens_per_minute: 1000000,"
+      " token_burst: 100000, max_concurrent: 1, max_body_bytes: 100000, max_output_tokens: 100 }\n"
+      "  verified: { requests_per_second: 1000, burst: 1000, tokens_per_minute: 1000000,"
+      " token_burst: 100000, max_concurrent: 1, max_body_bytes: 100000, max_output_tokens: 100 }\n",
+      "scopes.yaml");
+  std::vector<Identity> identities{Identity{"hobby", "free", {sha256_of("k-free")}, {}, {}},
+                                   Identity{"acme", "verified", {sha256_of("k-acme")}, {}, {}}};
+  return build_policy(config, std::make_shared<const IdentityTable>(std::move(identities)), store,
+                      std::move(db), 1, previous);
+}
+
+std::string request(std::string_view key, std::string_view headers_before = "",
+                    std::string_view headers_after = "") {
+  const std::string body = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n" + std::string(headers_before) +
+         "Authorization: Bearer " + std::string(key) + "\r\n" + std::string(headers_after) +
+         "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + body;
+}
+
+std::string chunk(std::string_view data) {
+  char size[24];
+  std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+  return size + std::string(data) + "\r\n";
+}
+
+std::string delta(std::string_view content) {
+  return chunk("data: {\"choices\":[{\"delta\":{\"content\":\"" + std::string(content) +
+               "\"}}]}\n\n");
+}
+
+const std::string kStreamHead =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+std::string json_response(std::string_view content) {
+  const std::string body = R"({"choices":[{"message":{"content":")" + std::string(content) +
+                           R"("}}],"usage":{"total_tokens":5}})";
+  return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+std::vector<std::string> rule_ids(const AuditRecord& record) {
+  std::vector<std::string> ids;
+  std::string_view rest = record.rules.view();
+  while (!rest.empty()) {
+    const std::size_t end = std::min(rest.find('\n'), rest.size());
+    ids.emplace_back(rest.substr(0, end));
+    rest.remove_prefix(std::min(end + 1, rest.size()));
+  }
+  return ids;
+}
+
+class RuleScopesTest : public ::testing::Test {
+ protected:
+  RuleScopesTest()
+      : db_(compile(kRules)),
+        source_(make_policy(store_, db_)),
+        admission_(source_, &records_, 0, 0),
+        stage_(&config_, admission_) {}
+
+  // Sends `pieces` in one direction of `flow`; returns the verdict of each, up to the first
+  // that is not kContinue (and keeps the answer of a kDeny in denial_).
+  std::vector<StreamVerdict> send(uint32_t flow, Direction direction,
+                                  const std::vector<std::string>& pieces) {
+    std::vector<StreamVerdict> verdicts;
+    for (const std::string& piece : pieces) {
+      verdicts.push_back(stage_.on_data(
+          flow, direction, {reinterpret_cast<const uint8_t*>(piece.data()), piece.size()}, now_));
+      if (verdicts.back() == StreamVerdict::kDeny) {
+        const auto denial = stage_.denial(flow);
+        denial_.assign(denial.begin(), denial.end());
+      }
+      if (verdicts.back() != StreamVerdict::kContinue) break;
+    }
+    return verdicts;
+  }
+  StreamVerdict send_request(uint32_t flow, const std::string& bytes) {
+    stage_.on_open(flow, {});
+    return send(flow, Direction::kToServer, {bytes}).back();
+  }
+  void close(uint32_t flow) { stage_.on_close(flow); }
+
+  std::shared_ptr<const RuleDatabase> db_;
+  LimiterStore store_;
+  PolicySource source_;
+  Records records_;
+  Admission admission_;
+  const HttpStageConfig config_;
+  HttpStage stage_;
+  std::string denial_;
+  uint64_t now_ = kSecond;
+};
+
+TEST_F(RuleScopesTest, AHeaderRuleDecidesForItsTierWhereverTheKeyComes) {
+  for (const bool key_first : {false, true}) {
+    const std::string ua = "User-Agent: sqlmap/1.7#stable (https://sqlmap.org)\r\n";
+    const std::string free = key_first ? request("k-free", "", ua) : request("k-free", ua);
+    const std::string verified = key_first ? request("k-acme", "", ua) : request("k-acme", ua);
+    EXPECT_EQ(send_request(1, free), StreamVerdict::kDeny);
+    EXPECT_TRUE(denial_.starts_with("HTTP/1.1 403 Forbidden\r\n")) << denial_;
+    EXPECT_NE(denial_.find(R"("code":"content_policy_violation")"), std::string::npos);
+    EXPECT_EQ(denial_.find("hdr."), std::string::npos) << "no rule id to the client";
+    close(1);
+    EXPECT_EQ(send_request(2, verified), StreamVerdict::kContinue) << "the rule is free's only";
+    close(2);
+  }
+  ASSERT_EQ(records_.records.size(), 4u);
+  for (std::size_t i = 0; i < 4; i += 2) {
+    EXPECT_EQ(records_.records[i].reason.view(), "content_policy_violation");
+    EXPECT_EQ(rule_ids(records_.records[i]), std::vector<std::string>{"hdr.scanner-agent"});
+    EXPECT_EQ(records_.records[i + 1].verdict, AuditVerdict::admit);
+    EXPECT_TRUE(rule_ids(records_.records[i + 1]).empty());
+  }
+}
+
+TEST_F(RuleScopesTest, AHeaderRuleSeesTheFieldHoweverTheSegmentsCutIt) {
+  const std::string input =
+      request("k-free", "X-Title:   my red   team app  \r\nUser-Agent: curl\r\n");
+  for (std::size_t cut = 1; cut < input.size(); ++cut) {
+    const uint32_t flow = static_cast<uint32_t>(cut);
+    stage_.on_open(flow, {});
+    const std::vector<StreamVerdict> verdicts =
+        send(flow, Direction::kToServer, {input.substr(0, cut), input.substr(cut)});
+    EXPECT_EQ(verdicts.back(), StreamVerdict::kContinue) << "cut at " << cut;
+    send(flow, Direction::kToClient, {json_response("fine")});
+    close(flow);
+  }
+  ASSERT_EQ(records_.records.size(), input.size() - 1);
+  for (const AuditRecord& record : records_.records) {
+    EXPECT_EQ(record.verdict, AuditVerdict::admit);
+    EXPECT_EQ(rule_ids(record), std::vector<std::string>{"hdr.title-flag"});
+  }
+  EXPECT_EQ(admission_.stats().rule_flags, input.size() - 1);
+}
+
+TEST_F(RuleScopesTest, AStreamedCompletionIsCutWithAnErrorEventWhenARuleBlocksIt) {
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  // The match spans three deltas; the segment that completes it is the one cut.
+  const std::vector<StreamVerdict> verdicts =
+      send(1, Direction::kToClient,
+           {kStreamHead + delta("Here it is: -----BEGIN RSA "), delta("PRIV"),
+            delta("ATE KEY-----\\nMIIE"), delta("more") + "0\r\n\r\n"});
+  EXPECT_EQ(verdicts, (std::vector<StreamVerdict>{StreamVerdict::kContinue,
+                                                  StreamVerdict::kContinue, StreamVerdict::kDeny}));
+  EXPECT_TRUE(denial_.find("event: error\ndata: {\"error\":") != std::string::npos) << denial_;
+  EXPECT_NE(denial_.find(R"("code":"completion_policy_violation")"), std::string::npos);
+  EXPECT_TRUE(denial_.ends_with("\r\n0\r\n\r\n")) << "the chunked body ends";
+  close(1);
+  ASSERT_EQ(records_.records.size(), 1u);
+  const AuditRecord& record = records_.records[0];
+  EXPECT_EQ(record.verdict, AuditVerdict::deny);
+  EXPECT_EQ(record.reason.view(), "completion_policy_violation");
+  EXPECT_EQ(record.status, 200) << "the host's status";
+  EXPECT_EQ(rule_ids(record), std::vector<std::string>{"out.private-key"});
+  EXPECT_EQ(admission_.stats().responses_cut, 1u);
+  // Its in-flight slot (max_concurrent 1) was given back.
+  EXPECT_EQ(send_request(2, request("k-acme")), StreamVerdict::kContinue);
+}
+
+TEST_F(RuleScopesTest, APlainCompletionIsResetWhenARuleBlocksIt) {
+  ASSERT_EQ(send_request(1, request("k-free")), StreamVerdict::kContinue);
+  EXPECT_EQ(send(1, Direction::kToClient, {json_response("-----BEGIN EC PRIVATE KEY-----")}),
+            std::vector<StreamVerdict>{StreamVerdict::kKill});
+  close(1);
+  ASSERT_EQ(records_.records.size(), 1u);
+  EXPECT_EQ(records_.records[0].reason.view(), "completion_policy_violation");
+}
+
+TEST_F(RuleScopesTest, FlagsInACompletionAreRecordedWithTheAdmittedRequest) {
+  for (const char* key : {"k-acme", "k-free"}) {
+    ASSERT_EQ(send_request(1, request(key)), StreamVerdict::kContinue);
+    EXPECT_EQ(send(1, Direction::kToClient,
+                   {kStreamHead + delta("Sarin is a nerve"), delta(" agent.") + "0\r\n\r\n"}),
+              (std::vector<StreamVerdict>{StreamVerdict::kContinue, StreamVerdict::kContinue}));
+    close(1);
+  }
+  ASSERT_EQ(records_.records.size(), 2u);
+  EXPECT_EQ(records_.records[0].verdict, AuditVerdict::admit);
+  EXPECT_EQ(rule_ids(records_.records[0]), std::vector<std::string>{"out.weapons-flag"});
+  EXPECT_TRUE(rule_ids(records_.records[1]).empty()) << "the flag rule is verified's only";
+}
+
+TEST_F(RuleScopesTest, ACompletionWhoseCodingCannotBeReadIsCut) {
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  EXPECT_EQ(send(1, Direction::kToClient,
+                 {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: br\r\n"
+                  "Content-Length: 3\r\n\r\nabc"}),
+            std::vector<StreamVerdict>{StreamVerdict::kKill});
+  close(1);
+  ASSERT_EQ(records_.records.size(), 1u);
+  EXPECT_EQ(records_.records[0].reason.view(), "completion_unreadable");
+}
+
+TEST_F(RuleScopesTest, AResponseIsScannedWithTheRulesItsRequestWasAdmittedUnder) {
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  // A reload to rules without any completion rule, between the request and its response.
+  source_.publish(make_policy(store_, compile(R"(
+ruleset: other
+version: "2"
+rules:
+  - id: p.other
+    description: something else
+    pattern: 'zebrafinch'
+    scope: prompt
+    action: block
+    examples: { match: ["zebrafinch"], no_match: ["finch"] }
+)"),
+                              source_.current().get()));
+  admission_.refresh();
+  EXPECT_EQ(send(1, Direction::kToClient, {json_response("BEGIN RSA PRIVATE KEY")}),
+            std::vector<StreamVerdict>{StreamVerdict::kKill});
+  close(1);
+  // A request admitted under the new rules is not scanned for the old completion rule.
+  ASSERT_EQ(send_request(2, request("k-acme")), StreamVerdict::kContinue);
+  EXPECT_EQ(send(2, Direction::kToClient, {json_response("BEGIN RSA PRIVATE KEY")}),
+            std::vector<StreamVerdict>{StreamVerdict::kContinue});
+  close(2);
+  ASSERT_EQ(records_.records.size(), 2u);
+  EXPECT_EQ(records_.records[0].reason.view(), "completion_policy_violation");
+  EXPECT_EQ(records_.records[1].reason.view(), "ok");
+}
+
+TEST(RuleScopes, NoRuleMayReadAFieldThatCarriesSecrets) {
+  for (const char* field : {"authorization", "Proxy-Authorization", "x-api-key", "cookie"}) {
+    const std::string text = std::string(R"(
+ruleset: s
+version: "1"
+rules:
+  - id: h.secret
+    description: d
+    pattern: 'x'
+    scope: header:)") + field +
+                             R"(
+    action: block
+    examples: { match: ["x"], no_match: ["y"] }
+)";
+    try {
+      load_rules_text(text, "secret.yaml");
+      ADD_FAILURE() << field << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("secret.yaml:8:"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("API keys or session secrets"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sluice
