@@ -1,5 +1,6 @@
 // sluice: the appliance (`sluice [options] [-- EAL args]`) and the offline replay
 // (`sluice replay …`). Start-up stages: command line → config → EAL → ports → workers.
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -64,7 +65,7 @@ the pool, 3 when some were not, 1 on a start-up error, 2 on a usage or config er
 constexpr std::string_view kReplayHelp =
     R"(Usage: sluice replay --in CAPTURE.pcap --out-client TO_CLIENT.pcap --out-server TO_SERVER.pcap
                     [--config FILE] [--server-net CIDR]... [--audit FILE] [--prompts FILE]
-                    [--quiet]
+                    [--reload-at N[:CONFIG]]... [--quiet]
 
 Runs Sluice's worker pipeline over a capture, in order, on one worker, with time taken from the
 packet timestamps, and writes what Sluice emits toward each side. The same capture and config
@@ -85,7 +86,15 @@ Options:
                           target, outcome (reason and HTTP status), model, token estimate and the
                           canonical prompt text. Prompts are sensitive: only written when asked;
                           API keys are never written.
-      --quiet             no summary table
+      --reload-at N[:CONFIG]
+                          just before packet N (1-based), load the policy again as SIGHUP does
+                          live: from CONFIG, or the --config file re-read, with the identities
+                          file and rule database it names; tiers, unknown_key, identities, rules
+                          and disclose_rule_id are taken from it, limiter levels carry over, and
+                          requests whose head was read before packet N are decided under the old
+                          policy. A bad file is reported (FILE:LINE:COL) and the running policy
+                          stays. Repeatable, N increasing.
+      --quiet             no summary table (and no line per reload done)
   -h, --help              this text
 
 Which side a packet arrived on: TCP packets by their flow's initiator (the SYN sender is the
@@ -93,8 +102,10 @@ client); other packets by source address: addresses that answered a SYN on an in
 (sent a SYN-ACK) and addresses inside any --server-net are on the server side, all others
 (and frames without an address) on the client side. Frames with bad checksums are read like any
 other; on inspected flows inspect.bad_checksum decides (counted either way).
-The summary ends with mbufs_in_use_after_run, which must be 0; the exit status is 0 on success,
-3 if mbufs were lost, 1 on an error with the files, 2 on a usage or config error.
+The summary counts policy_reloads (done), policy_reload_failures and policy_switches (policies
+the worker took), and ends with mbufs_in_use_after_run, which must be 0; the exit status is 0 on
+success (a failed reload included), 3 if mbufs were lost, 1 on an error with the files, 2 on a
+usage or config error.
 )";
 
 std::atomic<bool> g_stop{false};
@@ -170,6 +181,26 @@ double parse_seconds(const std::string& option, const std::string& text, std::st
     usage_error(option + ": expected a number of seconds, got '" + text + "'", command);
   }
   return value;
+}
+
+// `--reload-at N[:CONFIG]`: N a packet index from 1; CONFIG may hold ':' itself.
+sluice::ReplayReload parse_reload_at(const std::string& text, std::string_view command) {
+  const std::size_t colon = text.find(':');
+  const std::string digits = text.substr(0, colon);
+  sluice::ReplayReload point;
+  const auto [end, error] =
+      std::from_chars(digits.data(), digits.data() + digits.size(), point.packet);
+  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() ||
+      point.packet == 0) {
+    usage_error(
+        "--reload-at: expected N[:CONFIG] with N a packet number from 1, got '" + text + "'",
+        command);
+  }
+  if (colon != std::string::npos) {
+    point.config = text.substr(colon + 1);
+    if (point.config.empty()) usage_error("--reload-at '" + text + "': CONFIG is empty", command);
+  }
+  return point;
 }
 
 sluice::Config load(const std::string& path) {
@@ -298,6 +329,15 @@ int main_replay(int argc, char** argv) {
       options.prompts = args.value(name, inline_value);
     } else if (name == "--audit") {
       options.audit = args.value(name, inline_value);
+    } else if (name == "--reload-at") {
+      sluice::ReplayReload point = parse_reload_at(args.value(name, inline_value), command);
+      if (!options.reloads.empty() && point.packet <= options.reloads.back().packet) {
+        usage_error("--reload-at: packet " + std::to_string(point.packet) + " after packet " +
+                        std::to_string(options.reloads.back().packet) +
+                        "; reload points must increase",
+                    command);
+      }
+      options.reloads.push_back(std::move(point));
     } else if (name == "--quiet") {
       options.quiet = true;
     } else {
@@ -317,6 +357,12 @@ int main_replay(int argc, char** argv) {
     std::fprintf(stderr, "sluice: %s\n", e.what());
     return kExitUsage;
   }
+  options.reload = [&config_path, &limiter_states](const sluice::ReplayReload& point,
+                                                   const sluice::AdmissionPolicy& running) {
+    // As on SIGHUP: the same limiter store, and a scratch that fits the old rules and the new.
+    return sluice::load_policy(load(point.config.empty() ? config_path : point.config),
+                               limiter_states, 1, &running);
+  };
   try {
     return sluice::run_replay(config, options);
   } catch (const std::exception& e) {

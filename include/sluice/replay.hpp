@@ -3,6 +3,8 @@
 // same capture and config give byte-identical outputs.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +25,19 @@ struct Cidr {
 // "198.18.0.0/15", "2001:2::/48"; throws std::invalid_argument with the reason.
 Cidr parse_cidr(const std::string& text);
 
+// `--reload-at N[:CONFIG]`: just before packet `packet` (1-based) the policy is built again, from
+// `config` (empty: the replay's own config file, re-read), and published; the admission takes it
+// at that packet's burst, as a live worker takes a SIGHUP reload at its next burst.
+struct ReplayReload {
+  uint64_t packet = 0;
+  std::string config;
+};
+
+// Builds the policy of a reload point over `running` (limiter state carries over); throws
+// ConfigError (FILE:LINE:COL: …) when the files are bad, and the running policy stays.
+using ReplayReloader = std::function<std::shared_ptr<const AdmissionPolicy>(
+    const ReplayReload& point, const AdmissionPolicy& running)>;
+
 struct ReplayOptions {
   std::string input;
   std::string out_client;
@@ -31,6 +46,8 @@ struct ReplayOptions {
   std::string prompts;  // JSON lines of what the scanner sees per request; empty: none
   std::string audit;    // the audit trail (JSON Lines), as the appliance writes it; empty: none
   std::shared_ptr<const AdmissionPolicy> policy;  // required: what admission enforces
+  std::vector<ReplayReload> reloads;              // by increasing packet
+  ReplayReloader reload;                          // required when `reloads` is not empty
   bool quiet = false;
 };
 

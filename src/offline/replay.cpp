@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -144,6 +145,25 @@ class CaptureSink final : public PacketSink {
   timeval stamp_{};
 };
 
+// Builds the policy of `point` and publishes it, as the live appliance does on SIGHUP; a bad file
+// leaves the running policy in place. Returns whether it published.
+bool reload_policy(const ReplayReload& point, const ReplayOptions& options, PolicySource& source) {
+  try {
+    std::shared_ptr<const AdmissionPolicy> next = options.reload(point, *source.current());
+    source.publish(next);
+    if (!options.quiet)
+      std::fprintf(stderr, "sluice replay: reloaded at packet %" PRIu64 ": %s\n", point.packet,
+                   next->summary().c_str());
+    return true;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr,
+                 "sluice replay: reload at packet %" PRIu64
+                 " failed, the running policy stays: %s\n",
+                 point.packet, e.what());
+    return false;
+  }
+}
+
 DumperHandle open_output(pcap_t* dead, const std::string& path) {
   DumperHandle dumper(pcap_dump_open(dead, path.c_str()));
   if (!dumper) throw StartupError(path + ": cannot write capture: " + pcap_geterr(dead));
@@ -190,6 +210,11 @@ Cidr parse_cidr(const std::string& text) {
 }
 
 int run_replay(const Config& config, const ReplayOptions& options) {
+  const auto out_of_order = std::adjacent_find(
+      options.reloads.begin(), options.reloads.end(),
+      [](const ReplayReload& a, const ReplayReload& b) { return a.packet >= b.packet; });
+  if (out_of_order != options.reloads.end() || (!options.reloads.empty() && !options.reload))
+    throw StartupError("reload points must come in increasing packet order, with a reloader");
   SideMap sides(config.inspect, options.server_nets);
   uint64_t packets = 0;
   {
@@ -257,6 +282,9 @@ int run_replay(const Config& config, const ReplayOptions& options) {
   CaptureSink sink(to_client.get(), to_server.get(), counters);
   Pipeline pipeline(config, kReplayHashSeed, pool, sink, consumer, counters);
   uint64_t truncated = 0;
+  uint64_t reloads_done = 0;
+  uint64_t reloads_failed = 0;
+  auto next_reload = options.reloads.begin();
   {
     pcap_pkthdr* header = nullptr;
     const u_char* data = nullptr;
@@ -276,11 +304,19 @@ int run_replay(const Config& config, const ReplayOptions& options) {
       std::memcpy(rte_pktmbuf_append(mbuf, static_cast<uint16_t>(frame.size())), frame.data(),
                   frame.size());
       sink.set_time(header->ts);
+      for (; next_reload != options.reloads.end() && next_reload->packet == packets; ++next_reload)
+        ++(reload_policy(*next_reload, options, policy_source) ? reloads_done : reloads_failed);
+      admission.refresh();  // once per burst, as a live worker does
       pipeline.expire_flows(now_ns, 64);
       pipeline.process_burst(sides.side_of(frame), &mbuf, 1, now_ns);
     }
     if (status == PCAP_ERROR) throw StartupError(options.input + ": " + pcap_geterr(input.get()));
   }
+  for (; next_reload != options.reloads.end(); ++next_reload)
+    std::fprintf(stderr,
+                 "sluice replay: no reload at packet %" PRIu64 ": the capture has %" PRIu64
+                 " packets\n",
+                 next_reload->packet, packets);
   pipeline.close_all();
   uint64_t audit_written = 0;
   if (audit_writer) {
@@ -300,6 +336,9 @@ int run_replay(const Config& config, const ReplayOptions& options) {
     totals.accumulate(counters);
     std::vector<std::pair<std::string, uint64_t>> gauges = request_gauges(requests.by_reason);
     if (audit_writer) gauges.emplace_back("audit_records_written", audit_written);
+    gauges.insert(gauges.end(), {{"policy_reloads", reloads_done},
+                                 {"policy_reload_failures", reloads_failed},
+                                 {"policy_switches", admission.stats().policy_switches}});
     gauges.insert(gauges.end(), {{"packets_read", packets},
                                  {"packets_truncated_in_capture", truncated},
                                  {"mbufs_in_use_after_run", in_use_after}});

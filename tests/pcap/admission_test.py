@@ -77,8 +77,9 @@ class Checks:
 # running sluice
 # --------------------------------------------------------------------------------------------
 
-def replay(sluice: str, workdir: str, run: str) -> dict:
-    """Runs one replay into WORKDIR/RUN; returns {rc, counters, error, dir, stdout, stderr}."""
+def replay(sluice: str, workdir: str, run: str, extra: list[str] | None = None) -> dict:
+    """Runs one replay into WORKDIR/RUN, with EXTRA arguments after the others; returns
+    {rc, counters, error, dir, stdout, stderr}."""
     d = os.path.join(workdir, run)
     os.makedirs(d, exist_ok=True)
     for name in OUTPUTS + ("audit.jsonl",):
@@ -88,7 +89,7 @@ def replay(sluice: str, workdir: str, run: str) -> dict:
            "--in", os.path.join(workdir, "in.pcap"),
            "--out-client", os.path.join(d, "to_client.pcap"),
            "--out-server", os.path.join(d, "to_server.pcap"),
-           "--audit", os.path.join(d, "audit.jsonl")]
+           "--audit", os.path.join(d, "audit.jsonl")] + (extra or [])
     out = {"dir": d, "counters": {}, "error": None, "stdout": "", "stderr": ""}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

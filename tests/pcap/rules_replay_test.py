@@ -45,9 +45,9 @@ from admission_test import RST, Checks, Frame, flow_of, frames  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def compile_rules(sluicectl: str, out: str) -> str | None:
-    """Compiles <repo>/rules into OUT; returns an error or None."""
-    cmd = [sluicectl, "rules", "compile", os.path.join(REPO, "rules"), "-o", out]
+def compile_rules(sluicectl: str, out: str, *extra: str) -> str | None:
+    """Compiles <repo>/rules and the EXTRA rule files into OUT; returns an error or None."""
+    cmd = [sluicectl, "rules", "compile", os.path.join(REPO, "rules"), *extra, "-o", out]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:
