@@ -11,7 +11,8 @@
 #
 # Checks: the verdict and status every client sees (200, 401 missing/invalid key, 403 model or
 # endpoint outside the tier, 429 with retry-after and x-ratelimit-* headers, and the SDK's
-# retries honouring them), then the audit log (one record per request, reasons, statuses,
+# retries honouring them, answers cut by a completion rule: an SSE error event for a stream, a
+# reset otherwise), then the audit log (one record per request, reasons, statuses,
 # identities, key ids, the streamed request's usage and tokens charged, no clear-text key
 # anywhere), the host's own log (denied requests never reached it) and sluice's summary.
 #
@@ -148,7 +149,7 @@ try:
 except ValueError:
     lines = [line for line in text.splitlines() if line.strip()]
     d = json.loads(lines[-1]) if lines else None
-v = eval(sys.argv[2], {"d": d})
+v = eval(sys.argv[2], {"d": d, "json": json})
 print(v if isinstance(v, str) else json.dumps(v))
 PY
 }
@@ -158,6 +159,7 @@ jtrue() { [[ $(jval "$1" "$2" || true) == true ]]; }
 # host): the audit log must have exactly that many records, the host log that many lines.
 requests=0
 admitted=0
+cut=0 # admitted, served by the host, and cut by a completion rule on the way back
 count_status() {
   local code=$1
   [[ $code =~ ^[1-9][0-9][0-9]$ ]] || return 0
@@ -471,6 +473,34 @@ else
   fail "m. SDK chat with a jailbreak (exit $rc): $(cat "$work/m.json" "$work/m.json.err")"
 fi
 
+# ---------------------------------------------------------------- n: completion rules
+# The host is made to answer with a private key (its prompt carries the ROT13 of it, which no
+# prompt rule sees): the shipped completion rule sec.private-key.completion cuts the answer.
+# n1. Streamed: the SDK gets the deltas before the deciding one, then Sluice's SSE error event,
+# which it raises as an APIError with the code; the key's body never reaches the client.
+leak=$'Here you go: -----BEGIN RSA PRIVATE KEY----- MIIEpAIBAAKCAQEAfakeEXAMPLEkey'
+echo_prompt="e2e-echo-rot13: $(tr 'A-Za-z' 'N-ZA-Mn-za-m' <<<"$leak")"
+rc=0
+node_client "$work/n1.json" chat --stream --max-retries 0 --key "$key_alice" --model small-1 \
+  --prompt "$echo_prompt" || rc=$?
+if ((rc == 0)) && jtrue "$work/n1.json" 'd["error"] == "APIError" and d["code"] == "completion_policy_violation" and d["chunks"] >= 2 and "MIIE" not in d["content"] and len(d["attempts"]) == 1'; then
+  pass "n. SDK stream answered with a private key: $(jval "$work/n1.json" 'd["chunks"]') chunks, then APIError completion_policy_violation; the key's body never arrived"
+else
+  fail "n. SDK stream answered with a private key (exit $rc): $(cat "$work/n1.json" "$work/n1.json.err")"
+fi
+# n2. Not streamed: the answer is reset both ways; the SDK (fetch) reports the connection cut
+# while it read the body.
+rc=0
+node_client "$work/n2.json" chat --max-retries 0 --key "$key_alice" --model small-1 \
+  --prompt "$echo_prompt" || rc=$?
+if ((rc == 0)) && jtrue "$work/n2.json" 'd["ok"] is False and d["error"] in ("APIConnectionError", "terminated") and "MIIE" not in json.dumps(d) and len(d["attempts"]) == 1'; then
+  pass "n. SDK chat answered with a private key: cut, $(jval "$work/n2.json" 'd["error"] + " " + str(d["message"])')"
+else
+  fail "n. SDK chat answered with a private key (exit $rc): $(cat "$work/n2.json" "$work/n2.json.err")"
+fi
+requests=$((requests + 2))
+cut=$((cut + 2))
+
 # ---------------------------------------------------------------- l: reload
 # wait_log PATTERN: waits (5 s at most) for a line of sluice's output matching PATTERN.
 wait_log() {
@@ -587,11 +617,12 @@ if [[ -s $audit ]]; then
   while read -r verdict message; do
     if [[ $verdict == pass ]]; then pass "audit: $message"; else fail "audit: $message"; fi
   done < <("$py" - "$audit" "$requests" "$admitted" "$((burst_429 + 1))" \
-    "${stream_prompt:-null}" "${stream_completion:-null}" <<'PY' 2>&1 || echo "fail audit checker crashed"
+    "${stream_prompt:-null}" "${stream_completion:-null}" "$cut" <<'PY' 2>&1 || echo "fail audit checker crashed"
 import json, re, sys
 
 path, requests, admitted, limited = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 sdk_prompt, sdk_completion = json.loads(sys.argv[5]), json.loads(sys.argv[6])
+cut = int(sys.argv[7])
 
 def check(ok, message):
     print(("pass " if ok else "fail ") + message)
@@ -634,7 +665,8 @@ check(all(r.get("status") == 200 and r.get("reason") == "ok" for r in admits),
 
 expected = {"invalid_api_key": (401, 2), "missing_api_key": (401, 1),
             "model_not_allowed": (403, 1), "endpoint_not_allowed": (403, 1),
-            "rate_limited_requests": (429, limited), "content_policy_violation": (403, 1)}
+            "rate_limited_requests": (429, limited), "content_policy_violation": (403, 1),
+            "completion_policy_violation": (200, cut)}
 for reason, (status, n) in expected.items():
     got = [r for r in denies if r.get("reason") == reason]
     statuses = sorted({str(r.get("status")) for r in got})
@@ -663,6 +695,9 @@ check(only("endpoint_not_allowed",
 check(only("content_policy_violation",
            lambda r: r.get("identity") == "alice" and r.get("rules") and r["rules"][0].startswith("pi.")),
       "content_policy_violation: identity alice, the deciding prompt-injection rule first in rules")
+check(only("completion_policy_violation",
+           lambda r: r.get("identity") == "alice" and r.get("rules", [None])[0] == "sec.private-key.completion"),
+      "completion_policy_violation: identity alice, the host's status 200, rule sec.private-key.completion")
 
 keyed = [r for r in records if r.get("reason") != "missing_api_key"]
 check(all(isinstance(r.get("key_id"), str) and re.fullmatch(r"[0-9a-f]{12}", r["key_id"]) for r in keyed),
@@ -692,9 +727,10 @@ fi
 # ---------------------------------------------------------------- host log
 while read -r verdict message; do
   if [[ $verdict == pass ]]; then pass "host: $message"; else fail "host: $message"; fi
-done < <("$py" - "$host_log" "$requests" "$admitted" "${stream_completion:-null}" <<'PY' 2>&1 || echo "fail host log checker crashed"
+done < <("$py" - "$host_log" "$requests" "$((admitted + cut))" "${stream_completion:-null}" <<'PY' 2>&1 || echo "fail host log checker crashed"
 import json, sys
 
+# served: requests answered 200 by the host (those whose answer sluice cut included)
 path, requests, admitted, sdk_completion = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 lines = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
 

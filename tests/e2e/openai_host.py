@@ -14,6 +14,10 @@ Answers, deterministically and without any model:
 - GET /v1/models: a list of two models.
 - anything else: 404 with the OpenAI error JSON; a bad body: 400 likewise.
 
+A chat whose last message starts with "e2e-echo-rot13:" is answered with the ROT13 of the rest
+instead of "tok " tokens, in deltas of 6 characters when streamed (completion_tokens = deltas):
+a way for tests to make the host say something (a private key, say) whose prompt does not.
+
 Usage is fixed by the request: prompt_tokens = whitespace-separated words over all message
 contents + 3 per message (chat), words of the prompt (completions) or of the inputs
 (embeddings); completion_tokens = min(max_tokens or max_completion_tokens (default 16), 16).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import codecs
 import hashlib
 import http.server
 import json
@@ -82,6 +87,19 @@ def completion_tokens(body: dict) -> tuple[int, str]:
     if requested <= MAX_COMPLETION_TOKENS:
         return requested, "length"
     return MAX_COMPLETION_TOKENS, "stop"
+
+
+ECHO_PREFIX = "e2e-echo-rot13:"
+
+
+def echo_pieces(messages: list) -> list[str] | None:
+    """The deltas of an echo answer (see the module doc), or None for an ordinary one."""
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    text = content_text(last.get("content"))
+    if not text.startswith(ECHO_PREFIX):
+        return None
+    answer = codecs.encode(text[len(ECHO_PREFIX):].strip(), "rot13")
+    return [answer[i:i + 6] for i in range(0, len(answer), 6)] or [""]
 
 
 def fake_embedding(text: str) -> list[float]:
@@ -223,6 +241,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise BadRequest("each message must be an object", "messages")
             prompt += words(content_text(message.get("content"))) + 3
         completion, finish = completion_tokens(body)
+        pieces = echo_pieces(messages)
+        if pieces is not None:
+            completion, finish = len(pieces), "stop"
+        else:
+            pieces = ["tok "] * completion
         usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                  "total_tokens": prompt + completion}
         ident, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
@@ -233,7 +256,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "id": ident, "object": "chat.completion", "created": created, "model": model,
                 "system_fingerprint": None,
                 "choices": [{"index": 0, "logprobs": None, "finish_reason": finish,
-                             "message": {"role": "assistant", "content": "tok " * completion,
+                             "message": {"role": "assistant", "content": "".join(pieces),
                                          "refusal": None}}],
                 "usage": usage})
             return
@@ -241,7 +264,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         base = {"id": ident, "object": "chat.completion.chunk", "created": created,
                 "model": model, "system_fingerprint": None}
         for i in range(max(completion, 1)):
-            delta = {"content": "tok "} if completion else {}
+            delta = {"content": pieces[i]} if completion else {}
             if i == 0:
                 delta = {"role": "assistant", **delta}
             last = i == max(completion, 1) - 1

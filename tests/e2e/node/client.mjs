@@ -100,6 +100,12 @@ const client = new OpenAI({
 
 // ------------------------------------------------------------------ outcomes
 function describeError(e) {
+  // A connection that ends while a body is read surfaces from fetch as TypeError "terminated"
+  // (the SDK does not wrap it): an outcome to report too.
+  if (e instanceof TypeError && e.message === "terminated") {
+    return { ok: false, error: "terminated", status: null, code: e.cause?.code ?? null,
+             type: null, message: String(e.cause?.message ?? e.message) };
+  }
   if (!(e instanceof OpenAI.APIError)) throw e; // not an API outcome: the script broke
   return {
     ok: false,
@@ -133,10 +139,15 @@ async function chatOnce(stream) {
   let content = "";
   let usage = null;
   let chunks = 0;
-  for await (const chunk of events) {
-    chunks += 1;
-    content += chunk.choices?.[0]?.delta?.content ?? "";
-    if (chunk.usage) usage = chunk.usage;
+  try {
+    for await (const chunk of events) {
+      chunks += 1;
+      content += chunk.choices?.[0]?.delta?.content ?? "";
+      if (chunk.usage) usage = chunk.usage;
+    }
+  } catch (e) {
+    // The stream broke off (an SSE error event, say): what came before it is part of the outcome.
+    return { ...describeError(e), stream: true, chunks, content };
   }
   return { ok: true, status: response.status, stream: true, chunks, content, usage };
 }

@@ -237,6 +237,24 @@ TEST(Canonicalizer, FeedWithoutBeginFieldOpensOneAndBeginFieldClosesTheOpenOne) 
   EXPECT_EQ(sink.text, "a\nb");
 }
 
+TEST(Canonicalizer, FlushHandsOverWhatIsHeldWithoutEndingTheField) {
+  Canonicalizer c;
+  StringSink sink;
+  c.feed("secret plans", sink);
+  EXPECT_EQ(sink.text, "secret plan") << "the last character waits for a combining mark";
+  c.flush(sink);
+  EXPECT_EQ(sink.text, "secret plans");
+  c.feed("  are", sink);  // pending whitespace: one space, no field separator
+  c.feed(" ", sink);
+  c.flush(sink);
+  EXPECT_EQ(sink.text, "secret plans are") << "trailing whitespace stays pending";
+  c.feed(std::string("\xC3"), sink);  // half of "é": stays held through a flush
+  c.flush(sink);
+  c.feed(std::string("\xA9!"), sink);
+  c.end_field(sink);
+  EXPECT_EQ(sink.text, "secret plans are \xC3\xA9!");
+}
+
 TEST(Canonicalizer, ComposesCombiningSequences) {
   run_cases({
       {"e + acute", "e\u0301", "\u00E9"},
