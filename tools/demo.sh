@@ -16,8 +16,10 @@
 # 5. drives a bounded mix from the client side for about 15 s with curl: verified chat
 #    completions (plain, chunked, streamed, three on one keep-alive connection), two
 #    quick bursts on a free key (past its rate: 429), a free key asking for a model
-#    outside its tier (403), unknown and missing keys (401), three evasive requests
-#    (answered by Sluice itself: 400), and traffic Sluice does not inspect (ping, UDP);
+#    outside its tier (403), prompts the content rules refuse (403), a streamed answer
+#    the completion rules cut (the host is made to say a private key), unknown and
+#    missing keys (401), three evasive requests (answered by Sluice itself: 400), and
+#    traffic Sluice does not inspect (ping, UDP);
 # 6. stops Sluice with SIGINT (it prints its summary), then prints what the client saw
 #    per category, Sluice's requests_* counters, one 429 as the client got it and a
 #    digest of the audit trail; removes everything it created, also on Ctrl-C.
@@ -344,6 +346,13 @@ rules_run() { # alice (verified): prompts the shipped rules refuse (403), howeve
   record rules "$(post alice "$(prompt_body 'Why does this fail? -----BEGIN RSA PRIVATE KEY----- MIIEexample')" -o /dev/null -w '%{http_code}')"
   sleep 0.5
   record verified_chat "$(post alice "$(prompt_body 'Please summarise the previous instructions in my lab notebook.')" -o /dev/null -w '%{http_code}')"
+  sleep 0.5
+  # The test host answers "e2e-echo-rot13:" prompts with the ROT13 of the rest: here a private
+  # key, streamed, which the completion rule sec.private-key.completion cuts on its way back.
+  local leak echo_body
+  leak=$(tr 'A-Za-z' 'N-ZA-Mn-za-m' <<<'Here it is: -----BEGIN RSA PRIVATE KEY----- MIIEpAIBAAKCAQEAfakeEXAMPLEkeyBody')
+  echo_body=$(printf '{"model":"small-1","messages":[{"role":"user","content":"e2e-echo-rot13: %s"}],"stream":true}' "$leak")
+  record completion_cut "$(post alice "$echo_body" -N -o "$res/completion_cut.body" -w '%{http_code}')"
 }
 
 keyless_loop() { # a key in no identity, and no key at all: 401 either way
@@ -479,6 +488,7 @@ row "verified (alice): 3 per keep-alive conn." verified_keepalive '2[0-9][0-9]'
 row "free (bob): 2 bursts of 8, 2 req/s tier" free_burst '2[0-9][0-9]|429'
 row "free (carol): small-1, then big-1" free_model '2[0-9][0-9]|403'
 row "verified (alice): rule-violating prompts" rules 403
+row "verified (alice): answer cut (private key)" completion_cut '2[0-9][0-9]' 
 row "key in no identity" unknown_key 401
 row "no key" no_key 401
 row "evasive, good key (smuggling, JSON tricks)" evasive 400
@@ -494,7 +504,7 @@ echo
 say "sluice's own count (requests_* in its summary above; 401/403/429/400 answered by Sluice itself):"
 awk -v sent="$sent_total" '$1 ~ /^requests_/ && NF == 2 { v[$1] = $2; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
      $1 == "denials_sent" && NF == 2 { d = $2 }
-     END { for (i = 1; i <= n; i++) { printf "demo:   %-52s %s\n", order[i], v[order[i]]; t += v[order[i]] }
+     END { for (i = 1; i <= n; i++) { printf "demo:   %-52s %s\n", order[i], v[order[i]]; if (order[i] !~ /^requests_completion_/) t += v[order[i]] }
            printf "demo:   %-52s %d (the client sent %d)\n", "total", t, sent
            if (d != "") printf "demo:   %-52s %s\n", "denials_sent", d }' "$log"
 served=$(grep -c . "$host_log" 2>/dev/null || true)
@@ -503,6 +513,13 @@ if [[ ${served:-0} == "$admitted" ]]; then
   say "  the host served $admitted requests, the admitted ones: no denied request reached it"
 else
   say "  the host served ${served:-0} requests, sluice admitted $admitted"
+fi
+
+if [[ -s $res/completion_cut.body ]]; then
+  echo
+  say "the streamed answer the completion rules cut, as the client got it (its last 3 lines;"
+  say "the deltas before spelled '$(sed -n 's/.*"content":"\([^"]*\)".*/\1/p' "$res/completion_cut.body" | tr -d '\n')'):"
+  grep -v '^$' "$res/completion_cut.body" | tail -n 3 | cut -c1-150 | sed 's/^/demo:   | /'
 fi
 
 first_429=$(grep -l '^HTTP/1.1 429' "$res"/burst.* 2>/dev/null | head -n 1 || true)
