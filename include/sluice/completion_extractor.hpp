@@ -54,6 +54,8 @@
 #include <span>
 #include <string_view>
 
+#include "sluice/event_stream.hpp"
+
 namespace sluice {
 
 // Receives the decoded text of each completion field. Each string value that is a field gives
@@ -91,8 +93,9 @@ class CompletionExtractor {
   // State per response, all inline: the object/array bit stack (64 levels), the roles of the
   // containers at depth 1..7 (deeper ones never have one), the 38-byte key/type buffer, a held
   // partial character (3 bytes) and its decoder state, a pending high surrogate and \u code
-  // unit, and one-byte modes and flags; sizeof(CompletionExtractor) = 88 bytes on x86-64
-  // (static_assert in the .cpp). Trivially copyable: it owns nothing.
+  // unit, one-byte modes and flags, and the 4-byte event-stream framing reader;
+  // sizeof(CompletionExtractor) = 88 bytes on x86-64 (static_assert in the .cpp). Trivially
+  // copyable: it owns nothing.
 
  private:
   // Parser states and roles, defined in src/core/completion_extractor.cpp.
@@ -102,7 +105,6 @@ class CompletionExtractor {
   enum class Slot : uint8_t;
   enum class Dest : uint8_t;
   enum class RootType : uint8_t;
-  enum class Line : uint8_t;
   class Output;  // batches decoded pieces for the sink; lives on feed()'s stack
 
   static Slot key_slot(Role role, std::string_view key);
@@ -127,9 +129,6 @@ class CompletionExtractor {
   void reset_document();
   void end_document(Output& out);
 
-  void scan_event_stream(const uint8_t* p, const uint8_t* end, Output& out);
-  void start_data_line(Output& out);
-  void end_line(uint8_t terminator);
   void dispatch(Output& out);
 
   uint64_t object_bits_;  // bit d-1 set: the container at depth d is an object (else an array)
@@ -155,11 +154,7 @@ class CompletionExtractor {
   // not worth keeping), + 2 it held an escape.
   uint8_t buffer_length_;
   char buffer_[kBufferBytes];
-  // Event stream framing.
-  Line line_;
-  uint8_t matched_;  // bytes of the byte order mark, or of the field name "data", matched
-  bool after_cr_;    // the last line ended in CR: an LF next belongs to it
-  bool event_has_data_;
+  EventStreamReader events_;  // event stream framing
   bool event_stream_;
   bool finished_;
   bool malformed_;

@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <span>
 
+#include "sluice/event_stream.hpp"
+
 namespace sluice {
 
 struct TokenUsage {
@@ -53,9 +55,10 @@ class UsageScanner {
   static constexpr std::size_t kKeyBytes = 17;
 
   // State per response, all inline: two TokenUsage (found so far, found in the current JSON
-  // text), the object/array bit stack (64 levels), the number accumulator, the 17-byte key buffer
-  // and 19 one-byte modes, counters and flags; sizeof(UsageScanner) = 104 bytes on x86-64
-  // (static_assert in the .cpp). Trivially copyable: it owns nothing.
+  // text), the object/array bit stack (64 levels), the number accumulator, the 17-byte key buffer,
+  // 15 one-byte modes, counters and flags, and the 4-byte event-stream framing reader;
+  // sizeof(UsageScanner) = 104 bytes on x86-64 (static_assert in the .cpp). Trivially copyable:
+  // it owns nothing.
 
  private:
   // Parser states and roles, defined in src/core/usage_scanner.cpp.
@@ -63,7 +66,6 @@ class UsageScanner {
   enum class Step : uint8_t;
   enum class Role : uint8_t;
   enum class Target : uint8_t;
-  enum class Line : uint8_t;
 
   void scan_json(const uint8_t* p, const uint8_t* end);
   const uint8_t* scan_string(const uint8_t* p, const uint8_t* end);
@@ -81,9 +83,6 @@ class UsageScanner {
   Target key_target() const;
   void reset_document();
 
-  void scan_event_stream(const uint8_t* p, const uint8_t* end);
-  void start_data_line();
-  void end_line(uint8_t terminator);
   void dispatch();
 
   // The result so far (event stream: merged over the dispatched events).
@@ -104,11 +103,7 @@ class UsageScanner {
   bool negative_;
   uint8_t key_length_;  // bytes in key_; kKeyBytes + 1: the key cannot match
   char key_[kKeyBytes];
-  // Event stream framing.
-  Line line_;
-  uint8_t matched_;  // bytes of the byte order mark, or of the field name "data", matched
-  bool after_cr_;    // the last line ended in CR: an LF next belongs to it
-  bool event_has_data_;
+  EventStreamReader events_;  // event stream framing
   bool event_stream_;
   bool finished_;
 };

@@ -18,8 +18,8 @@ declare -A sources=(
   [http_request_fuzz]="src/core/http_request.cpp"
   [prompt_extractor_fuzz]="src/core/prompt_extractor.cpp"
   [canonicalizer_fuzz]="src/core/canonicalizer.cpp"
-  [usage_scanner_fuzz]="src/core/usage_scanner.cpp"
-  [completion_extractor_fuzz]="src/core/completion_extractor.cpp"
+  [usage_scanner_fuzz]="src/core/usage_scanner.cpp src/core/event_stream.cpp"
+  [completion_extractor_fuzz]="src/core/completion_extractor.cpp src/core/event_stream.cpp"
 )
 declare -A libraries=(
   [classify_fuzz]="$(pkg-config --libs libxxhash)"
