@@ -52,6 +52,8 @@ class AuditSink {
  public:
   virtual ~AuditSink() = default;
   virtual void write(const AuditRecord& record) = 0;
+  // Where captured prompt text goes (the worker ring's pool); null: capture is off.
+  virtual AuditCapturePool* capture_pool() { return nullptr; }
 };
 
 struct AdmissionStats {
@@ -109,7 +111,9 @@ class Admission final : public RequestObserver {
   Request* take_request();
   void give_back(Request* request);
   Refusal deny(FlowState& flow, Refusal refusal);
-  void emit(AuditRecord& record);
+  void emit(Request& request);
+  void capture_prompt(Request& request, std::string_view canonical);
+  void release_capture(Request& request);
   void finish(FlowState& flow, Request& request, const ResponseOutcome* response, uint64_t now_ns);
   void let_go(Retained*& retained);
   // Rule results into the record; the refusal when a rule blocks (or the scan failed).
@@ -117,6 +121,7 @@ class Admission final : public RequestObserver {
 
   PolicySource& source_;
   AuditSink* audit_;
+  AuditCapturePool* capture_;  // audit_'s, when prompt capture is on
   uint16_t worker_;
   int64_t wall_offset_ns_;
   KeyCache key_cache_;

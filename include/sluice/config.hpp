@@ -87,12 +87,19 @@ struct TierConfig {
   std::vector<ModelLimits> model_limits;  // first matching pattern wins
 };
 
+// Which requests' canonical prompt text the audit record carries (audit.hpp, docs/audit.md):
+// none; flagged: those a rule of any action or mode matched; all: every request with a prompt.
+enum class AuditCapture : uint8_t { kNone, kFlagged, kAll };
+
 // The audit trail (audit.hpp): JSON Lines, one record per request decision.
 struct AuditConfig {
   std::string path;                        // empty: no audit file (records are not kept)
   uint64_t max_file_bytes = 256ull << 20;  // then the file is rotated to PATH.1
   uint32_t keep = 8;                       // rotated files kept
   uint32_t ring_records = 8192;            // per worker ring (power of two); full → counted drop
+  AuditCapture capture = AuditCapture::kNone;
+  uint32_t capture_bytes = 4096;  // prompt bytes kept per request, cut on a UTF-8 boundary
+  uint32_t capture_slots = 4096;  // per worker: requests holding captured text at once
 };
 
 struct StatsConfig {

@@ -9,6 +9,11 @@
 //   a record is never in a later file than one pushed after it by the same worker.
 // - A buffer is released (and its records counted written) only when its write completed in
 //   full; short writes are resubmitted for the rest, at the right offset.
+// - The hash chain follows the order lines are formatted in, which is the order they reach the
+//   file(s): each line carries the SHA-256 of the line formatted before it, across rotations;
+//   at start it goes on from the last complete line of the file. A write that fails leaves a
+//   break in the chain there, as it should (those records are missing).
+// - A captured prompt's slot goes back to its worker's pool once its text is in a buffer.
 #include <fcntl.h>
 #include <liburing.h>
 #include <sys/stat.h>
@@ -58,6 +63,9 @@ struct AuditWriter::Impl {
   bool use_uring = false;
   io_uring uring{};
   std::vector<AuditRecord> batch = std::vector<AuditRecord>(kPopBatch);
+  std::size_t max_line = kMaxAuditLineBytes;  // with the largest capture slot of any ring
+  std::vector<char> spill;                    // a line moved to the next file (max_line)
+  AuditChain chain;
 
   Impl(AuditWriter& writer, const AuditWriterConfig& cfg) : owner(writer), config(cfg) {}
 
@@ -69,7 +77,8 @@ struct AuditWriter::Impl {
 
   void count_error() { owner.write_errors_.fetch_add(1, std::memory_order_relaxed); }
 
-  int open_file() { return ::open(config.path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640); }
+  // Read too: start() reads the last line to go on with the chain.
+  int open_file() { return ::open(config.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640); }
 
   // ---- buffers -------------------------------------------------------------------------------
 
@@ -85,27 +94,35 @@ struct AuditWriter::Impl {
     return buffers[current];
   }
 
-  void append(const AuditRecord& record) {
+  void append(const AuditRecord& record, AuditCapturePool* capture) {
     Buffer* buffer = &current_buffer();
     std::span<char> room(buffer->data + buffer->used, buffer_capacity - buffer->used);
-    const std::size_t n = format_json_line(record, room);
+    AuditLineExtras extras;
+    extras.prev = chain.prev();
+    const bool captured = record.prompt == AuditPrompt::kCaptured && capture != nullptr;
+    if (captured) {
+      extras.prompt = capture->text(record.prompt_slot);
+      extras.prompt_truncated = capture->truncated(record.prompt_slot);
+    }
+    const std::size_t n = format_json_line(record, room, extras);
+    if (captured) capture->give_back(record.prompt_slot);
     if (n == 0) {
       owner.format_errors_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    chain.advance(std::string_view(room.data(), n - 1));  // without its newline
     const uint64_t file_bytes = file_offset + buffer->used;
     if (config.max_file_bytes != 0 && file_bytes > 0 && file_bytes + n > config.max_file_bytes) {
       // The line belongs to the next file: keep it aside, finish this file, rotate.
-      char line[kMaxAuditLineBytes];
-      std::memcpy(line, room.data(), n);
+      std::memcpy(spill.data(), room.data(), n);
       submit_current();
       rotate();
       buffer = &current_buffer();
-      std::memcpy(buffer->data + buffer->used, line, n);
+      std::memcpy(buffer->data + buffer->used, spill.data(), n);
     }
     buffer->used += n;
     buffer->records += 1;
-    if (buffer_capacity - buffer->used < kMaxAuditLineBytes) submit_current();
+    if (buffer_capacity - buffer->used < max_line) submit_current();
   }
 
   // ---- writes --------------------------------------------------------------------------------
@@ -267,9 +284,10 @@ struct AuditWriter::Impl {
   std::size_t drain(const std::vector<AuditRing*>& rings) {
     std::size_t total = 0;
     for (AuditRing* ring : rings) {
+      AuditCapturePool* capture = ring->capture();
       for (int pop = 0; pop < kPopsPerRingPerPass; ++pop) {
         const std::size_t n = ring->pop_batch(batch);
-        for (std::size_t i = 0; i < n; ++i) append(batch[i]);
+        for (std::size_t i = 0; i < n; ++i) append(batch[i], capture);
         total += n;
         if (n < batch.size()) break;
       }
@@ -279,6 +297,58 @@ struct AuditWriter::Impl {
     return total;
   }
 };
+
+// Where appending goes on in an existing trail: after its last complete line, whose digest
+// the chain takes as the previous one. An incomplete last line (a write torn by a crash, never
+// counted written) is cut off, so the next record does not run on from it.
+uint64_t AuditWriter::resume_chain(int fd, AuditChain& chain) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    throw std::runtime_error("audit log " + config_.path + ": cannot stat: " + errno_text(errno));
+  const auto size = static_cast<uint64_t>(st.st_size);
+  std::string tail;  // the file's bytes from tail_start to its end
+  uint64_t tail_start = size;
+  const auto read_more = [&]() -> bool {
+    if (tail_start == 0) return false;
+    const uint64_t block = std::min<uint64_t>(tail_start, 64 * 1024);
+    tail_start -= block;
+    std::string chunk(block, '\0');
+    for (std::size_t got = 0; got < block;) {
+      const ssize_t n =
+          ::pread(fd, chunk.data() + got, block - got, static_cast<off_t>(tail_start + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        throw std::runtime_error("audit log " + config_.path + ": cannot read its last line: " +
+                                 (n < 0 ? errno_text(errno) : std::string("short read")));
+      got += static_cast<std::size_t>(n);
+    }
+    tail.insert(0, chunk);
+    return true;
+  };
+  // The last complete line ends at the file's last '\n'.
+  std::size_t newline = std::string::npos;
+  while ((newline = tail.rfind('\n')) == std::string::npos && read_more()) {
+  }
+  const uint64_t complete = newline == std::string::npos ? 0 : tail_start + newline + 1;
+  if (complete < size) {
+    if (::ftruncate(fd, static_cast<off_t>(complete)) != 0)
+      throw std::runtime_error("audit log " + config_.path +
+                               ": cannot cut its torn last line: " + errno_text(errno));
+    torn_bytes_cut_.fetch_add(size - complete, std::memory_order_relaxed);
+  }
+  if (complete == 0) return 0;  // empty: the chain starts at the genesis value
+  // It starts after the '\n' before it, or at the start of the file.
+  const uint64_t line_end = complete - 1;
+  std::size_t before = std::string::npos;
+  do {
+    const std::size_t end_index = line_end - tail_start;
+    before = end_index == 0 ? std::string::npos : tail.rfind('\n', end_index - 1);
+  } while (before == std::string::npos && read_more());
+  const std::size_t end_index = line_end - tail_start;
+  const std::size_t start_index = before == std::string::npos ? 0 : before + 1;
+  chain.advance(std::string_view(tail).substr(start_index, end_index - start_index));
+  return complete;
+}
 
 AuditWriter::AuditWriter(AuditWriterConfig config) : config_(std::move(config)) {}
 
@@ -299,11 +369,16 @@ void AuditWriter::start() {
     throw std::runtime_error("audit log " + config_.path +
                              ": cannot open for writing: " + errno_text(errno));
   }
-  struct stat st {};
-  impl->file_offset = ::fstat(impl->fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  impl->file_offset = resume_chain(impl->fd, impl->chain);
 
+  for (const AuditRing* ring : rings_) {
+    if (ring->capture() != nullptr)
+      impl->max_line =
+          std::max(impl->max_line, max_audit_line_bytes(ring->capture()->slot_bytes()));
+  }
+  impl->spill.resize(impl->max_line);
   // Whole lines only: a buffer holds at least two of the longest lines; page-aligned size.
-  impl->buffer_capacity = std::max<std::size_t>(config_.buffer_bytes, 2 * kMaxAuditLineBytes);
+  impl->buffer_capacity = std::max<std::size_t>(config_.buffer_bytes, 2 * impl->max_line);
   impl->buffer_capacity = (impl->buffer_capacity + 4095) / 4096 * 4096;
   const unsigned buffer_count = std::max(1u, config_.buffers);
   impl->buffers.resize(buffer_count);
@@ -409,6 +484,10 @@ AuditWriterStats AuditWriter::stats() const {
   stats.rotations = rotations_.load(std::memory_order_relaxed);
   stats.write_errors = write_errors_.load(std::memory_order_relaxed);
   stats.format_errors = format_errors_.load(std::memory_order_relaxed);
+  for (const AuditRing* ring : rings_) {
+    if (ring->capture() != nullptr) stats.prompts_dropped += ring->capture()->dropped();
+  }
+  stats.torn_bytes_cut = torn_bytes_cut_.load(std::memory_order_relaxed);
   return stats;
 }
 

@@ -333,7 +333,8 @@ Config parse(const YAML::Node& root, const std::string& source) {
 
   if (top.has("audit")) {
     const Section s = top.child("audit");
-    s.allow_only({"path", "max_file_bytes", "keep", "ring_records"});
+    s.allow_only({"path", "max_file_bytes", "keep", "ring_records", "capture", "capture_bytes",
+                  "capture_slots"});
     AuditConfig& a = config.audit;
     a.path = beside_config(s.string("path", a.path));
     a.max_file_bytes = s.integer("max_file_bytes", a.max_file_bytes, 4096, uint64_t{1} << 40);
@@ -341,6 +342,22 @@ Config parse(const YAML::Node& root, const std::string& source) {
     a.ring_records = static_cast<uint32_t>(s.integer("ring_records", a.ring_records, 2, 1u << 20));
     if ((a.ring_records & (a.ring_records - 1)) != 0)
       s.fail(s.get("ring_records"), "audit.ring_records: expected a power of two");
+    if (const YAML::Node capture = s.get("capture")) {
+      const std::string text = capture.IsScalar() ? capture.Scalar() : "";
+      if (text == "none") {
+        a.capture = AuditCapture::kNone;
+      } else if (text == "flagged") {
+        a.capture = AuditCapture::kFlagged;
+      } else if (text == "all") {
+        a.capture = AuditCapture::kAll;
+      } else {
+        s.fail(capture, "audit.capture: expected none, flagged or all, got '" +
+                            describe_node(capture) + "'");
+      }
+    }
+    // The slot index is 16 bits in the record; a line holds at most 6 bytes per captured byte.
+    a.capture_bytes = static_cast<uint32_t>(s.integer("capture_bytes", a.capture_bytes, 64, 65536));
+    a.capture_slots = static_cast<uint32_t>(s.integer("capture_slots", a.capture_slots, 16, 65535));
   }
 
   if (top.has("stats")) {

@@ -29,6 +29,10 @@ struct Admission::Request {
   std::vector<uint32_t> header_matches;  // rules matched in header fields, in order
   uint16_t response_status = 0;          // of the response whose completion is scanned
   Request* next = nullptr;               // the flow's admitted requests, oldest first
+
+  // Prompt capture (audit.capture): the slot holding its text so far, or why it has none.
+  int32_t capture_slot = AuditCapturePool::kNoSlot;
+  bool capture_missed = false;  // no slot was free for it
 };
 
 struct Admission::FlowState {
@@ -130,6 +134,7 @@ Admission::Admission(PolicySource& source, AuditSink* audit, uint16_t worker,
                      int64_t wall_offset_ns, std::size_t key_cache_capacity)
     : source_(source),
       audit_(audit),
+      capture_(audit != nullptr ? audit->capture_pool() : nullptr),
       worker_(worker),
       wall_offset_ns_(wall_offset_ns),
       key_cache_(key_cache_capacity) {
@@ -217,6 +222,7 @@ Admission::Request* Admission::take_request() {
   request->header_scan_failed = false;
   request->header_matches.clear();
   request->response_status = 0;
+  request->capture_missed = false;
   request->next = nullptr;
   return request;
 }
@@ -228,15 +234,47 @@ void Admission::give_back(Request* request) {
     request->scanning = Request::Scanning::kNone;
   }
   request->rules = nullptr;
+  release_capture(*request);
   let_go(request->policy);
   requests_free_.push_back(request);
 }
 
-void Admission::emit(AuditRecord& record) {
+void Admission::emit(Request& request) {
   if (audit_ == nullptr) return;
+  AuditRecord& record = request.record;
   record.sequence = sequence_++;
   record.worker = worker_;
+  // Captured text goes with the record when capture selects it: every request (all), or one a
+  // rule of any action or mode matched, in any scope (flagged).
+  if (capture_ != nullptr && (request.capture_slot >= 0 || request.capture_missed) &&
+      (capture_->mode() == AuditCapture::kAll || !record.rules.empty())) {
+    if (request.capture_slot >= 0) {
+      record.prompt = AuditPrompt::kCaptured;
+      record.prompt_slot = static_cast<uint16_t>(request.capture_slot);
+      request.capture_slot = AuditCapturePool::kNoSlot;  // the writer returns it
+    } else {
+      record.prompt = AuditPrompt::kDropped;
+      capture_->count_dropped();
+    }
+  }
   audit_->write(record);
+}
+
+void Admission::capture_prompt(Request& request, std::string_view canonical) {
+  if (request.capture_slot < 0) {
+    if (request.capture_missed) return;
+    request.capture_slot = capture_->acquire();
+    if (request.capture_slot < 0) {
+      request.capture_missed = true;
+      return;
+    }
+  }
+  capture_->append(static_cast<uint16_t>(request.capture_slot), canonical);
+}
+
+void Admission::release_capture(Request& request) {
+  if (request.capture_slot >= 0) capture_->release(static_cast<uint16_t>(request.capture_slot));
+  request.capture_slot = AuditCapturePool::kNoSlot;
 }
 
 // The request being read gets its record and the policy in force: at its first header field a
@@ -348,7 +386,7 @@ Refusal Admission::deny(FlowState& state, Refusal refusal) {
     record.verdict = AuditVerdict::deny;
     record.status = info_of(refusal.reason).status;
     record.reason.assign(info_of(refusal.reason).name);
-    emit(record);
+    emit(*request);
     give_back(request);
   }
   return refusal;
@@ -509,6 +547,10 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
   request->reads_completion = db != nullptr && request->rules != nullptr &&
                               db->applies(*request->rules, RuleScope::kCompletion);
   if (!request->reads_completion) let_go(request->policy);
+  // Flagged capture: a request no rule matched, and none will, lets its text go now.
+  if (capture_ != nullptr && capture_->mode() == AuditCapture::kFlagged &&
+      !request->reads_completion && record.rules.empty())
+    release_capture(*request);
   state.reading = nullptr;
   if (state.newest != nullptr) {
     state.newest->next = request;
@@ -548,13 +590,15 @@ void Admission::finish(FlowState&, Request& request, const ResponseOutcome* resp
     if (request.holds_in_flight && !bucket.in_flight.release(bucket.state->in_flight))
       ++stats_.release_errors;
   }
-  emit(record);
+  emit(request);
 }
 
 void Admission::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
   if (flow_id >= by_flow_.size() || by_flow_[flow_id] == nullptr) return;
   Request* request = by_flow_[flow_id]->reading;
-  if (request == nullptr || request->rules == nullptr || request->prompt_unscanned) return;
+  if (request == nullptr) return;
+  if (capture_ != nullptr) capture_prompt(*request, canonical);
+  if (request->rules == nullptr || request->prompt_unscanned) return;
   if (request->scanning != Request::Scanning::kPrompt) {
     const RuleDatabase& db = *request->policy->policy->rules();
     if (!db.applies(*request->rules, RuleScope::kPrompt)) {

@@ -207,7 +207,8 @@ struct Shared {
 class RingSink final : public AuditSink {
  public:
   explicit RingSink(AuditRing& ring) : ring_(ring) {}
-  void write(const AuditRecord& record) override { ring_.try_push(record); }
+  void write(const AuditRecord& record) override { ring_.push_or_discard(record); }
+  AuditCapturePool* capture_pool() override { return ring_.capture(); }
 
  private:
   AuditRing& ring_;
@@ -426,11 +427,20 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
     audit_writer = std::make_unique<AuditWriter>(audit_config);
     for (uint32_t w = 0; w < workers; ++w) {
       shared.audit_rings.push_back(std::make_unique<AuditRing>(config.audit.ring_records));
+      shared.audit_rings.back()->enable_capture(config.audit.capture, config.audit.capture_slots,
+                                                config.audit.capture_bytes);
       audit_writer->add_ring(*shared.audit_rings.back());
     }
     audit_writer->start();
     std::printf("sluice: audit trail %s (%s)\n", config.audit.path.c_str(),
                 audit_writer->backend_description().c_str());
+    if (config.audit.capture != AuditCapture::kNone)
+      std::printf(
+          "sluice: audit prompt capture %s: %u slots of %u bytes per worker (%.1f MiB "
+          "reserved each, committed as used)\n",
+          config.audit.capture == AuditCapture::kAll ? "all" : "flagged",
+          config.audit.capture_slots, config.audit.capture_bytes,
+          double(config.audit.capture_slots) * config.audit.capture_bytes / (1 << 20));
   }
   std::printf("sluice: admission: %s\n", shared.policy->current()->summary().c_str());
 

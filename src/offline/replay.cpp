@@ -41,6 +41,7 @@ class LosslessSink final : public AuditSink {
   void write(const AuditRecord& record) override {
     while (!ring_.try_push(record)) writer_.flush();
   }
+  AuditCapturePool* capture_pool() override { return ring_.capture(); }
 
  private:
   AuditRing& ring_;
@@ -256,7 +257,12 @@ int run_replay(const Config& config, const ReplayOptions& options) {
     audit_config.path = options.audit;
     audit_config.max_file_bytes = uint64_t{1} << 40;  // one file, however long the capture
     audit_ring = std::make_unique<AuditRing>(4096);
+    audit_ring->enable_capture(config.audit.capture, config.audit.capture_slots,
+                               config.audit.capture_bytes);
     audit_writer = std::make_unique<AuditWriter>(audit_config);
+    // Lossless: with no slot free, wait for the writer to hand back those it has written.
+    if (AuditCapturePool* capture = audit_ring->capture())
+      capture->set_refill([writer = audit_writer.get()] { writer->flush(); });
     audit_writer->add_ring(*audit_ring);
     audit_writer->start();
     audit_sink = std::make_unique<LosslessSink>(*audit_ring, *audit_writer);

@@ -221,9 +221,10 @@ def check_determinism(a: dict, b: dict) -> tuple[list[str], list[str]]:
         return {k: v for k, v in r.items() if k not in names}
 
     for n, (x, y) in enumerate(zip(ra, rb)):
-        if without(x, "ts", "key_id") != without(y, "ts", "key_id"):
+        # prev: the hash chain's link covers key_id, which differs between processes.
+        if without(x, "ts", "key_id", "prev") != without(y, "ts", "key_id", "prev"):
             diff = sorted(k for k in set(x) | set(y)
-                          if k not in ("ts", "key_id") and x.get(k) != y.get(k))
+                          if k not in ("ts", "key_id", "prev") and x.get(k) != y.get(k))
             audit_problems.append(f"record {n} differs in {', '.join(diff)}")
         elif x.get("ts") != y.get("ts"):
             audit_problems.append(f"record {n}: ts {x.get('ts')} vs {y.get('ts')}")

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
@@ -272,13 +273,124 @@ TEST(AuditFormatTest, WorstCaseRecordFitsMaxLineAndSmallBufferReturnsZero) {
       INT64_MAX;
   record.sequence = UINT64_MAX;
   record.rules.assign(std::string(160, '\x01'));
-  const std::string line = format(record);
+  record.prompt = AuditPrompt::kDropped;
+  const AuditLineExtras extras{.prev = kAuditGenesis};
+  std::vector<char> out(kMaxAuditLineBytes);
+  const std::string line(out.data(), format_json_line(record, out, extras));
   EXPECT_LT(line.size(), kMaxAuditLineBytes);
   parse_line(line);
   std::vector<char> small(line.size() - 1);
-  EXPECT_EQ(format_json_line(record, small), 0u);
+  EXPECT_EQ(format_json_line(record, small, extras), 0u);
   std::vector<char> exact(line.size());
-  EXPECT_EQ(format_json_line(record, exact), line.size());
+  EXPECT_EQ(format_json_line(record, exact, extras), line.size());
+}
+
+TEST(AuditFormatTest, WritesTheCapturedPromptEscapedAndTheChainLinkLast) {
+  AuditRecord record = deny_record();
+  record.prompt = AuditPrompt::kCaptured;
+  const std::string prev(64, 'a');
+  const std::string line = [&] {
+    std::vector<char> out(max_audit_line_bytes(64));
+    const AuditLineExtras extras{
+        .prompt = "say \"hi\"\nthen \\ bye", .prompt_truncated = true, .prev = prev};
+    return std::string(out.data(), format_json_line(record, out, extras));
+  }();
+  EXPECT_TRUE(line.ends_with(
+      R"("tokens_charged":0,"prompt":"say \"hi\"\u000athen \\ bye","prompt_truncated":true,)"
+      R"("prev":")" +
+      prev + "\"}\n"))
+      << line;
+  const json parsed = parse_line(line);
+  EXPECT_EQ(parsed["prompt"], "say \"hi\"\nthen \\ bye");
+  EXPECT_EQ(audit_line_prev(std::string_view(line).substr(0, line.size() - 1)), prev);
+}
+
+TEST(AuditFormatTest, WritesADroppedPromptAsNullAndMarkedAndNoPromptKeyOtherwise) {
+  AuditRecord record = deny_record();
+  record.prompt = AuditPrompt::kDropped;
+  EXPECT_TRUE(format(record).ends_with(R"("tokens_charged":0,"prompt":null,"prompt_dropped":true})"
+                                       "\n"));
+  record.prompt = AuditPrompt::kNone;
+  EXPECT_EQ(format(record).find("prompt\""), std::string::npos);
+}
+
+TEST(AuditFormatTest, WorstCasePromptFitsItsMaxLine) {
+  AuditRecord record = deny_record();
+  record.prompt = AuditPrompt::kCaptured;
+  const std::string prompt(65536, '\x01');  // each byte escaped as \u0001
+  std::vector<char> out(max_audit_line_bytes(prompt.size()));
+  const std::size_t n = format_json_line(record, out, {.prompt = prompt, .prev = kAuditGenesis});
+  ASSERT_GT(n, 6 * prompt.size());
+  EXPECT_EQ(parse_line(std::string(out.data(), n))["prompt"], prompt);
+}
+
+// ---- chain -----------------------------------------------------------------------------------
+
+TEST(AuditChainTest, StartsAtGenesisAndLinksBySha256OfTheLine) {
+  AuditChain chain;
+  EXPECT_EQ(chain.prev(), kAuditGenesis);
+  EXPECT_EQ(chain.prev(), std::string(64, '0'));
+  chain.advance("abc");  // FIPS 180-2, appendix B.1
+  EXPECT_EQ(chain.prev(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  chain.advance("");
+  EXPECT_EQ(chain.prev(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_TRUE(chain.set_prev("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+  EXPECT_EQ(chain.prev(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_FALSE(chain.set_prev("xyz"));
+  EXPECT_FALSE(chain.set_prev(std::string(63, '0') + "g"));
+  EXPECT_EQ(chain.prev(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(AuditChainTest, FindsTheLinkOnlyAtTheEndOfALine) {
+  const std::string hex(64, 'f');
+  EXPECT_EQ(audit_line_prev(R"({"a":1,"prev":")" + hex + "\"}"), hex);
+  EXPECT_EQ(audit_line_prev(R"({"a":1,"prev":")" + hex + "\",\"b\":2}"), "");
+  EXPECT_EQ(audit_line_prev(R"({"a":1,"prev":")" + std::string(64, 'F') + "\"}"), "")
+      << "lowercase only, as written";
+  EXPECT_EQ(audit_line_prev(R"({"a":1,"prev":")" + hex.substr(1) + "\"}"), "");
+  EXPECT_EQ(audit_line_prev(""), "");
+}
+
+// ---- capture pool ----------------------------------------------------------------------------
+
+TEST(AuditCapturePoolTest, HandsOutEachSlotOnceUntilItComesBack) {
+  AuditCapturePool pool(AuditCapture::kAll, 3, 16);
+  std::vector<int32_t> taken;
+  for (int i = 0; i < 3; ++i) taken.push_back(pool.acquire());
+  std::sort(taken.begin(), taken.end());
+  EXPECT_EQ(taken, (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(pool.acquire(), AuditCapturePool::kNoSlot);
+  pool.give_back(1);  // the writer's return
+  EXPECT_EQ(pool.acquire(), 1);
+  pool.release(2);  // the worker's own
+  EXPECT_EQ(pool.acquire(), 2);
+  int refills = 0;
+  pool.set_refill([&] {
+    ++refills;
+    pool.give_back(0);
+  });
+  EXPECT_EQ(pool.acquire(), 0) << "a refill that returns a slot";
+  EXPECT_EQ(refills, 1);
+  EXPECT_THROW(AuditCapturePool(AuditCapture::kAll, 0, 16), std::invalid_argument);
+  EXPECT_THROW(AuditCapturePool(AuditCapture::kAll, 65536, 16), std::invalid_argument);
+}
+
+TEST(AuditCapturePoolTest, AppendsUpToTheCapCuttingOnACharacterBoundary) {
+  AuditCapturePool pool(AuditCapture::kAll, 1, 8);
+  const auto slot = static_cast<uint16_t>(pool.acquire());
+  pool.append(slot, "abc");
+  pool.append(slot, "de");
+  EXPECT_EQ(pool.text(slot), "abcde");
+  EXPECT_FALSE(pool.truncated(slot));
+  pool.append(slot, "f\xE2\x82\xAC");  // f€: the euro sign would end at byte 9
+  EXPECT_EQ(pool.text(slot), "abcdef");
+  EXPECT_TRUE(pool.truncated(slot));
+  pool.append(slot, "g");
+  EXPECT_EQ(pool.text(slot), "abcdef") << "nothing after a cut";
+  pool.release(slot);
+  EXPECT_EQ(pool.acquire(), slot);
+  EXPECT_EQ(pool.text(slot), "") << "a slot taken again starts empty";
+  EXPECT_FALSE(pool.truncated(slot));
 }
 
 // ---- ring ------------------------------------------------------------------------------------
@@ -340,6 +452,23 @@ TEST(AuditRingTest, ConcurrentProducerAndConsumerSeeEveryRecordOnceInOrder) {
   EXPECT_EQ(ring.pushed(), kRecords);
 }
 
+TEST(AuditRingTest, PushOrDiscardFreesTheCapturedSlotOfARefusedRecord) {
+  AuditRing ring(2);
+  ring.enable_capture(AuditCapture::kAll, 1, 16);
+  AuditCapturePool& pool = *ring.capture();
+  AuditRecord record;
+  EXPECT_TRUE(ring.push_or_discard(record));
+  EXPECT_TRUE(ring.push_or_discard(record));
+  record.prompt = AuditPrompt::kCaptured;
+  record.prompt_slot = static_cast<uint16_t>(pool.acquire());
+  EXPECT_EQ(pool.acquire(), AuditCapturePool::kNoSlot);
+  EXPECT_FALSE(ring.push_or_discard(record));
+  EXPECT_EQ(ring.dropped(), 1u);
+  EXPECT_EQ(pool.acquire(), record.prompt_slot) << "back in the pool";
+  AuditRing plain(2);
+  EXPECT_EQ(plain.capture(), nullptr);
+}
+
 // ---- writer ----------------------------------------------------------------------------------
 
 class TempDir {
@@ -377,6 +506,22 @@ bool io_uring_available() {
   if (io_uring_queue_init(2, &ring, 0) != 0) return false;
   io_uring_queue_exit(&ring);
   return true;
+}
+
+// Where the chain over `files` (oldest first) breaks: "" when every line links to the one
+// before it, from the genesis value; else "FILE:LINE".
+std::string chain_break(const std::vector<std::string>& files) {
+  AuditChain chain;
+  for (const std::string& file : files) {
+    uint64_t number = 0;
+    for (const std::string& line : read_lines(file)) {
+      ++number;
+      const std::string_view text(line.data(), line.size() - 1);
+      if (audit_line_prev(text) != chain.prev()) return file + ":" + std::to_string(number);
+      chain.advance(text);
+    }
+  }
+  return "";
 }
 
 AuditRecord numbered(uint16_t worker, uint64_t sequence) {
@@ -471,6 +616,134 @@ TEST_P(AuditWriterTest, AppendsToAnExistingLogOnRestart) {
   const auto lines = read_lines(path);
   ASSERT_EQ(lines.size(), 10u);
   for (uint64_t i = 0; i < 10; ++i) EXPECT_EQ(parse_line(lines[i])["seq"], i);
+}
+
+TEST_P(AuditWriterTest, ChainsEveryLineToThePreviousFromGenesis) {
+  TempDir dir;
+  const std::string path = dir.file("audit.jsonl");
+  AuditRing ring(256);
+  AuditWriter writer(config(path));
+  writer.add_ring(ring);
+  writer.start();
+  for (uint64_t i = 0; i < 200; ++i) ASSERT_TRUE(ring.try_push(numbered(0, i)));
+  writer.stop();
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 200u);
+  EXPECT_EQ(parse_line(lines[0])["prev"], std::string(kAuditGenesis));
+  EXPECT_EQ(chain_break({path}), "");
+  AuditChain chain;
+  chain.advance(std::string_view(lines[0]).substr(0, lines[0].size() - 1));
+  EXPECT_EQ(parse_line(lines[1])["prev"], std::string(chain.prev()));
+}
+
+TEST_P(AuditWriterTest, TheChainGoesOnAcrossRotationsAndRestarts) {
+  TempDir dir;
+  const std::string path = dir.file("audit.jsonl");
+  AuditWriterConfig cfg = config(path);
+  cfg.max_file_bytes = 8192;
+  cfg.keep = 1000;
+  uint64_t sequence = 0;
+  for (int run = 0; run < 3; ++run) {
+    AuditRing ring(1024);
+    AuditWriter writer(cfg);
+    writer.add_ring(ring);
+    writer.start();
+    for (int i = 0; i < 60; ++i) ASSERT_TRUE(ring.try_push(numbered(0, sequence++)));
+  }
+  const auto files = files_in_rotation_order(path);
+  EXPECT_GT(files.size(), 5u);
+  EXPECT_EQ(chain_break(files), "");
+  uint64_t lines = 0;
+  for (const std::string& file : files) lines += read_lines(file).size();
+  EXPECT_EQ(lines, sequence);
+  // Without the oldest file the trail does not start at genesis.
+  EXPECT_EQ(chain_break({files.begin() + 1, files.end()}), files[1] + ":1");
+}
+
+TEST_P(AuditWriterTest, RestartCutsATornLastLineAndChainsToTheLastCompleteOne) {
+  TempDir dir;
+  const std::string path = dir.file("audit.jsonl");
+  {
+    AuditRing ring(16);
+    AuditWriter writer(config(path));
+    writer.add_ring(ring);
+    writer.start();
+    for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(ring.try_push(numbered(0, i)));
+  }
+  const std::string torn = R"({"ts":"2026-11-28T19:30:00.123Z","seq":3,"wor)";
+  {
+    std::ofstream out(path, std::ios::app | std::ios::binary);
+    out << torn;
+  }
+  AuditRing ring(16);
+  AuditWriter writer(config(path));
+  writer.add_ring(ring);
+  writer.start();
+  ASSERT_TRUE(ring.try_push(numbered(0, 4)));
+  writer.stop();
+  EXPECT_EQ(writer.stats().torn_bytes_cut, torn.size());
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(parse_line(lines[3])["seq"], 4);
+  EXPECT_EQ(chain_break({path}), "");
+}
+
+TEST_P(AuditWriterTest, RestartOnALogWithoutANewlineStartsItAfresh) {
+  TempDir dir;
+  const std::string path = dir.file("audit.jsonl");
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "{\"torn";
+  }
+  AuditRing ring(16);
+  AuditWriter writer(config(path));
+  writer.add_ring(ring);
+  writer.start();
+  ASSERT_TRUE(ring.try_push(numbered(0, 0)));
+  writer.stop();
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(parse_line(lines[0])["prev"], std::string(kAuditGenesis));
+}
+
+TEST_P(AuditWriterTest, WritesCapturedPromptsAndReturnsTheirSlots) {
+  constexpr uint64_t kRecords = 2000;
+  TempDir dir;
+  const std::string path = dir.file("audit.jsonl");
+  AuditRing ring(64);
+  ring.enable_capture(AuditCapture::kAll, 4, 64);
+  AuditCapturePool& pool = *ring.capture();
+  AuditWriter writer(config(path));
+  writer.add_ring(ring);
+  writer.start();
+  std::thread worker([&] {
+    for (uint64_t i = 0; i < kRecords; ++i) {
+      AuditRecord record = numbered(0, i);
+      int32_t slot;
+      while ((slot = pool.acquire()) == AuditCapturePool::kNoSlot) std::this_thread::yield();
+      pool.append(static_cast<uint16_t>(slot), "prompt \"" + std::to_string(i) + "\"");
+      if (i % 3 == 0) pool.append(static_cast<uint16_t>(slot), std::string(100, 'x'));
+      record.prompt = AuditPrompt::kCaptured;
+      record.prompt_slot = static_cast<uint16_t>(slot);
+      while (!ring.try_push(record)) std::this_thread::yield();
+    }
+  });
+  worker.join();
+  writer.stop();
+  const auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), kRecords);
+  for (uint64_t i = 0; i < kRecords; ++i) {
+    const json parsed = parse_line(lines[i]);
+    const std::string expected = "prompt \"" + std::to_string(i) + "\"";
+    if (i % 3 == 0) {
+      EXPECT_EQ(parsed["prompt"], (expected + std::string(100, 'x')).substr(0, 64));
+      EXPECT_EQ(parsed["prompt_truncated"], true);
+    } else {
+      EXPECT_EQ(parsed["prompt"], expected);
+      EXPECT_EQ(parsed["prompt_truncated"], false);
+    }
+  }
+  EXPECT_EQ(chain_break({path}), "");
 }
 
 TEST_P(AuditWriterTest, TwoWorkersWithTinyRingsAndFilesDropCountRotateAndKeepOrder) {

@@ -122,7 +122,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"audit: {path: a.jsonl, ring_records: 1000}\n",
                 "test.yaml:1:38: audit.ring_records: expected a power of two"},
         BadCase{"audit: {path: a.jsonl, keep: -1}\n", "audit.keep: expected an integer"},
-        BadCase{"audit: {file: a.jsonl}\n", "unknown key 'audit.file'"}));
+        BadCase{"audit: {file: a.jsonl}\n", "unknown key 'audit.file'"},
+        BadCase{"audit:\n  path: a.jsonl\n  capture: everything\n",
+                "test.yaml:3:12: audit.capture: expected none, flagged or all, got 'everything'"},
+        BadCase{"audit: {capture: [all]}\n", "audit.capture: expected none, flagged or all"},
+        BadCase{"audit:\n  capture_bytes: 16\n",
+                "test.yaml:2:18: audit.capture_bytes: expected an integer in [64, 65536], got 16"},
+        BadCase{"audit: {capture_slots: 65536}\n",
+                "audit.capture_slots: expected an integer in [16, 65535], got 65536"}));
 
 TEST(Config, ReadsTheAuditSectionWithThePathBesideTheConfig) {
   const Config config = load_config_text(
@@ -133,6 +140,24 @@ TEST(Config, ReadsTheAuditSectionWithThePathBesideTheConfig) {
   EXPECT_EQ(config.audit.keep, 3u);
   EXPECT_EQ(config.audit.ring_records, 1024u);
   EXPECT_TRUE(load_config_text("", "x.yaml").audit.path.empty()) << "no audit file by default";
+}
+
+TEST(Config, ReadsPromptCaptureOffByDefault) {
+  const Config defaults = load_config_text("", "x.yaml");
+  EXPECT_EQ(defaults.audit.capture, AuditCapture::kNone);
+  EXPECT_EQ(defaults.audit.capture_bytes, 4096u);
+  EXPECT_EQ(defaults.audit.capture_slots, 4096u);
+  const std::pair<const char*, AuditCapture> cases[] = {{"none", AuditCapture::kNone},
+                                                        {"flagged", AuditCapture::kFlagged},
+                                                        {"all", AuditCapture::kAll}};
+  for (const auto& [text, mode] : cases) {
+    const Config config = load_config_text(
+        std::string("audit: {capture: ") + text + ", capture_bytes: 512, capture_slots: 64}\n",
+        "x.yaml");
+    EXPECT_EQ(config.audit.capture, mode) << text;
+    EXPECT_EQ(config.audit.capture_bytes, 512u);
+    EXPECT_EQ(config.audit.capture_slots, 64u);
+  }
 }
 
 TEST(Config, ReadsTiersWithModelOverridesAndUnknownKeyPolicy) {
