@@ -1,7 +1,8 @@
 // sluicectl: the operator's tool next to the appliance: keys hash, identities check, reload,
-// rules (compile, test, scan, lint: sluicectl_rules.cpp).
-// Exit status: 0 done, 1 the daemon could not be reached (or lint findings), 2 bad usage or bad
-// input (the message says what was expected).
+// rules (compile, test, scan, lint: sluicectl_rules.cpp), audit (verify, review:
+// sluicectl_audit.cpp).
+// Exit status: 0 done, 1 the daemon could not be reached (or lint findings, or a broken audit
+// chain), 2 bad usage or bad input (the message says what was expected).
 #include <signal.h>
 #include <sys/types.h>
 
@@ -17,6 +18,7 @@
 #include "sluice/identities.hpp"
 #include "sluice/identity.hpp"
 #include "sluice/policy.hpp"
+#include "sluicectl_audit.hpp"
 #include "sluicectl_rules.hpp"
 
 namespace {
@@ -38,10 +40,17 @@ Commands:
                           compile rule files into the database the appliance loads, test
                           them on their examples and on corpora, scan JSON Lines with a
                           database, lint rule files ('sluicectl rules --help')
+  audit verify FILE... [--partial | --after DIGEST]
+                          check the audit trail's hash chain (oldest file first): OK with the
+                          record count, or the first line that was edited, removed or reordered
+  audit review FILE... [--rules NEW.db] [--bucket 1h] [--json]
+                          summaries by identity, tier, verdict and reason, rule and time; with
+                          --rules, the admitted requests whose captured prompts a newer rule
+                          database would now block ('sluicectl audit --help')
   help, --help            show this help; 'sluicectl COMMAND --help' explains a command
 
-Exit status: 0 on success, 1 when the daemon cannot be reached (rules lint: findings), 2 on bad
-usage or bad input (the message names what was expected).
+Exit status: 0 on success, 1 when the daemon cannot be reached (rules lint: findings; audit
+verify: a broken chain), 2 on bad usage or bad input (the message names what was expected).
 )";
 
 constexpr std::string_view kReloadHelp =
@@ -263,6 +272,7 @@ int run(const std::vector<std::string_view>& args) {
   }
   if (args[0] == "reload") return reload(args);
   if (args[0] == "rules") return sluice::ctl::rules_command(args);
+  if (args[0] == "audit") return sluice::ctl::audit_command(args);
   return usage_error("unknown command '" + std::string(args[0]) + "'", kHelp);
 }
 
