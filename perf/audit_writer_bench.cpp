@@ -1,6 +1,6 @@
 // Cost of the audit writer thread per record: what bounds how many decisions per second the
 // trail keeps up with before the rings fill and drop.
-//   BM_FormatLine        — format_json_line alone, a typical admitted record (≈ 520-byte line);
+//   BM_FormatLine        — format_json_line alone, a typical admitted record (≈ 540-byte line);
 //   BM_ChainLine         — the hash chain's step on that line: SHA-256 (OpenSSL EVP) + hex;
 //   BM_FormatLineWithPrompt/4096 — the line of a record carrying a 4 KiB captured prompt;
 //   BM_WriterThroughput  — end to end: one producer pushes kRecords such records into a 16 Ki
