@@ -7,10 +7,10 @@
 # now block.
 # usage: sluicectl_audit_test.sh PATH/TO/sluicectl PATH/TO/sluice PATH/TO/tests/pcap PATH/TO/rules
 set -euo pipefail
-sluicectl=$1
-sluice=$2
-pcap=$3
-rules=$4
+sluicectl=$(realpath "$1")  # the script works in its temporary directory
+sluice=$(realpath "$2")
+pcap=$(realpath "$3")
+rules=$(realpath "$4")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failures=0
