@@ -65,6 +65,7 @@ struct Bucket {
 struct Escalation {
   std::optional<GcraLimit> flags;  // the leaky bucket; none when one flag is enough
   bool suspend = false;
+  std::string to;  // the tier a demotion goes to
   uint64_t duration_ns = 0;
 };
 

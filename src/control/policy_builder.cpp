@@ -102,6 +102,7 @@ std::shared_ptr<const AdmissionPolicy> build_policy(
     if (const EscalationConfig* e = config.escalation_of(tier.name)) {
       Escalation escalation;
       escalation.suspend = e->suspend;
+      escalation.to = e->to;
       escalation.duration_ns = e->duration_ns;
       if (e->flags > 1) {
         // flags - 1 absorbed, refilled at that many per window: the flags-th in a row escalates.
