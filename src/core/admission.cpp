@@ -625,10 +625,12 @@ void Admission::count_flag(Request& request) {
   const std::optional<Escalation>& step = who.tier->escalation;
   if (!step || who.identity().name.empty()) return;  // the anonymous tier is everybody's
   const uint64_t now = std::min(now_ns_, kMaxNowNs);
-  if (step->flags && step->flags->try_acquire(state.flag_budget, now, 1).admitted) return;
   uint64_t current = state.escalation.load(std::memory_order_relaxed);
   const uint64_t in_force = current != 0 && now < (current >> 8) ? current & 0xff : 0;
-  if (in_force != who.level) return;  // escalated meanwhile: this flag counted against the old
+  // Read under a step no longer in force (its head came before an escalation or an expiry):
+  // counted above, but kept out of the budget of the step in force, which starts afresh.
+  if (in_force != who.level) return;
+  if (step->flags && step->flags->try_acquire(state.flag_budget, now, 1).admitted) return;
   const uint64_t level = step->suspend ? kSuspendedLevel : who.level + 1u;
   const uint64_t until = std::min(now + step->duration_ns, (uint64_t{1} << 56) - 1);
   if (!state.escalation.compare_exchange_strong(current, until << 8 | level,

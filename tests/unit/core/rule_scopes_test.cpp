@@ -385,6 +385,24 @@ TEST_F(EscalationTest, FlagsSpreadOverMoreThanTheWindowNeverEscalate) {
   EXPECT_TRUE(escalations().empty());
 }
 
+TEST_F(EscalationTest, AFlagOfARequestAdmittedBeforeTheEscalationLeavesTheNewBudgetAlone) {
+  // Admitted as verified; its answer comes after the demotion, with verified's completion flag.
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  ASSERT_EQ(escalations().size(), 1u);
+  send(1, Direction::kToClient, {kStreamHead + delta("Sarin is a nerve agent.") + "0\r\n\r\n"});
+  close(1);
+  EXPECT_EQ(rule_ids(records_.records.back()), std::vector<std::string>{"out.weapons-flag"});
+  EXPECT_EQ(records_.records.back().tier.view(), "verified");
+
+  // free's budget is whole: its first flag is absorbed, the second suspends.
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue);
+  EXPECT_EQ(escalations().size(), 1u) << "a flag of the step before drained free's budget";
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue);
+  ASSERT_EQ(escalations().size(), 2u);
+  EXPECT_EQ(escalations()[1]->reason.view(), "suspended");
+}
+
 TEST(RuleScopes, NoRuleMayReadAFieldThatCarriesSecrets) {
   for (const char* field : {"authorization", "Proxy-Authorization", "x-api-key", "cookie"}) {
     const std::string text = std::string(R"(
