@@ -626,6 +626,13 @@ void Admission::count_flag(Request& request) {
   if (!step || who.identity().name.empty()) return;  // the anonymous tier is everybody's
   const uint64_t now = std::min(now_ns_, kMaxNowNs);
   uint64_t current = state.escalation.load(std::memory_order_relaxed);
+  // An escalation that has expired is cleared by the first flag after it, with the flags it
+  // left in the budget: the identity's own step starts afresh (one CAS; its winner resets).
+  if (current != 0 && now >= (current >> 8) &&
+      state.escalation.compare_exchange_strong(current, 0, std::memory_order_relaxed)) {
+    state.flag_budget.tat_ticks.store(0, std::memory_order_relaxed);
+    current = 0;
+  }
   const uint64_t in_force = current != 0 && now < (current >> 8) ? current & 0xff : 0;
   // Read under a step no longer in force (its head came before an escalation or an expiry):
   // counted above, but kept out of the budget of the step in force, which starts afresh.

@@ -403,6 +403,20 @@ TEST_F(EscalationTest, AFlagOfARequestAdmittedBeforeTheEscalationLeavesTheNewBud
   EXPECT_EQ(escalations()[1]->reason.view(), "suspended");
 }
 
+TEST_F(EscalationTest, AnExpiredDemotionLeavesTheIdentityAFreshBudget) {
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  ASSERT_EQ(escalations().size(), 1u);
+  now_ += 55 * 60 * kSecond;
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue) << "one flag as free: absorbed";
+  now_ += 6 * 60 * kSecond;  // the hour of demotion is over
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_EQ(records_.records.back().tier.view(), "verified");
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_EQ(escalations().size(), 1u) << "the flag as free was carried over the expiry";
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_EQ(escalations().size(), 2u) << "the third flag demotes again";
+}
+
 TEST(RuleScopes, NoRuleMayReadAFieldThatCarriesSecrets) {
   for (const char* field : {"authorization", "Proxy-Authorization", "x-api-key", "cookie"}) {
     const std::string text = std::string(R"(
