@@ -78,8 +78,9 @@ constexpr std::string_view kReviewHelp =
   Reads the audit trail FILE... (rotated files too, in any order) and prints compact tables:
   records by identity, by tier, by verdict and reason, by rule id and by time bucket (--bucket,
   default 1h), with admitted, denied and flagged counts (flagged: a rule of any action or mode
-  matched). It verifies nothing: 'sluicectl audit verify' checks the chain. Lines that are not
-  audit records are skipped and counted.
+  matched). Escalations (an identity demoted or suspended) count as records and by reason,
+  not as decisions. It verifies nothing: 'sluicectl audit verify' checks the chain. Lines that
+  are not audit records are skipped and counted.
 
   --rules NEW.db  post-hoc detection: every admitted request whose prompt the trail captured
                   (config audit.capture: flagged or all) is scanned again, as the data path
@@ -316,11 +317,19 @@ int64_t parse_bucket(std::string_view text) {
   return value * unit;
 }
 
+// Records of a row: admit and deny decisions; escalate records (an identity demoted or
+// suspended, graduated response) count in `records` only.
 struct Counts {
-  uint64_t records = 0, admit = 0, deny = 0, flagged = 0;
-  void add(bool admitted, bool flagged_record) {
+  uint64_t records = 0, admit = 0, deny = 0, escalate = 0, flagged = 0;
+  void add(std::string_view verdict, bool flagged_record) {
     ++records;
-    ++(admitted ? admit : deny);
+    if (verdict == "admit") {
+      ++admit;
+    } else if (verdict == "escalate") {
+      ++escalate;
+    } else {
+      ++deny;
+    }
     if (flagged_record) ++flagged;
   }
 };
@@ -432,22 +441,24 @@ int review(const std::vector<std::string_view>& args) {
         ++skipped;
         continue;
       }
-      const bool admit = record.value("verdict", "") == "admit";
-      const nlohmann::json& rules = record.contains("rules") ? record["rules"] : nlohmann::json();
+      const std::string verdict = text_or(record.value("verdict", nlohmann::json()), "");
+      const bool admit = verdict == "admit";
+      // An escalate record repeats the rules of the request that tipped it: not counted again.
+      const nlohmann::json& rules =
+          record.contains("rules") && verdict != "escalate" ? record["rules"] : nlohmann::json();
       const bool flagged = rules.is_array() && !rules.empty();
       const std::string ts = text_or(record.value("ts", nlohmann::json()), "");
-      total.add(admit, flagged);
-      by_identity[text_or(record.value("identity", nlohmann::json()), "(none)")].add(admit,
+      total.add(verdict, flagged);
+      by_identity[text_or(record.value("identity", nlohmann::json()), "(none)")].add(verdict,
                                                                                      flagged);
-      by_tier[text_or(record.value("tier", nlohmann::json()), "(none)")].add(admit, flagged);
-      ++by_reason[{admit ? "admit" : "deny",
-                   text_or(record.value("reason", nlohmann::json()), "")}];
+      by_tier[text_or(record.value("tier", nlohmann::json()), "(none)")].add(verdict, flagged);
+      ++by_reason[{verdict, text_or(record.value("reason", nlohmann::json()), "")}];
       if (rules.is_array()) {
-        for (const auto& rule : rules) by_rule[text_or(rule, "?")].add(admit, flagged);
+        for (const auto& rule : rules) by_rule[text_or(rule, "?")].add(verdict, flagged);
       }
       if (const std::optional<int64_t> seconds = parse_ts(ts)) {
         const int64_t start = (*seconds >= 0 ? *seconds : *seconds - bucket + 1) / bucket * bucket;
-        by_time[start].add(admit, flagged);
+        by_time[start].add(verdict, flagged);
         if (first_ts.empty() || ts < first_ts) first_ts = ts;
         if (ts > last_ts) last_ts = ts;
       }
@@ -469,18 +480,17 @@ int review(const std::vector<std::string_view>& args) {
                                            : db->selection_untiered();
       stream.begin(*db, selection, RuleScope::kPrompt);
       stream.feed(prompt->get_ref<const std::string&>(), *scratch);
-      const RuleVerdict verdict = stream.end(*scratch);
-      if (verdict.flagged) ++rescan_flagged;
-      if (!verdict.blocked()) continue;
+      const RuleVerdict now = stream.end(*scratch);
+      if (now.flagged) ++rescan_flagged;
+      if (!now.blocked()) continue;
       Blocked hit{file + ":" + std::to_string(number),
                   ts,
                   text_or(record.value("identity", nlohmann::json()), "(none)"),
                   text_or(tier_value, "(none)"),
-                  {db->rule(static_cast<uint32_t>(verdict.blocking_rule)).id},
+                  {db->rule(static_cast<uint32_t>(now.blocking_rule)).id},
                   cut};
       for (const uint32_t rule : stream.matches()) {
-        if (static_cast<int32_t>(rule) != verdict.blocking_rule)
-          hit.rules.push_back(db->rule(rule).id);
+        if (static_cast<int32_t>(rule) != now.blocking_rule) hit.rules.push_back(db->rule(rule).id);
       }
       blocked.push_back(std::move(hit));
     }
@@ -509,6 +519,7 @@ int review(const std::vector<std::string_view>& args) {
              {"records", total.records},
              {"admit", total.admit},
              {"deny", total.deny},
+             {"escalate", total.escalate},
              {"flagged", total.flagged},
              {"skipped_lines", skipped},
              {"first_ts", first_ts.empty() ? json() : json(first_ts)},
@@ -559,8 +570,9 @@ int review(const std::vector<std::string_view>& args) {
   }
 
   std::ostream& out = std::cout;
-  out << total.records << " records (admit " << total.admit << ", deny " << total.deny
-      << ", flagged " << total.flagged << ") in " << files.size()
+  out << total.records << " records (admit " << total.admit << ", deny " << total.deny;
+  if (total.escalate > 0) out << ", escalate " << total.escalate;
+  out << ", flagged " << total.flagged << ") in " << files.size()
       << (files.size() == 1 ? " file" : " files");
   if (!first_ts.empty()) out << ", " << first_ts << " … " << last_ts;
   out << "\n";

@@ -61,6 +61,7 @@ struct AdmissionStats {
   uint64_t rule_flags = 0;        // requests an enforce-mode flag rule matched
   uint64_t rule_scan_errors = 0;  // scans Hyperscan refused (answered 503, fail closed)
   uint64_t responses_cut = 0;     // by a completion rule, or unreadable for one (fail closed)
+  uint64_t escalations = 0;       // identities this worker demoted or suspended
   uint64_t key_cache_hits = 0;
   uint64_t key_cache_misses = 0;  // SHA-256 computed
   uint64_t responses_unmatched = 0;
@@ -111,13 +112,15 @@ class Admission final : public RequestObserver {
   Request* take_request();
   void give_back(Request* request);
   Refusal deny(FlowState& flow, Refusal refusal);
-  void emit(Request& request);
+  void emit(AuditRecord& record);
+  void emit(Request& request);  // with its captured prompt, when capture selects it
   void capture_prompt(Request& request, std::string_view canonical);
   void release_capture(Request& request);
   void finish(FlowState& flow, Request& request, const ResponseOutcome* response, uint64_t now_ns);
   void let_go(Retained*& retained);
   // Rule results into the record; the refusal when a rule blocks (or the scan failed).
   Refusal apply_rules(Request& request, const RuleDatabase& db, const RuleVerdict& verdict);
+  void count_flag(Request& request);
 
   PolicySource& source_;
   AuditSink* audit_;
@@ -138,6 +141,7 @@ class Admission final : public RequestObserver {
   uint64_t sequence_ = 0;
   AdmissionStats stats_;
   std::array<char, 128> detail_{};  // the disclosed rule id of the last refusal
+  uint64_t now_ns_ = 0;             // of the latest event that carried a time
 };
 
 }  // namespace sluice

@@ -82,7 +82,10 @@ struct AuditText {
 // One end of the flow (endpoint.hpp): family 4 or 6 (0: unknown → JSON null).
 using AuditEndpoint = Endpoint;
 
-enum class AuditVerdict : uint8_t { admit, deny };
+// admit and deny: a request's decision. escalate: an identity demoted or suspended (graduated
+// response) — reason "demoted" or "suspended", tier the one it now has (null when suspended),
+// rules the flag rules of the request that tipped it, "until" when it expires.
+enum class AuditVerdict : uint8_t { admit, deny, escalate };
 
 // Whether the record carries a captured prompt: none (no "prompt" key), captured (its text is in
 // slot `prompt_slot` of the ring's capture pool), dropped (selected, but no slot was free:
@@ -101,7 +104,10 @@ struct alignas(64) AuditRecord {
   int64_t max_output_tokens = kNoMaxOutputTokens;
   uint64_t tokens_reserved = 0;           // taken from the token bucket at admission
   uint64_t tokens_charged = 0;            // what the bucket holds against the request in the end
-  int64_t usage_prompt_tokens = kAbsent;  // as the response's `usage` reported them
+  union {
+    int64_t usage_prompt_tokens = kAbsent;  // as the response's `usage` reported them
+    int64_t until_ns;  // an escalate record (which has no usage): when it expires, Unix ns
+  };
   int64_t usage_completion_tokens = kAbsent;
   int64_t usage_total_tokens = kAbsent;
   AuditEndpoint src;

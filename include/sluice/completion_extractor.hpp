@@ -84,6 +84,15 @@ class CompletionExtractor {
   // The body, or one of its events, could not be followed. Sticky until begin().
   bool malformed() const { return malformed_; }
 
+  // For Sluice to end an event stream itself after the bytes fed so far (a rule cut the rest):
+  // writes the bytes that finish the event in progress so that its data is one complete JSON
+  // text — an open escape, string, number or literal completed, a missing value given as null,
+  // the open containers closed, in a new data line when the current line is not one — and then
+  // a blank line that dispatches it. Writes nothing when the stream stands between events.
+  // Returns the length, or -1 when it cannot (not an event stream, the event's data already
+  // malformed, `out` too small): the caller then resets the connection instead.
+  long write_event_end(std::span<char> out) const;
+
   // Deepest nesting followed (the top-level object is depth 1); deeper is malformed.
   static constexpr uint32_t kMaxDepth = 64;
   // Longest string worth keeping: the type "response.function_call_arguments.delta" (38); the

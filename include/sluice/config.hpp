@@ -87,6 +87,20 @@ struct TierConfig {
   std::vector<ModelLimits> model_limits;  // first matching pattern wins
 };
 
+// Graduated response: what happens to an identity of `tier` whose requests keep matching flag
+// rules. `flags` flags within `window` (a leaky bucket: flags - 1 absorbed, refilled at that
+// many per window; the flag that finds it empty escalates) demote the identity to tier `to`, or
+// suspend it, for `duration`. A demoted identity meets the escalation of its new tier, so steps
+// chain (verified → free → suspended).
+struct EscalationConfig {
+  std::string tier;
+  uint64_t flags = 0;
+  uint64_t window_ns = 0;
+  bool suspend = false;
+  std::string to;  // demote: the stricter tier
+  uint64_t duration_ns = 0;
+};
+
 // Which requests' canonical prompt text the audit record carries (audit.hpp, docs/audit.md):
 // none; flagged: those a rule of any action or mode matched; all: every request with a prompt.
 enum class AuditCapture : uint8_t { kNone, kFlagged, kAll };
@@ -118,6 +132,14 @@ struct Config {
   AuditConfig audit;
   std::string rules_path;         // the compiled rule database (sluicectl rules compile); "": none
   bool disclose_rule_id = false;  // a 403 content_policy_violation names the rule to the client
+  std::vector<EscalationConfig> escalation;  // at most one per tier
+
+  const EscalationConfig* escalation_of(std::string_view tier_name) const {
+    for (const EscalationConfig& e : escalation) {
+      if (e.tier == tier_name) return &e;
+    }
+    return nullptr;
+  }
 
   const TierConfig* tier(std::string_view name) const {
     for (const TierConfig& t : tiers) {

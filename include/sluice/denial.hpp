@@ -35,18 +35,19 @@ inline constexpr std::size_t kMaxDenialBytes = 1024;
 std::size_t write_denial(const Refusal& refusal, std::span<char> out);
 
 // The end Sluice puts to a streamed (text/event-stream) response whose completion a rule refused:
-// an SSE error event — the OpenAI SDKs raise it as an APIError with the reason as its code —
+// `event_end` (what finishes the client's event in progress, CompletionExtractor::
+// write_event_end), then an SSE error event — the OpenAI SDKs raise it as an APIError with the
+// reason as its code —
 //
 //   event: error
 //   data: {"error":{"message":"…","type":"invalid_request_error","param":null,"code":"…"}}
 //
-// after a blank line when the client's last event was cut short, framed for where the body
-// stands (`at`, before the dropped bytes): a chunk and the last chunk when chunked (the chunk in
-// progress completed, with the event's first bytes, or padded with blank lines, which SSE
-// ignores); padded to the bytes a Content-Length still owes; as is when the close ends the
-// body. Returns 0 when it cannot be framed in `out` (inside a chunk-size line, a chunk larger
-// than the buffer, an event longer than the Content-Length owes): the flow is reset instead.
-std::size_t write_stream_denial(const Refusal& refusal, BodyPosition at, bool at_event_boundary,
+// framed for where the body stands (`at`, before the dropped bytes): a chunk and the last chunk
+// when chunked (the chunk in progress completed, with the first bytes, or padded with blank
+// lines, which SSE ignores); padded to the bytes a Content-Length still owes; as is when the
+// close ends the body. Returns 0 when it cannot be framed in `out` (inside a chunk-size line, a
+// chunk larger than the buffer, more than the Content-Length owes): the flow is reset instead.
+std::size_t write_stream_denial(const Refusal& refusal, BodyPosition at, std::string_view event_end,
                                 std::span<char> out);
 
 // The OpenAI error `type` for a reason: "requests" or "tokens" for rate limits (as OpenAI's

@@ -64,6 +64,12 @@ class EventStreamReader {
   // again returns false.
   bool finish();
 
+  // Where the reader stands, for a writer that must end the current event itself.
+  bool in_data_value() const { return line_ == Line::kDataSpace || line_ == Line::kData; }
+  bool at_line_start() const { return line_ == Line::kBom || line_ == Line::kStart; }
+  bool in_field_name() const { return line_ == Line::kName; }
+  bool event_has_data() const { return event_has_data_; }
+
  private:
   enum class Line : uint8_t {
     kBom,        // the stream's first bytes: a UTF-8 byte order mark is dropped

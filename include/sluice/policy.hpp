@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,7 +43,13 @@ struct LimiterStates {
   GcraState tokens;
   ConcurrencyState in_flight;
   alignas(64) std::atomic<uint64_t> flagged{0};  // requests an enforce-mode flag rule matched
+  // Graduated response, in an identity's base set only: the flags leaky bucket, and the
+  // escalation in force, packed (until_ns << 8 | level): level k ≥ 1 is the k-th demotion of
+  // the identity's chain, kSuspendedLevel a suspension; 0 or a past until_ns: none.
+  GcraState flag_budget;
+  std::atomic<uint64_t> escalation{0};
 };
+inline constexpr uint64_t kSuspendedLevel = 255;
 
 // The parameters of one bucket set and where its state lives. Values: an in-flight request keeps
 // a copy, so it can release and reconcile after a reload replaced the policy.
@@ -54,21 +61,38 @@ struct Bucket {
   LimiterStates* state;
 };
 
+// What flags do to an identity of a tier (config.hpp, EscalationConfig).
+struct Escalation {
+  std::optional<GcraLimit> flags;  // the leaky bucket; none when one flag is enough
+  bool suspend = false;
+  std::string to;  // the tier a demotion goes to
+  uint64_t duration_ns = 0;
+};
+
 struct TierPolicy {
   std::string name;
   std::vector<std::string> models;          // globs
   std::vector<std::string> paths;           // prefixes
   std::vector<std::string> model_patterns;  // of model_limits, in order; set i + 1 each
   const TierSelection* rules = nullptr;     // the rules of this tier (null: no rule database)
+  std::optional<Escalation> escalation;
 };
 
 struct IdentityPolicy {
   std::string name;  // empty for the anonymous tier
   const TierPolicy* tier;
   std::vector<Bucket> buckets;  // [0] base, [i + 1] tier model_limits[i]
+  // Graduated response. `demotions[k - 1]` is the identity demoted k times: a view with the
+  // lower tier's rules and limits (bucket sets of its own), whose `root` points back here and
+  // whose `level` is k. The escalation state lives in the root's base set.
+  const IdentityPolicy* root = nullptr;  // null: this is the identity itself
+  uint8_t level = 0;
+  std::vector<const IdentityPolicy*> demotions;
 
   // The bucket set for a request for `model` (the base set when no entry matches).
   const Bucket& bucket_for(std::string_view model) const;
+  const IdentityPolicy& identity() const { return root != nullptr ? *root : *this; }
+  LimiterStates& escalation_state() const { return *identity().buckets[0].state; }
 };
 
 // Owns every LimiterStates ever handed out; entries are never freed while the process runs, so
@@ -115,6 +139,7 @@ class AdmissionPolicy {
   std::shared_ptr<const IdentityTable> identities_;
   std::deque<TierPolicy> tiers_;             // a deque: stable addresses for IdentityPolicy::tier
   std::vector<IdentityPolicy> by_identity_;  // index of the identity in identities()
+  std::deque<IdentityPolicy> demoted_;       // the chains' views (stable addresses)
   std::unique_ptr<IdentityPolicy> anonymous_;
   std::shared_ptr<const RuleDatabase> rules_;
   const TierSelection* untiered_rules_ = nullptr;

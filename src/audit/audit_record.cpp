@@ -260,8 +260,9 @@ std::size_t format_json_line(const AuditRecord& record, std::span<char> out,
   }
   line.put(",\"tier\":");
   put_text_or_null(line, record.tier);
-  line.put(record.verdict == AuditVerdict::admit ? ",\"verdict\":\"admit\""
-                                                 : ",\"verdict\":\"deny\"");
+  line.put(record.verdict == AuditVerdict::admit  ? ",\"verdict\":\"admit\""
+           : record.verdict == AuditVerdict::deny ? ",\"verdict\":\"deny\""
+                                                  : ",\"verdict\":\"escalate\"");
   line.put(",\"status\":");
   line.put_uint(record.status);
   line.put(",\"reason\":");
@@ -313,6 +314,11 @@ std::size_t format_json_line(const AuditRecord& record, std::span<char> out,
   }
   line.put(",\"tokens_charged\":");
   line.put_uint(record.tokens_charged);
+  if (record.verdict == AuditVerdict::escalate) {
+    line.put(",\"until\":\"");
+    put_timestamp(line, record.until_ns);
+    line.put('"');
+  }
   if (record.prompt == AuditPrompt::kCaptured) {
     line.put(",\"prompt\":");
     line.put_string(extras.prompt);

@@ -88,6 +88,34 @@ class Section {
     return parsed;
   }
 
+  // A duration: a number with a unit (500ms, 30s, 10m, 1h, 2d) or a bare number of seconds.
+  uint64_t duration_ns(std::string_view key, uint64_t low_ns, uint64_t high_ns) const {
+    const YAML::Node value = get(key);
+    const std::string text = value && value.IsScalar() ? value.Scalar() : "";
+    const std::size_t unit_at = text.find_first_not_of("0123456789.");
+    const std::string number = text.substr(0, unit_at);
+    const std::string unit = unit_at == std::string::npos ? "s" : text.substr(unit_at);
+    const double scale = unit == "ms"  ? 1e6
+                         : unit == "s" ? 1e9
+                         : unit == "m" ? 60e9
+                         : unit == "h" ? 3600e9
+                         : unit == "d" ? 86400e9
+                                       : 0;
+    double parsed = 0;
+    const bool valid = !number.empty() && scale > 0 &&
+                       YAML::convert<double>::decode(YAML::Node(number), parsed) &&
+                       std::isfinite(parsed) && parsed * scale >= static_cast<double>(low_ns) &&
+                       parsed * scale <= static_cast<double>(high_ns);
+    if (!valid) {
+      fail(value ? value : node_,
+           qualified(key) + ": expected a duration (500ms, 30s, 10m, 1h, 2d) " + "from " +
+               std::to_string(low_ns / 1'000'000) + " ms to " +
+               std::to_string(high_ns / 86'400'000'000'000) + " days, got '" +
+               (value ? describe(value) : std::string("nothing")) + "'");
+    }
+    return static_cast<uint64_t>(parsed * scale);
+  }
+
   bool boolean(std::string_view key, bool fallback) const {
     const YAML::Node value = get(key);
     if (!value) return fallback;
@@ -219,13 +247,65 @@ void parse_tiers(const Section& top, Config& config) {
   }
 }
 
+// escalation: { <tier>: { flags: N, window: 10m, action: demote | suspend, to: <tier>,
+//                         duration: 1h } }
+void parse_escalation(const Section& top, Config& config) {
+  const Section all = top.child("escalation");
+  constexpr uint64_t kMinute = 60'000'000'000;
+  constexpr uint64_t kYear = 365 * 24 * 60 * kMinute;
+  for (const auto& entry : all.node()) {
+    const std::string tier = entry.first.Scalar();
+    const Section s = all.child(tier);
+    s.allow_only({"flags", "window", "action", "to", "duration"});
+    if (config.tier(tier) == nullptr)
+      all.fail(entry.first, "escalation." + tier + ": no tier '" + tier + "' in tiers");
+    EscalationConfig e;
+    e.tier = tier;
+    for (const char* key : {"flags", "window", "action", "duration"}) {
+      if (!s.has(key)) s.fail(s.node(), s.path() + "." + key + ": required");
+    }
+    e.flags = s.integer("flags", 0, 1, 1'000'000);
+    e.window_ns = s.duration_ns("window", 1'000'000, kYear);
+    e.duration_ns = s.duration_ns("duration", 1'000'000, kYear);
+    const std::string action = s.string("action", "");
+    if (action != "demote" && action != "suspend")
+      s.fail(s.get("action"),
+             s.path() + ".action: expected demote or suspend, got '" + action + "'");
+    e.suspend = action == "suspend";
+    if (e.suspend && s.has("to"))
+      s.fail(s.get("to"), s.path() + ".to: a suspension has no tier to go to");
+    if (!e.suspend) {
+      if (!s.has("to")) s.fail(s.node(), s.path() + ".to: required with action: demote");
+      e.to = s.string("to", "");
+      if (config.tier(e.to) == nullptr)
+        s.fail(s.get("to"), s.path() + ".to: no tier '" + e.to + "' in tiers");
+      if (e.to == tier) s.fail(s.get("to"), s.path() + ".to: demotes to the tier itself");
+    }
+    config.escalation.push_back(std::move(e));
+  }
+  // Demotions must end: following `to` from any tier never comes back to it.
+  for (const EscalationConfig& start : config.escalation) {
+    std::string at = start.tier;
+    for (std::size_t steps = 0;; ++steps) {
+      const EscalationConfig* step = config.escalation_of(at);
+      if (step == nullptr || step->suspend) break;
+      if (steps > config.escalation.size()) {
+        all.fail(all.get(start.tier), "escalation." + start.tier +
+                                          ": demotions form a loop (a tier demotes back to "
+                                          "itself through 'to')");
+      }
+      at = step->to;
+    }
+  }
+}
+
 Config parse(const YAML::Node& root, const std::string& source) {
   Config config;
   config.source = source;
   if (!root || root.IsNull()) return config;  // an empty file: every default
   const Section top(root, "", source);
   top.allow_only({"dataplane", "inspect", "http", "stats", "identities", "tiers", "unknown_key",
-                  "audit", "rules", "disclose_rule_id"});
+                  "audit", "rules", "disclose_rule_id", "escalation"});
 
   if (top.has("dataplane")) {
     const Section s = top.child("dataplane");
@@ -327,6 +407,8 @@ Config parse(const YAML::Node& root, const std::string& source) {
              "tiers: set with unknown_key: deny but no identities file: every request would be "
              "answered 401 (add 'identities: FILE' or name an anonymous tier in unknown_key)");
   }
+
+  if (top.has("escalation")) parse_escalation(top, config);
 
   config.rules_path = beside_config(top.string("rules", ""));
   config.disclose_rule_id = top.boolean("disclose_rule_id", config.disclose_rule_id);

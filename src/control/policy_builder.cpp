@@ -60,7 +60,7 @@ IdentityPolicy make_identity_policy(const std::string& name, const std::string& 
                                     const TierConfig& tier, const TierPolicy* tier_policy,
                                     const IdentityLimits& overrides, LimiterStore& store,
                                     const std::string& owner) {
-  IdentityPolicy policy{name, tier_policy, {}};
+  IdentityPolicy policy{name, tier_policy, {}, nullptr, 0, {}};
   const TierLimits base = with_overrides(tier.limits, overrides);
   policy.buckets.push_back(make_bucket(base, store.state_for(state_name, ""), owner));
   for (const ModelLimits& entry : tier.model_limits) {
@@ -96,8 +96,23 @@ std::shared_ptr<const AdmissionPolicy> build_policy(
 
   for (const TierConfig& tier : config.tiers) {
     TierPolicy t{
-        tier.name, tier.models, tier.paths, {}, rules ? &rules->selection(tier.name) : nullptr};
+        tier.name,   tier.models, tier.paths, {}, rules ? &rules->selection(tier.name) : nullptr,
+        std::nullopt};
     for (const ModelLimits& entry : tier.model_limits) t.model_patterns.push_back(entry.pattern);
+    if (const EscalationConfig* e = config.escalation_of(tier.name)) {
+      Escalation escalation;
+      escalation.suspend = e->suspend;
+      escalation.to = e->to;
+      escalation.duration_ns = e->duration_ns;
+      if (e->flags > 1) {
+        // flags - 1 absorbed, refilled at that many per window: the flags-th in a row escalates.
+        escalation.flags = GcraLimit::make(e->flags - 1, e->window_ns, e->flags - 1);
+        if (!escalation.flags)
+          throw ConfigError(config.source + ": escalation." + tier.name + ": " +
+                            std::to_string(e->flags) + " flags per window cannot be represented");
+      }
+      t.escalation = escalation;
+    }
     policy->tiers_.push_back(std::move(t));
   }
   const auto tier_policy = [&](std::string_view name) -> const TierPolicy* {
@@ -119,6 +134,26 @@ std::shared_ptr<const AdmissionPolicy> build_policy(
       policy->by_identity_.push_back(make_identity_policy(
           identity.name, identity.name, *tier, tier_policy(tier->name), identity.limits, store,
           identity.tier_at + ": identity '" + identity.name + "'"));
+    }
+  }
+  // The demotion chains, once every identity has its place (views point back to it).
+  if (identities) {
+    for (std::size_t i = 0; i < policy->by_identity_.size(); ++i) {
+      IdentityPolicy& identity = policy->by_identity_[i];
+      const Identity& source = identities->identities()[i];
+      std::string at = identity.tier->name;
+      while (const EscalationConfig* step = config.escalation_of(at)) {
+        if (step->suspend || identity.demotions.size() + 1 >= kSuspendedLevel) break;
+        at = step->to;
+        const std::string set = "\x02" + at;  // '\x02': no model pattern starts with it
+        IdentityPolicy view = make_identity_policy(
+            identity.name, identity.name + set, *config.tier(at), tier_policy(at), {}, store,
+            source.tier_at + ": identity '" + identity.name + "' demoted to " + at);
+        view.root = &identity;
+        view.level = static_cast<uint8_t>(identity.demotions.size() + 1);
+        policy->demoted_.push_back(std::move(view));
+        identity.demotions.push_back(&policy->demoted_.back());
+      }
     }
   }
   if (config.unknown_key != "deny") {

@@ -239,11 +239,16 @@ void Admission::give_back(Request* request) {
   requests_free_.push_back(request);
 }
 
+void Admission::emit(AuditRecord& record) {
+  if (audit_ == nullptr) return;
+  record.sequence = sequence_++;
+  record.worker = worker_;
+  audit_->write(record);
+}
+
 void Admission::emit(Request& request) {
   if (audit_ == nullptr) return;
   AuditRecord& record = request.record;
-  record.sequence = sequence_++;
-  record.worker = worker_;
   // Captured text goes with the record when capture selects it: every request (all), or one a
   // rule of any action or mode matched, in any scope (flagged).
   if (capture_ != nullptr && (request.capture_slot >= 0 || request.capture_missed) &&
@@ -257,7 +262,7 @@ void Admission::emit(Request& request) {
       capture_->count_dropped();
     }
   }
-  audit_->write(record);
+  emit(record);
 }
 
 void Admission::capture_prompt(Request& request, std::string_view canonical) {
@@ -393,6 +398,7 @@ Refusal Admission::deny(FlowState& state, Refusal refusal) {
 }
 
 Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) {
+  now_ns_ = now_ns;
   FlowState& state = *flow(flow_id);
   // Started at its first header field a rule looks at, or here.
   Request* request = start_reading(state);
@@ -444,6 +450,22 @@ Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, ui
   const IdentityPolicy* identity =
       resolved.identity != nullptr ? policy.of(resolved.identity) : policy.anonymous();
   if (identity == nullptr) return deny(state, Refusal{RequestReason::invalid_api_key});
+  // Graduated response: an escalation in force puts a demoted view in the identity's place, or
+  // suspends it (one relaxed load of the identity's own line).
+  const uint64_t escalation =
+      identity->escalation_state().escalation.load(std::memory_order_relaxed);
+  if (escalation != 0 && now_ns < (escalation >> 8)) {
+    const uint64_t level = escalation & 0xff;
+    if (level == kSuspendedLevel) {
+      record.identity.assign(identity->name);
+      record.tier.assign(identity->tier->name);
+      Refusal suspended{RequestReason::identity_suspended};
+      suspended.retry_after_ns = (escalation >> 8) - now_ns;
+      return deny(state, suspended);
+    }
+    if (level >= 1 && level <= identity->demotions.size())
+      identity = identity->demotions[level - 1];
+  }
   request->identity = identity;
   record.identity.assign(identity->name);
   record.tier.assign(identity->tier->name);
@@ -464,6 +486,7 @@ Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, ui
 
 Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
                                   uint64_t now_ns) {
+  now_ns_ = now_ns;
   FlowState& state = *flow(flow_id);
   Request* request = state.reading;
   if (request == nullptr) {
@@ -622,8 +645,7 @@ Refusal Admission::apply_rules(Request& request, const RuleDatabase& db,
   }
   if (verdict.flagged) {
     ++stats_.rule_flags;
-    if (request.identity != nullptr)
-      request.identity->buckets[0].state->flagged.fetch_add(1, std::memory_order_relaxed);
+    if (request.identity != nullptr) count_flag(request);
   }
   if (verdict.error) {
     ++stats_.rule_scan_errors;
@@ -642,8 +664,60 @@ Refusal Admission::apply_rules(Request& request, const RuleDatabase& db,
   return refusal;
 }
 
+// A flag against the requester: counted, and when its tier escalates and the flag budget is
+// spent, the identity goes one step down its chain (or is suspended) — decided by one CAS, so
+// concurrent workers escalate it once — and the change is recorded.
+void Admission::count_flag(Request& request) {
+  const IdentityPolicy& who = *request.identity;
+  LimiterStates& state = who.escalation_state();
+  state.flagged.fetch_add(1, std::memory_order_relaxed);
+  const std::optional<Escalation>& step = who.tier->escalation;
+  if (!step || who.identity().name.empty()) return;  // the anonymous tier is everybody's
+  const uint64_t now = std::min(now_ns_, kMaxNowNs);
+  uint64_t current = state.escalation.load(std::memory_order_relaxed);
+  // An escalation that has expired is cleared by the first flag after it, with the flags it
+  // left in the budget: the identity's own step starts afresh (one CAS; its winner resets).
+  if (current != 0 && now >= (current >> 8) &&
+      state.escalation.compare_exchange_strong(current, 0, std::memory_order_relaxed)) {
+    state.flag_budget.tat_ticks.store(0, std::memory_order_relaxed);
+    current = 0;
+  }
+  const uint64_t in_force = current != 0 && now < (current >> 8) ? current & 0xff : 0;
+  // Read under a step no longer in force (its head came before an escalation or an expiry):
+  // counted above, but kept out of the budget of the step in force, which starts afresh.
+  if (in_force != who.level) return;
+  if (step->flags && step->flags->try_acquire(state.flag_budget, now, 1).admitted) return;
+  const uint64_t level = step->suspend ? kSuspendedLevel : who.level + 1u;
+  const uint64_t until = std::min(now + step->duration_ns, (uint64_t{1} << 56) - 1);
+  if (!state.escalation.compare_exchange_strong(current, until << 8 | level,
+                                                std::memory_order_relaxed))
+    return;
+  state.flag_budget.tat_ticks.store(0, std::memory_order_relaxed);  // the next step counts afresh
+  ++stats_.escalations;
+  static const AuditRecord kFresh{};
+  AuditRecord escalated = kFresh;
+  const AuditRecord& trigger = request.record;
+  escalated.ts_ns = static_cast<int64_t>(now) + wall_offset_ns_;
+  escalated.until_ns = static_cast<int64_t>(until) + wall_offset_ns_;
+  escalated.verdict = AuditVerdict::escalate;
+  escalated.src = trigger.src;
+  escalated.dst = trigger.dst;
+  escalated.has_key_id = trigger.has_key_id;
+  escalated.key_id = trigger.key_id;
+  escalated.identity.assign(who.identity().name);
+  if (level != kSuspendedLevel)
+    escalated.tier.assign(who.identity().demotions[level - 1]->tier->name);
+  escalated.reason.assign(level == kSuspendedLevel ? "suspended" : "demoted");
+  escalated.method = trigger.method;
+  escalated.path = trigger.path;
+  escalated.path_truncated = trigger.path_truncated;
+  escalated.rules = trigger.rules;
+  emit(escalated);
+}
+
 void Admission::on_response_end(uint32_t flow_id, const ResponseOutcome& response,
                                 uint64_t now_ns) {
+  now_ns_ = now_ns;
   FlowState& state = *flow(flow_id);
   Request* request = state.oldest;
   if (request == nullptr) {

@@ -343,6 +343,90 @@ CompletionExtractor::CompletionExtractor() {
   begin(false);
 }
 
+long CompletionExtractor::write_event_end(std::span<char> out) const {
+  if (!event_stream_ || finished_) return -1;
+  std::size_t n = 0;
+  const auto put = [&](std::string_view text) {
+    if (n + text.size() > out.size()) return false;
+    std::memcpy(out.data() + n, text.data(), text.size());
+    n += text.size();
+    return true;
+  };
+  const bool in_value = events_.in_data_value();
+  // A field name cut short ("dat", or "data" without its colon yet) is made another name, so
+  // that its line adds no data.
+  if (events_.in_field_name() && !put("-")) return -1;
+  if (!in_value && !events_.event_has_data()) {
+    // Between events, or in a line that adds no data (a comment, `event:`, a partial field name):
+    // that line is ended, and nothing is left to dispatch.
+    if (events_.at_line_start()) return 0;
+    return put("\n") ? static_cast<long>(n) : -1;
+  }
+  if (mode_ == Mode::kFailed) return -1;
+  std::string_view json;  // what completes the JSON text before its containers close
+  char literal_rest[8] = {};
+  switch (mode_) {
+    case Mode::kStart:
+      json = "{}";  // data, but no value yet: an empty object, which a client can parse
+      break;
+    case Mode::kValue:
+      json = "null";
+      break;
+    case Mode::kKey:
+      json = "\"\":null";
+      break;
+    case Mode::kColon:
+      json = ":null";
+      break;
+    case Mode::kString: {
+      const bool key = dest_ == Dest::kKey;
+      switch (step_) {
+        case Step::kEscape:
+        case Step::kAfterHighBackslash:
+          json = key ? "n\":null" : "n\"";  // "\" + "n": an escaped newline
+          break;
+        case Step::kHex:
+          json = key ? std::string_view("0000\":null").substr(4 - count_)
+                     : std::string_view("0000\"").substr(4 - count_);
+          break;
+        default:
+          json = key ? "\":null" : "\"";
+      }
+      break;
+    }
+    case Mode::kNumber:
+      if (step_ == Step::kMinus || step_ == Step::kDot || step_ == Step::kExp ||
+          step_ == Step::kExpSign)
+        json = "0";
+      break;
+    case Mode::kLiteral: {
+      const std::string_view literal = kLiterals[literal_];
+      const std::string_view rest = literal.substr(std::min<std::size_t>(count_, literal.size()));
+      std::memcpy(literal_rest, rest.data(), rest.size());
+      json = {literal_rest, rest.size()};
+      break;
+    }
+    default:  // kArrayFirst, kObjectFirst, kAfterValue, kDone: nothing is missing
+      break;
+  }
+  // Outside a data value, the completion goes in a data line of its own (JSON allows the line
+  // break between tokens that the data line join makes).
+  if (!in_value) {
+    // A token cannot continue across the data line join ("\n" inside a string or a number).
+    if (mode_ == Mode::kString || mode_ == Mode::kLiteral ||
+        (mode_ == Mode::kNumber && !json.empty()))
+      return -1;
+    if (!events_.at_line_start() && !put("\n")) return -1;
+    if ((!json.empty() || depth_ > 0) && !put("data: ")) return -1;
+  }
+  if (!put(json)) return -1;
+  for (uint8_t depth = depth_; depth > 0; --depth) {
+    const bool object = (object_bits_ >> (depth - 1) & 1) != 0;
+    if (!put(object ? "}" : "]")) return -1;
+  }
+  return put("\n\n") ? static_cast<long>(n) : -1;
+}
+
 void CompletionExtractor::begin(bool event_stream) {
   reset_document();
   events_ = {};

@@ -159,15 +159,15 @@ std::size_t write_denial(const Refusal& refusal, std::span<char> out) {
   return static_cast<std::size_t>(at - start);
 }
 
-std::size_t write_stream_denial(const Refusal& refusal, BodyPosition at, bool at_event_boundary,
+std::size_t write_stream_denial(const Refusal& refusal, BodyPosition at, std::string_view event_end,
                                 std::span<char> out) {
   char body[448];
   const std::size_t body_length = write_error_body(refusal, body);
   if (body_length == 0) return 0;
-  char event[560];
-  const int event_length =
-      std::snprintf(event, sizeof event, "%sevent: error\ndata: %.*s\n\n",
-                    at_event_boundary ? "" : "\n\n", static_cast<int>(body_length), body);
+  char event[800];
+  const int event_length = std::snprintf(event, sizeof event, "%.*sevent: error\ndata: %.*s\n\n",
+                                         static_cast<int>(event_end.size()), event_end.data(),
+                                         static_cast<int>(body_length), body);
   if (event_length <= 0 || event_length >= static_cast<int>(sizeof event)) return 0;
   const auto n = static_cast<std::size_t>(event_length);
 

@@ -169,8 +169,6 @@ struct HttpStage::FlowState final : HttpRequestSink,
     event_stream = head.event_stream;
     body_readable = !head.coded;
     identity_coded = head.encoding == ContentEncoding::kIdentity;
-    body_tail = 0;
-    body_seen = false;
     usage.begin(head.event_stream);
     response_decoder.begin(head.encoding);
     completion = observer.on_response_head(flow_id, head);
@@ -203,9 +201,6 @@ struct HttpStage::FlowState final : HttpRequestSink,
   // Decoded response bytes.
   void on_response_text(std::span<const uint8_t> bytes) {
     if (bytes.empty()) return;
-    body_seen = true;
-    for (const uint8_t c : bytes.last(std::min<std::size_t>(bytes.size(), 4)))
-      body_tail = body_tail << 8 | c;
     usage.feed(bytes);
     if (completion && !response_refused()) completion_extractor.feed(bytes, completion_path);
   }
@@ -221,11 +216,6 @@ struct HttpStage::FlowState final : HttpRequestSink,
   void refuse_response(const Refusal& r) {
     if (r.refused() && !response_refused()) response_refusal = r;
   }
-  // Whether the client's view of the body ends between two events (or before any).
-  bool at_event_boundary() const {
-    return !body_seen || (body_tail & 0xffff) == 0x0a0a || (body_tail & 0xffff) == 0x0d0d ||
-           body_tail == 0x0d0a0d0a;
-  }
 
   const HttpStageConfig* config;
   RequestObserver& observer;
@@ -240,7 +230,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
   CompletionExtractor completion_extractor;
   CompletionPath completion_path;
   Refusal response_refusal;  // the response the observer refused (the flow ends with it)
-  uint32_t body_tail = 0;    // the response body's last 4 decoded bytes, for at_event_boundary
+  CompletionExtractor extractor_before;  // as it was before the segment being read
   uint64_t sequence = 0;
   uint64_t now_ns = 0;                        // of the on_data call being handled
   RequestReason failure = RequestReason::ok;  // of the current request's body
@@ -250,7 +240,6 @@ struct HttpStage::FlowState final : HttpRequestSink,
   bool body_readable = false;   // the response body can be decoded (usage, completion)
   bool identity_coded = false;  // and is sent as is (an SSE error event can follow it)
   bool event_stream = false;
-  bool body_seen = false;
   bool completion = false;  // the observer reads this response's completion text
   bool field_offered = false;
   bool in_body = false;
@@ -301,16 +290,24 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
   state.now_ns = now_ns;
   if (direction == Direction::kToClient) {
     if (state.response_refused()) return StreamVerdict::kKill;
-    // Where the client's view stands before these bytes: an SSE error event is framed from there.
+    // Where the client's view stands before these bytes — the body framing and the event being
+    // streamed — for the SSE error event that replaces them if a rule cuts the response here.
     const BodyPosition position = state.response.body_position();
-    const bool at_event_boundary = state.at_event_boundary();
+    const bool snapshot = state.completion && state.event_stream && state.identity_coded;
+    if (snapshot) state.extractor_before = state.completion_extractor;
     state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
     if (!state.response_refused()) return StreamVerdict::kContinue;
     stream_denial_length_ = 0;
     if (state.event_stream && state.identity_coded) {
-      stream_denial_flow_ = flow_id;
-      stream_denial_length_ =
-          write_stream_denial(state.response_refusal, position, at_event_boundary, denial_);
+      // The client's event in progress is finished first, so that it parses.
+      std::array<char, 256> event_end;
+      const long end_length = snapshot ? state.extractor_before.write_event_end(event_end) : 0;
+      if (end_length >= 0) {
+        stream_denial_flow_ = flow_id;
+        stream_denial_length_ =
+            write_stream_denial(state.response_refusal, position,
+                                {event_end.data(), static_cast<std::size_t>(end_length)}, denial_);
+      }
     }
     return stream_denial_length_ > 0 ? StreamVerdict::kDeny : StreamVerdict::kKill;
   }

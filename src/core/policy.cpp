@@ -62,9 +62,16 @@ std::string AdmissionPolicy::summary() const {
   if (!enforcing_) return "no tiers, admission off: every request admitted" + rules;
   const std::size_t identities = identities_ ? identities_->identities().size() : 0;
   const std::size_t keys = identities_ ? identities_->key_count() : 0;
+  std::string escalation;
+  for (const TierPolicy& tier : tiers_) {
+    if (!tier.escalation) continue;
+    escalation += (escalation.empty() ? ", escalation: " : ", ") + tier.name + " → " +
+                  (tier.escalation->suspend ? std::string("suspended") : tier.escalation->to);
+  }
   return std::to_string(identities) + " identities (" + std::to_string(keys) + " keys), " +
          std::to_string(tiers_.size()) + " tiers, unknown keys " +
-         (anonymous_ ? "in tier " + anonymous_->tier->name : std::string("denied")) + rules;
+         (anonymous_ ? "in tier " + anonymous_->tier->name : std::string("denied")) + rules +
+         escalation;
 }
 
 std::unique_ptr<RuleScratch> AdmissionPolicy::take_scratch(uint32_t worker) const {

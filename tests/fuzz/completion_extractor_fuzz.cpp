@@ -71,6 +71,12 @@ bool valid_utf8(std::string_view text) {
   return true;
 }
 
+class NullSink final : public CompletionSink {
+ public:
+  void on_completion_text(std::string_view) override {}
+  void on_completion_field_end() override {}
+};
+
 class CheckingSink : public CompletionSink {
  public:
   void on_completion_text(std::string_view utf8) override {
@@ -619,6 +625,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     event[size + 5] = '\n';
     event[size + 6] = '\n';
     require(check(event, true) == plain, "one data line reads like the plain body");
+  }
+  // Ending the stream here (write_event_end): what it writes is framing and JSON an extractor
+  // reads on without a failure, and it leaves no event open.
+  {
+    CompletionExtractor cut;
+    cut.begin(true);
+    NullSink ignore;
+    cut.feed(input, ignore);
+    const bool was_malformed = cut.malformed();
+    char end[256];
+    const long length = cut.write_event_end(end);
+    if (length >= 0) {
+      require(length == 0 || end[length - 1] == '\n', "an event end ends a line");
+      CompletionExtractor after = cut;
+      after.feed({reinterpret_cast<const uint8_t*>(end), static_cast<std::size_t>(length)}, ignore);
+      require(after.malformed() == was_malformed, "the event end itself is well-formed");
+    }
   }
   return 0;
 }

@@ -57,8 +57,16 @@ inspect:
   EXPECT_DOUBLE_EQ(config.inspect.established_timeout_s, 60.5);
 }
 
+// Two tiers, a and b, and an identities file: the base of the escalation cases (6 lines).
+const std::string kTwoTiers =
+    "identities: i.yaml\ntiers:\n"
+    "  a: { requests_per_second: 1, burst: 1, tokens_per_minute: 1, token_burst: 1,\n"
+    "       max_concurrent: 1, max_body_bytes: 1, max_output_tokens: 1 }\n"
+    "  b: { requests_per_second: 1, burst: 1, tokens_per_minute: 1, token_burst: 1,\n"
+    "       max_concurrent: 1, max_body_bytes: 1, max_output_tokens: 1 }\n";
+
 struct BadCase {
-  const char* yaml;
+  std::string yaml;
   const char* expected;  // a piece of the message: file, line and column, key, expected form
 };
 
@@ -90,7 +98,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"dataplane: [1, 2]\n", "test.yaml:1:12: expected a mapping"},
         BadCase{"colour: blue\n",
                 "unknown key 'colour' (expected one of: dataplane, inspect, http, stats, "
-                "identities, tiers, unknown_key, audit, rules, disclose_rule_id)"},
+                "identities, tiers, unknown_key, audit, rules, disclose_rule_id, escalation)"},
         BadCase{"dataplane:\n  client_port: \"\"\n", "dataplane.client_port: must not be empty"},
         BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"},
         BadCase{"http:\n  methods: [POST, CONNECT]\n",
@@ -129,7 +137,46 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"audit:\n  capture_bytes: 16\n",
                 "test.yaml:2:18: audit.capture_bytes: expected an integer in [64, 65536], got 16"},
         BadCase{"audit: {capture_slots: 65536}\n",
-                "audit.capture_slots: expected an integer in [16, 65535], got 65536"}));
+                "audit.capture_slots: expected an integer in [16, 65535], got 65536"},
+        BadCase{kTwoTiers + "escalation:\n  gold: {flags: 2, window: 1m, action: suspend, "
+                            "duration: 1h}\n",
+                "test.yaml:8:3: escalation.gold: no tier 'gold' in tiers"},
+        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: demote, duration: 1h}\n",
+                "escalation.a.to: required with action: demote"},
+        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: demote, to: c, "
+                            "duration: 1h}\n",
+                "escalation.a.to: no tier 'c' in tiers"},
+        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: ten, action: suspend, "
+                            "duration: 1h}\n",
+                "test.yaml:8:25: escalation.a.window: expected a duration (500ms, 30s, 10m, 1h, 2d)"},
+        BadCase{kTwoTiers + "escalation:\n  a: {flags: 0, window: 1m, action: suspend, duration: 1h}\n",
+                "escalation.a.flags: expected an integer in [1, 1000000], got 0"},
+        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: ban, duration: 1h}\n",
+                "escalation.a.action: expected demote or suspend, got 'ban'"},
+        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: suspend, to: b, "
+                            "duration: 1h}\n",
+                "escalation.a.to: a suspension has no tier to go to"},
+        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: demote, to: b, duration: 1h}\n"
+                            "  b: {flags: 2, window: 1m, action: demote, to: a, duration: 1h}\n",
+                "escalation.a: demotions form a loop"}));
+
+TEST(Config, ReadsEscalationSteps) {
+  const Config config = load_config_text(
+      kTwoTiers + "escalation:\n  a: {flags: 5, window: 10m, action: demote, to: b, duration: 2h}\n"
+                  "  b: {flags: 1, window: 90s, action: suspend, duration: 1500ms}\n",
+      "test.yaml");
+  ASSERT_EQ(config.escalation.size(), 2u);
+  const EscalationConfig& a = *config.escalation_of("a");
+  EXPECT_EQ(a.flags, 5u);
+  EXPECT_EQ(a.window_ns, 600'000'000'000u);
+  EXPECT_FALSE(a.suspend);
+  EXPECT_EQ(a.to, "b");
+  EXPECT_EQ(a.duration_ns, 7'200'000'000'000u);
+  const EscalationConfig& b = *config.escalation_of("b");
+  EXPECT_TRUE(b.suspend);
+  EXPECT_EQ(b.window_ns, 90'000'000'000u);
+  EXPECT_EQ(b.duration_ns, 1'500'000'000u);
+}
 
 TEST(Config, ReadsTheAuditSectionWithThePathBesideTheConfig) {
   const Config config = load_config_text(

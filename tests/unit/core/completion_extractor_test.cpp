@@ -1111,3 +1111,170 @@ TEST(CompletionExtractorDifferential, AgreesWithNlohmannOnRandomEventStreams) {
 
 }  // namespace
 }  // namespace sluice
+
+// ---- write_event_end: ending a stream cut anywhere so that the client's last event parses ----
+
+namespace sluice {
+namespace {
+
+// The events a WHATWG event-stream parser dispatches from `text` (data joined by "\n"), and
+// whether data was left pending (an event never dispatched) or a line left unterminated.
+struct ParsedStream {
+  std::vector<std::string> events;
+  bool pending = false;
+};
+
+ParsedStream parse_event_stream(std::string_view text) {
+  ParsedStream parsed;
+  std::string data, line;
+  bool has_data = false;
+  const auto end_line = [&] {
+    if (line.empty()) {
+      if (has_data) parsed.events.push_back(data);
+      data.clear();
+      has_data = false;
+      return;
+    }
+    const std::size_t colon = line.find(':');
+    const std::string name = line.substr(0, colon);
+    std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+    if (!value.empty() && value[0] == ' ') value.erase(0, 1);
+    if (name == "data") {
+      if (has_data) data += '\n';
+      data += value;
+      has_data = true;
+    }
+    line.clear();
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\r' || c == '\n') {
+      end_line();
+      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    } else {
+      line += c;
+    }
+  }
+  parsed.pending = has_data || !line.empty();
+  return parsed;
+}
+
+// What a client's UTF-8 decoder (TextDecoder, errors="replace") makes of `bytes`: each byte
+// that does not start a complete, well-formed sequence becomes U+FFFD (coarser than WHATWG's
+// maximal subparts, which does not matter for whether the JSON parses).
+std::string decoded_as_a_client_would(std::string_view bytes) {
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size();) {
+    const auto lead = static_cast<unsigned char>(bytes[i]);
+    const std::size_t length = lead < 0x80                   ? 1
+                               : lead >= 0xC2 && lead < 0xE0 ? 2
+                               : lead >= 0xE0 && lead < 0xF0 ? 3
+                               : lead >= 0xF0 && lead < 0xF5 ? 4
+                                                             : 0;
+    bool whole = length > 0 && i + length <= bytes.size();
+    for (std::size_t k = 1; whole && k < length; ++k)
+      whole = (static_cast<unsigned char>(bytes[i + k]) & 0xC0) == 0x80;
+    if (whole) {
+      out.append(bytes.substr(i, length));
+      i += length;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+std::string chat_event(std::mt19937& rng) {
+  static const char* const kContents[] = {"Hello",
+                                          "a \\\"quoted\\\" word",
+                                          "back\\\\slash",
+                                          "line\\nbreak",
+                                          "caf\\u00e9 \\u4e2d",
+                                          "raw caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80",
+                                          "",
+                                          "tab\\there",
+                                          "1234"};
+  std::uniform_int_distribution<int> pick(0, 8);
+  std::string event = R"({"id":"c-1","object":"chat.completion.chunk","created":1795909195,)"
+                      R"("model":"m","system_fingerprint":null,"choices":[{"index":0,)"
+                      R"("delta":{"content":")" +
+                      std::string(kContents[pick(rng)]) +
+                      R"("},"logprobs":null,"finish_reason":null}],"usage":)";
+  event += pick(rng) % 2 == 0 ? "null}"
+                              : R"({"prompt_tokens":12,"completion_tokens":-3.5e+2,"ok":true}})";
+  return event;
+}
+
+TEST(CompletionExtractorEventEnd, EndsAStreamCutAtEveryByteWithEventsThatParse) {
+  std::mt19937 rng(2026);
+  constexpr const char* kLineEnds[] = {"\n", "\r\n", "\r"};
+  for (int round = 0; round < 24; ++round) {
+    const std::string line_end = kLineEnds[round % 3];
+    std::string stream;
+    for (int e = 0; e < 3; ++e) {
+      if (e == 1) stream += ": keep-alive" + line_end + "event: chunk" + line_end;
+      std::string data = chat_event(rng);
+      if (round % 4 == 3) {  // the document over two data lines (a break between tokens)
+        const std::size_t comma = data.find(',');
+        stream += "data: " + data.substr(0, comma + 1) + line_end;
+        data = data.substr(comma + 1);
+      }
+      stream += (e % 2 == 0 ? "data: " : "data:") + data + line_end + line_end;
+    }
+    stream += "data: [DONE]" + line_end + line_end;
+    for (std::size_t cut = 0; cut <= stream.size(); ++cut) {
+      const std::string_view prefix = std::string_view(stream).substr(0, cut);
+      CompletionExtractor extractor;
+      extractor.begin(true);
+      Recorder sink;
+      extractor.feed({reinterpret_cast<const uint8_t*>(prefix.data()), prefix.size()}, sink);
+      char out[256];
+      const long length = extractor.write_event_end(out);
+      ASSERT_GE(length, 0) << "cut at " << cut << ": "
+                           << testing::PrintToString(std::string(prefix));
+      const std::string text =
+          std::string(prefix) + std::string(out, static_cast<std::size_t>(length));
+      const ParsedStream parsed = parse_event_stream(text);
+      EXPECT_FALSE(parsed.pending) << "cut at " << cut << ": " << testing::PrintToString(text);
+      for (const std::string& data : parsed.events) {
+        EXPECT_TRUE(data == "[DONE]" || nlohmann::json::accept(decoded_as_a_client_would(data)))
+            << "cut at " << cut << ": data " << testing::PrintToString(data);
+      }
+    }
+  }
+}
+
+TEST(CompletionExtractorEventEnd, CompletesEscapesLiteralsAndMissingValues) {
+  const auto end_of = [](std::string_view prefix) {
+    CompletionExtractor extractor;
+    extractor.begin(true);
+    Recorder sink;
+    extractor.feed({reinterpret_cast<const uint8_t*>(prefix.data()), prefix.size()}, sink);
+    char out[128];
+    const long length = extractor.write_event_end(out);
+    return length < 0 ? std::string("<none>") : std::string(out, static_cast<std::size_t>(length));
+  };
+  EXPECT_EQ(end_of(""), "");
+  EXPECT_EQ(end_of("data: {}\n\n"), "");
+  EXPECT_EQ(end_of(": comment"), "\n");
+  EXPECT_EQ(end_of("data: "), "{}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"a":[tr)"), "ue]}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"a":"x\)"), "n\"}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"a":"\u4e)"), "00\"}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"a":"\ud83d)"), "\"}\n\n")
+      << "a lone high surrogate: JSON.parse takes it";
+  EXPECT_EQ(end_of(R"(data: {"ke)"), "\":null}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"a":1,)"), "\"\":null}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"a":-)"), "0}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"a":)"), "null}\n\n");
+  EXPECT_EQ(end_of("data: [DO"), "NE]\n\n");
+  EXPECT_EQ(end_of("data: {\"a\":\ndata: [1,\nev"), "\ndata: null]}\n\n");
+  EXPECT_EQ(end_of("data: {\"a\":1}}\n"), "<none>") << "already malformed";
+  CompletionExtractor plain;
+  char out[16];
+  EXPECT_EQ(plain.write_event_end(out), -1) << "not an event stream";
+}
+
+}  // namespace
+}  // namespace sluice

@@ -434,8 +434,8 @@ std::string chunk(std::string_view data) {
 const std::string kSseHead =
     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
 
-std::string stream_error(bool after_blank_line = false) {
-  return std::string(after_blank_line ? "\n\n" : "") +
+std::string stream_error(std::string_view event_end = "") {
+  return std::string(event_end) +
          "event: error\ndata: {\"error\":{\"message\":\"the response was cut by a content "
          "policy rule\",\"type\":\"invalid_request_error\",\"param\":null,"
          "\"code\":\"completion_policy_violation\"}}\n\n";
@@ -474,7 +474,7 @@ TEST(HttpStage, CompletesTheChunkInProgressBeforeTheErrorEvent) {
   EXPECT_EQ(run.denial, expected);
 }
 
-TEST(HttpStage, CutsAnEventShortBeforeTheErrorEventWhenTheBlockFallsInsideIt) {
+TEST(HttpStage, FinishesTheClientsEventBeforeTheErrorEventWhenTheCutFallsInsideIt) {
   RuleObserver observer;
   observer.block_word = "secret plans";
   const std::string head =
@@ -485,7 +485,9 @@ TEST(HttpStage, CutsAnEventShortBeforeTheErrorEventWhenTheBlockFallsInsideIt) {
       run_response(observer, {head + event.substr(0, split), event.substr(split)});
   ASSERT_EQ(run.verdicts,
             (std::vector<StreamVerdict>{StreamVerdict::kContinue, StreamVerdict::kDeny}));
-  EXPECT_EQ(run.denial, stream_error(true)) << "until-close body: the event as it is";
+  // The client holds `data: {"choices":[{"delta":{"content":"The `: its JSON is closed and the
+  // event dispatched, so that it parses; the body ends with the close (no chunk framing).
+  EXPECT_EQ(run.denial, stream_error("\"}}]}\n\n"));
 }
 
 TEST(HttpStage, ResetsARefusedResponseThatIsNotAStream) {

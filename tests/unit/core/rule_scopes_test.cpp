@@ -291,6 +291,132 @@ rules:
   EXPECT_EQ(records_.records[1].reason.view(), "ok");
 }
 
+// ---- Graduated response: flags demote, then suspend -------------------------------------------
+
+class EscalationTest : public RuleScopesTest {
+ protected:
+  EscalationTest() {
+    const Config config = load_config_text(R"(
+identities: i.yaml
+tiers:
+  free: { requests_per_second: 1000, burst: 1000, tokens_per_minute: 1000000, token_burst: 100000,
+          max_concurrent: 4, max_body_bytes: 100000, max_output_tokens: 100, models: ["small-*"] }
+  verified: { requests_per_second: 1000, burst: 1000, tokens_per_minute: 1000000,
+              token_burst: 100000, max_concurrent: 4, max_body_bytes: 100000,
+              max_output_tokens: 100 }
+escalation:
+  verified: { flags: 3, window: 10m, action: demote, to: free, duration: 1h }
+  free:     { flags: 2, window: 10m, action: suspend, duration: 30m }
+)",
+                                           "escalation.yaml");
+    std::vector<Identity> identities{Identity{"acme", "verified", {sha256_of("k-acme")}, {}, {}}};
+    source_.publish(build_policy(config,
+                                 std::make_shared<const IdentityTable>(std::move(identities)),
+                                 store_, db_, 1, source_.current().get()));
+    admission_.refresh();
+  }
+
+  // One request of acme's on a new flow, answered; flagged when `flag`.
+  StreamVerdict ask(bool flag, std::string_view model = "m") {
+    const uint32_t flow = next_flow_++;
+    const std::string body = "{\"model\":\"" + std::string(model) +
+                             "\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    const std::string bytes = "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n" +
+                              std::string(flag ? "X-Title: red team\r\n" : "") +
+                              "Authorization: Bearer k-acme\r\nContent-Type: application/json\r\n"
+                              "Content-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+    const StreamVerdict verdict = send_request(flow, bytes);
+    if (verdict == StreamVerdict::kContinue) send(flow, Direction::kToClient, {json_response("ok")});
+    close(flow);
+    return verdict;
+  }
+  std::vector<const AuditRecord*> escalations() const {
+    std::vector<const AuditRecord*> out;
+    for (const AuditRecord& r : records_.records)
+      if (r.verdict == AuditVerdict::escalate) out.push_back(&r);
+    return out;
+  }
+
+  uint32_t next_flow_ = 100;
+};
+
+TEST_F(EscalationTest, FlagsDemoteThenSuspendAndTheEscalationExpires) {
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_TRUE(escalations().empty()) << "two flags fit the budget of three";
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue) << "the third flag is still admitted";
+  ASSERT_EQ(escalations().size(), 1u);
+  const AuditRecord& demoted = *escalations()[0];
+  EXPECT_EQ(demoted.reason.view(), "demoted");
+  EXPECT_EQ(demoted.identity.view(), "acme");
+  EXPECT_EQ(demoted.tier.view(), "free");
+  EXPECT_EQ(demoted.until_ns - demoted.ts_ns, int64_t{3600} * 1'000'000'000);
+  EXPECT_EQ(rule_ids(demoted), std::vector<std::string>{"hdr.title-flag"});
+
+  // Now free: its models (small-*) and its escalation apply.
+  now_ += kSecond;
+  EXPECT_EQ(ask(false, "m"), StreamVerdict::kDeny) << "model m is outside free's small-*";
+  EXPECT_NE(denial_.find("model_not_allowed"), std::string::npos);
+  EXPECT_EQ(ask(false, "small-1"), StreamVerdict::kContinue);
+  EXPECT_EQ(records_.records.back().tier.view(), "free");
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue);
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue);
+  ASSERT_EQ(escalations().size(), 2u);
+  EXPECT_EQ(escalations()[1]->reason.view(), "suspended");
+  EXPECT_TRUE(escalations()[1]->tier.empty());
+
+  EXPECT_EQ(ask(false, "small-1"), StreamVerdict::kDeny);
+  EXPECT_NE(denial_.find("identity_suspended"), std::string::npos) << denial_;
+  EXPECT_EQ(records_.records.back().reason.view(), "identity_suspended");
+
+  // Thirty minutes on, the suspension is over: acme is verified again.
+  now_ += 31 * 60 * kSecond;
+  EXPECT_EQ(ask(false, "m"), StreamVerdict::kContinue);
+  EXPECT_EQ(records_.records.back().tier.view(), "verified");
+  EXPECT_EQ(admission_.stats().escalations, 2u);
+}
+
+TEST_F(EscalationTest, FlagsSpreadOverMoreThanTheWindowNeverEscalate) {
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+    now_ += 5 * 60 * kSecond;  // one flag every 5 minutes: 2 per 10-minute window
+  }
+  EXPECT_TRUE(escalations().empty());
+}
+
+TEST_F(EscalationTest, AFlagOfARequestAdmittedBeforeTheEscalationLeavesTheNewBudgetAlone) {
+  // Admitted as verified; its answer comes after the demotion, with verified's completion flag.
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  ASSERT_EQ(escalations().size(), 1u);
+  send(1, Direction::kToClient, {kStreamHead + delta("Sarin is a nerve agent.") + "0\r\n\r\n"});
+  close(1);
+  EXPECT_EQ(rule_ids(records_.records.back()), std::vector<std::string>{"out.weapons-flag"});
+  EXPECT_EQ(records_.records.back().tier.view(), "verified");
+
+  // free's budget is whole: its first flag is absorbed, the second suspends.
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue);
+  EXPECT_EQ(escalations().size(), 1u) << "a flag of the step before drained free's budget";
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue);
+  ASSERT_EQ(escalations().size(), 2u);
+  EXPECT_EQ(escalations()[1]->reason.view(), "suspended");
+}
+
+TEST_F(EscalationTest, AnExpiredDemotionLeavesTheIdentityAFreshBudget) {
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  ASSERT_EQ(escalations().size(), 1u);
+  now_ += 55 * 60 * kSecond;
+  EXPECT_EQ(ask(true, "small-1"), StreamVerdict::kContinue) << "one flag as free: absorbed";
+  now_ += 6 * 60 * kSecond;  // the hour of demotion is over
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_EQ(records_.records.back().tier.view(), "verified");
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_EQ(escalations().size(), 1u) << "the flag as free was carried over the expiry";
+  EXPECT_EQ(ask(true), StreamVerdict::kContinue);
+  EXPECT_EQ(escalations().size(), 2u) << "the third flag demotes again";
+}
+
 TEST(RuleScopes, NoRuleMayReadAFieldThatCarriesSecrets) {
   for (const char* field : {"authorization", "Proxy-Authorization", "x-api-key", "cookie"}) {
     const std::string text = std::string(R"(
