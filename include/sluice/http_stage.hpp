@@ -20,6 +20,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -126,6 +127,9 @@ class HttpStage final : public StreamConsumer {
   std::vector<FlowState*> free_;
   std::size_t allocated_ = 0;
   std::array<char, kMaxDenialBytes> denial_{};  // the last denial() formatted
+  // Completion text canonicalised while one segment is read, handed over once per segment.
+  static constexpr std::size_t kCompletionBatchBytes = 4096;
+  std::string completion_batch_;
   // A refused response's end, formatted when it was refused (the tracker asks for it next).
   uint32_t stream_denial_flow_ = 0;
   std::size_t stream_denial_length_ = 0;

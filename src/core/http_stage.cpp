@@ -15,9 +15,11 @@ struct HttpStage::FlowState final : HttpRequestSink,
                                     DecodedSink,
                                     PromptSink,
                                     CanonicalSink {
-  FlowState(const HttpStageConfig* stage_config, RequestObserver& request_observer)
+  FlowState(const HttpStageConfig* stage_config, RequestObserver& request_observer,
+            std::string& completion_batch)
       : config(stage_config),
         observer(request_observer),
+        batch(completion_batch),
         request(&stage_config->limits),
         decoder(stage_config->decode),
         extractor(stage_config->json),
@@ -47,9 +49,16 @@ struct HttpStage::FlowState final : HttpRequestSink,
       canonicalizer.end_field(*this);
       field_open = false;
     }
+    // Batched per segment (a stream hands over a few characters per delta): the scan's cost is
+    // per call, and the verdict is the segment's anyway.
     void on_canonical(std::string_view utf8) override {
-      if (state.response_refused()) return;
-      state.refuse_response(state.observer.on_completion_text(state.flow_id, utf8));
+      if (state.batch.size() + utf8.size() > state.batch.capacity()) state.flush_completion();
+      if (utf8.size() > state.batch.capacity()) {
+        if (!state.response_refused())
+          state.refuse_response(state.observer.on_completion_text(state.flow_id, utf8));
+        return;
+      }
+      state.batch.append(utf8);
     }
     FlowState& state;
     Canonicalizer canonicalizer;
@@ -204,11 +213,18 @@ struct HttpStage::FlowState final : HttpRequestSink,
     usage.feed(bytes);
     if (completion && !response_refused()) completion_extractor.feed(bytes, completion_path);
   }
+  // The completion text batched during this segment goes to the observer.
+  void flush_completion() {
+    if (!batch.empty() && !response_refused())
+      refuse_response(observer.on_completion_text(flow_id, batch));
+    batch.clear();
+  }
   void end_completion(bool readable) {
     if (completion_path.field_open) {
       completion_path.canonicalizer.end_field(completion_path);
       completion_path.field_open = false;
     }
+    flush_completion();
     completion = false;
     if (!response_refused()) refuse_response(observer.on_completion_end(flow_id, readable));
   }
@@ -219,6 +235,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
 
   const HttpStageConfig* config;
   RequestObserver& observer;
+  std::string& batch;  // the stage's: completion text of the segment being read
   uint32_t flow_id = 0;
   HttpRequestParser request;
   HttpResponseParser response;
@@ -250,6 +267,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
 
 HttpStage::HttpStage(const HttpStageConfig* config, RequestObserver& observer)
     : config_(config), observer_(observer) {
+  completion_batch_.reserve(kCompletionBatchBytes);
   // The canonicaliser's Unicode table (≈ 150 KB, ≈ 55 ms) is built by the first instance: here,
   // at worker start, not when the first flow carries data.
   const Canonicalizer warm_up;
@@ -265,7 +283,7 @@ HttpStage::FlowState* HttpStage::state_of(uint32_t flow_id, bool create) {
   FlowState*& slot = by_flow_[flow_id];
   if (slot == nullptr && create) {
     if (free_.empty()) {
-      owned_.push_back(std::make_unique<FlowState>(config_, observer_));
+      owned_.push_back(std::make_unique<FlowState>(config_, observer_, completion_batch_));
       free_.push_back(owned_.back().get());
       ++allocated_;
     }
@@ -296,6 +314,7 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
     const bool snapshot = state.completion && state.event_stream && state.identity_coded;
     if (snapshot) state.extractor_before = state.completion_extractor;
     state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
+    state.flush_completion();
     if (!state.response_refused()) return StreamVerdict::kContinue;
     stream_denial_length_ = 0;
     if (state.event_stream && state.identity_coded) {
