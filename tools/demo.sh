@@ -21,8 +21,10 @@
 #    missing keys (401), three evasive requests (answered by Sluice itself: 400), and
 #    traffic Sluice does not inspect (ping, UDP);
 # 6. stops Sluice with SIGINT (it prints its summary), then prints what the client saw
-#    per category, Sluice's requests_* counters, one 429 as the client got it and a
-#    digest of the audit trail; removes everything it created, also on Ctrl-C.
+#    per category, Sluice's requests_* counters, one 429 as the client got it, a
+#    digest of the audit trail, its hash chain verified, and a post-hoc review that
+#    re-scans the captured prompts with a newer rule; removes everything it created,
+#    also on Ctrl-C.
 #
 # Network rules: addresses only from 198.18.0.0/15 (198.18.0.1 client,
 # 198.18.0.2 server), only in the namespaces sldemo-cli/-mid/-srv created here;
@@ -154,7 +156,7 @@ tiers:
   verified: { requests_per_second: 20, burst: 40, tokens_per_minute: 400000, token_burst: 100000,
               max_concurrent: 16, max_body_bytes: 1048576, max_output_tokens: 8192 }
 unknown_key: deny
-audit: { path: $audit }
+audit: { path: $audit, capture: all }
 rules: rules.db
 EOF
 } >"$work/sluice.yaml"
@@ -175,6 +177,10 @@ validate() {
 validate "sluicectl rules compile (rules/)" bash -c \
   '"$1" rules compile "$2" -o "$3" | grep -E "^ *all " | sed "s/  */ /g"' _ \
   "$sluicectl" "$repo/rules" "$work/rules.db"
+# A newer rule set for the post-hoc review at the end (rules/ plus one rule written "later").
+validate "sluicectl rules compile (rules/ + tools/demo/newer-rules.yaml)" bash -c \
+  '"$1" rules compile "$2" "$3" -o "$4" | grep -E "^ *all " | sed "s/  */ /g"' _ \
+  "$sluicectl" "$repo/rules" "$repo/tools/demo/newer-rules.yaml" "$work/newer.db"
 validate "sluicectl identities check" "$sluicectl" identities check "$work/identities.yaml"
 validate "sluice --check-config" "$sluice" --config "$work/sluice.yaml" --check-config
 
@@ -535,6 +541,15 @@ if [[ -s $audit ]]; then
   "$py" tools/demo/audit_digest.py "$audit" "$log" | sed 's/^/demo: /'
 else
   say "audit trail $audit: missing or empty"
+fi
+if [[ -s $audit ]]; then
+  echo
+  say "the trail's hash chain (sluicectl audit verify): $("$sluicectl" audit verify "$audit" 2>&1 | cut -c1-110)"
+  say "post-hoc review (sluicectl audit review --rules: the captured prompts of admitted requests"
+  say "re-scanned with rules/ + tools/demo/newer-rules.yaml, a rule written after the traffic):"
+  # Its summary line and the re-scan's findings (its tables repeat the digest above).
+  "$sluicectl" audit review "$audit" --rules "$work/newer.db" 2>&1 |
+    awk 'NR == 1 || /^re-scan/ { show = 1 } /^$/ { show = 0 } show' | sed 's/^/demo:   /'
 fi
 leaked=0
 for name in "${!keys[@]}"; do
