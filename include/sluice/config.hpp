@@ -99,6 +99,12 @@ struct StatsConfig {
   double interval_s = 1.0;  // live stats line period; 0 turns it off
 };
 
+// The management listeners (management.hpp): Prometheus metrics over HTTP, the control socket.
+struct ManagementConfig {
+  std::string listen = "127.0.0.1:9091";    // "": no HTTP listener
+  std::string socket = "/run/sluice.sock";  // "": no control socket
+};
+
 struct Config {
   std::string source = "<embedded default>";  // where it was loaded from, for messages
   DataplaneConfig dataplane;
@@ -111,6 +117,7 @@ struct Config {
   AuditConfig audit;
   std::string rules_path;         // the compiled rule database (sluicectl rules compile); "": none
   bool disclose_rule_id = false;  // a 403 content_policy_violation names the rule to the client
+  ManagementConfig management;
 
   const TierConfig* tier(std::string_view name) const {
     for (const TierConfig& t : tiers) {

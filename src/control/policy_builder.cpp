@@ -98,6 +98,7 @@ std::shared_ptr<const AdmissionPolicy> build_policy(
     TierPolicy t{
         tier.name, tier.models, tier.paths, {}, rules ? &rules->selection(tier.name) : nullptr};
     for (const ModelLimits& entry : tier.model_limits) t.model_patterns.push_back(entry.pattern);
+    t.metrics_slot = store.tier_slot(tier.name);
     policy->tiers_.push_back(std::move(t));
   }
   const auto tier_policy = [&](std::string_view name) -> const TierPolicy* {

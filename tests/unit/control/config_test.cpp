@@ -90,7 +90,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"dataplane: [1, 2]\n", "test.yaml:1:12: expected a mapping"},
         BadCase{"colour: blue\n",
                 "unknown key 'colour' (expected one of: dataplane, inspect, http, stats, "
-                "identities, tiers, unknown_key, audit, rules, disclose_rule_id)"},
+                "identities, tiers, unknown_key, audit, rules, disclose_rule_id, management)"},
         BadCase{"dataplane:\n  client_port: \"\"\n", "dataplane.client_port: must not be empty"},
         BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"},
         BadCase{"http:\n  methods: [POST, CONNECT]\n",
