@@ -52,11 +52,20 @@ Arguments after `--` go to DPDK's EAL unchanged, after dataplane.eal_args (for e
 `-- --lcores 0@0,1@1` or `-- --log-level=pmd.net.af_packet:debug`).
 
 While running, one line per stats interval shows rx/tx packets per second and Mbit/s for each
-side, active flows, drops by reason and requests admitted and denied (by status). SIGHUP (or
-`sluicectl reload`) reloads tiers, unknown_key and the identities file without a restart: the
-new set is built and validated off the data path and swapped in whole; a bad file leaves the
-running set in place and the reason is printed. Limiter levels and requests in flight carry
-over. Other sections of the config take effect at the next start.
+side, active flows, drops by reason and requests admitted and denied (by status).
+
+The main thread also serves management (config section `management`): Prometheus metrics on
+GET http://127.0.0.1:9091/metrics (management.listen; "" for none) and the control socket
+/run/sluice.sock (management.socket, mode 0660) that `sluicectl stats`, `top`, `reload` and
+`drain` use. The start fails, naming it, when the address is in use or another sluice listens
+on the socket. README.md, "Operating", lists every metric and the socket's commands.
+
+SIGHUP (or `sluicectl reload`) reloads tiers, unknown_key, the identities file and the rule
+database without a restart: the new set is built and validated off the data path and swapped in
+whole; a bad file leaves the running set in place and the reason is printed (and, over the
+socket, answered). Limiter levels and requests in flight carry over. Other sections of the
+config take effect at the next start. `sluicectl drain` stops new connections on inspected
+ports (their SYNs are answered with a RST) and lets flows in progress finish.
 SIGINT or SIGTERM stops the workers, flushes what is buffered (the audit trail included) and
 prints a summary table of every counter; the exit status is 0 when every mbuf was returned to
 the pool, 3 when some were not, 1 on a start-up error, 2 on a usage or config error.
@@ -279,6 +288,8 @@ int main_bridge(int argc, char** argv) {
   sluice::PolicySource policy_source(policy);
   options.policy = &policy_source;
   options.reload_requested = &g_reload;
+  options.limiters = &limiter_states;
+  options.version = std::string(kVersion);
   options.reload = [&config_path, &limiter_states, &policy_source, &config] {
     // Only the admission part of the config (tiers, unknown_key, identities, rules) is taken
     // from the new file; each worker gets a scratch fitting the new rules and the running ones.

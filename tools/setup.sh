@@ -9,7 +9,10 @@ packages=(
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpcap-dev
   zlib1g-dev libutf8proc-dev libicu-dev nlohmann-json3-dev clang python3-h11
   iproute2 iputils-ping ethtool curl python3 python3-scapy procps tcpdump
+  prometheus
 )
+# prometheus: for `promtool check metrics` on the exposition in the live tests (the Prometheus
+# server itself is not started by anything here).
 # Node and npm for the end-to-end test's real client (the openai npm package, tests/e2e/node):
 # Debian's nodejs and npm, unless a node or npm is already on PATH (from elsewhere, say).
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

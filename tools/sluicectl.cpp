@@ -1,8 +1,8 @@
 // sluicectl: the operator's tool next to the appliance: keys hash, identities check, reload,
 // rules (compile, test, scan, lint: sluicectl_rules.cpp), audit (verify, review:
-// sluicectl_audit.cpp).
-// Exit status: 0 done, 1 the daemon could not be reached (or lint findings, or a broken audit
-// chain), 2 bad usage or bad input (the message says what was expected).
+// sluicectl_audit.cpp), stats, top and drain over the control socket (sluicectl_ctl.cpp).
+// Exit status: 0 done, 1 the daemon could not be reached (or lint findings, a broken audit chain,
+// a drain not done in time), 2 bad usage or bad input (the message says what was expected).
 #include <signal.h>
 #include <sys/types.h>
 
@@ -19,6 +19,7 @@
 #include "sluice/identity.hpp"
 #include "sluice/policy.hpp"
 #include "sluicectl_audit.hpp"
+#include "sluicectl_ctl.hpp"
 #include "sluicectl_rules.hpp"
 
 namespace {
@@ -33,9 +34,18 @@ Commands:
   identities check FILE [--config CONFIG]
                           load and validate an identities file (against CONFIG's tiers), print
                           a summary
-  reload [--config CONFIG] [--pid-file FILE | --pid PID]
+  reload [--config CONFIG] [--socket PATH | --pid-file FILE | --pid PID]
                           validate CONFIG and its identities file, then tell the running sluice
-                          to reload them (SIGHUP)
+                          to reload them (over its control socket, and print its answer; or
+                          SIGHUP)
+  stats [--socket PATH]   one table of the running sluice's numbers: ports, flows, requests by
+                          verdict and status, top identities, audit trail, drops
+  top [--once | --iterations N] [--socket PATH]
+                          a live view, refreshed every second: rates per port and worker, top
+                          identities by requests and denials, recent rule hits; q quits
+  drain [--no-wait | --wait S | --cancel] [--socket PATH]
+                          refuse new connections on inspected ports, let flows in progress
+                          finish, report when none is left
   rules compile|test|scan|lint ...
                           compile rule files into the database the appliance loads, test
                           them on their examples and on corpora, scan JSON Lines with a
@@ -49,24 +59,32 @@ Commands:
                           database would now block ('sluicectl audit --help')
   help, --help            show this help; 'sluicectl COMMAND --help' explains a command
 
-Exit status: 0 on success, 1 when the daemon cannot be reached (rules lint: findings; audit
-verify: a broken chain), 2 on bad usage or bad input (the message names what was expected).
+The daemon's control socket is /run/sluice.sock unless --socket PATH says otherwise (its config's
+management.socket). Exit status: 0 on success, 1 when the daemon cannot be reached (not
+running, permission denied, timeout; rules lint: findings; audit verify: a broken chain; drain:
+not drained in time), 2 on bad usage or bad input (the message names what was expected).
 )";
 
 constexpr std::string_view kReloadHelp =
-    R"(usage: sluicectl reload [--config CONFIG] [--pid-file FILE | --pid PID]
+    R"(usage: sluicectl reload [--config CONFIG] [--socket PATH] [--timeout S]
+       sluicectl reload [--config CONFIG] --pid-file FILE | --pid PID
 
-  Asks the running sluice to reload its tiers, unknown_key and identities file: sends SIGHUP to
-  the process in FILE (default /run/sluice.pid, which sluice writes unless --no-pid-file) or PID.
+  Asks the running sluice to reload its tiers, unknown_key, identities file and rule database.
   The daemon builds the new set off the data path, validates it and swaps it in whole; if a file
-  is bad it keeps the running set and prints why on its output.
+  is bad it keeps the running set and says why.
+
+  By default the request goes over the control socket (--socket PATH, default /run/sluice.sock)
+  and the daemon's own answer is printed: 'sluice: reloaded: …' (exit 0) or 'sluice: reload
+  failed, the running policy stays: FILE:LINE:COL: …' (exit 2). --timeout S bounds the wait
+  (default 60). With --pid-file FILE or --pid PID, SIGHUP is sent to that process instead (the
+  daemon prints the outcome on its own output).
 
   With --config, the files are validated here first, the way the daemon will (the config, the
   identities file it names, every identity's tier against the config's tiers); on an error
   nothing is sent and the error is printed as FILE:LINE:COLUMN: key: what was expected.
 
-Exit status: 0 signal sent, 1 no such daemon (no pid file, stale pid, or not permitted),
-2 bad usage or an invalid file.
+Exit status: 0 reloaded (or signal sent), 1 no such daemon (not running, no pid file, stale
+pid, permission denied, timeout), 2 bad usage or an invalid file.
 )";
 
 constexpr std::string_view kKeysHelp = R"(usage: sluicectl keys hash
@@ -186,6 +204,9 @@ int reload(const std::vector<std::string_view>& args) {
   std::string config_path;
   std::string pid_file = "/run/sluice.pid";
   long pid = 0;
+  bool by_signal = false;
+  std::string socket(sluice::ctl::kDefaultSocket);
+  double timeout_s = 60;
   for (std::size_t i = 1; i < args.size(); ++i) {
     const std::string_view arg = args[i];
     if (wants_help(arg)) {
@@ -200,7 +221,17 @@ int reload(const std::vector<std::string_view>& args) {
       config_path = value;
     } else if (arg == "--pid-file") {
       pid_file = value;
+      by_signal = true;
+    } else if (arg == "--socket") {
+      socket = value;
+    } else if (arg == "--timeout") {
+      char* end = nullptr;
+      timeout_s = std::strtod(value.c_str(), &end);
+      if (*end != '\0' || !(timeout_s > 0) || timeout_s > 86400)
+        return usage_error("reload: --timeout: expected seconds in (0, 86400], got '" + value + "'",
+                           kReloadHelp);
     } else if (arg == "--pid") {
+      by_signal = true;
       char* end = nullptr;
       pid = std::strtol(value.c_str(), &end, 10);
       if (*end != '\0' || pid <= 0)
@@ -220,6 +251,7 @@ int reload(const std::vector<std::string_view>& args) {
       return kUsageError;
     }
   }
+  if (!by_signal) return sluice::ctl::reload_over_socket(socket, timeout_s);
   const pid_t target = daemon_pid(pid_file, pid);
   if (target == 0) return kNotReached;
   if (kill(target, SIGHUP) != 0) {
@@ -273,6 +305,8 @@ int run(const std::vector<std::string_view>& args) {
   if (args[0] == "reload") return reload(args);
   if (args[0] == "rules") return sluice::ctl::rules_command(args);
   if (args[0] == "audit") return sluice::ctl::audit_command(args);
+  if (args[0] == "stats" || args[0] == "top" || args[0] == "drain")
+    return sluice::ctl::control_command(args);
   return usage_error("unknown command '" + std::string(args[0]) + "'", kHelp);
 }
 

@@ -39,6 +39,7 @@
 #include <memory>
 #include <vector>
 
+#include "sluice/admission_metrics.hpp"
 #include "sluice/audit.hpp"
 #include "sluice/http_stage.hpp"
 #include "sluice/identity.hpp"
@@ -96,6 +97,9 @@ class Admission final : public RequestObserver {
   void on_flow_close(uint32_t flow_id) override;
 
   const AdmissionStats& stats() const { return stats_; }
+  // Decisions by identity, tier, reason and rule (may be null: not counted). Set once, before
+  // the first packet.
+  void set_metrics(AdmissionMetrics* metrics);
   const AdmissionPolicy& policy() const;
 
   // At most this many admitted requests of one flow may await their responses (pipelining);
@@ -140,6 +144,7 @@ class Admission final : public RequestObserver {
   std::vector<Request*> requests_free_;
   uint64_t sequence_ = 0;
   AdmissionStats stats_;
+  AdmissionMetrics* metrics_ = nullptr;
   std::array<char, 128> detail_{};  // the disclosed rule id of the last refusal
   uint64_t now_ns_ = 0;             // of the latest event that carried a time
 };

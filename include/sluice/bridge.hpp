@@ -1,5 +1,6 @@
 // The live appliance: two ports (client side, server side), `workers` worker lcores each owning
-// one RX and one TX queue per port and its own pipeline, the main lcore doing stats only.
+// one RX and one TX queue per port and its own pipeline; the main lcore does stats, reloads and
+// serves the management listeners (metrics, control socket: management.hpp).
 #pragma once
 
 #include <atomic>
@@ -21,6 +22,9 @@ struct BridgeOptions {
   // data path (throwing ConfigError when a file is bad: the running policy then stays).
   std::atomic<bool>* reload_requested = nullptr;
   std::function<std::shared_ptr<const AdmissionPolicy>()> reload;
+  // Where identity and tier names for the metrics come from (may be null: none per identity).
+  const LimiterStore* limiters = nullptr;
+  std::string version;  // for sluice_info and the control socket's `version`
 };
 
 // Runs until stopped; returns the process exit code. Start-up problems are thrown as

@@ -120,6 +120,12 @@ struct StatsConfig {
   double interval_s = 1.0;  // live stats line period; 0 turns it off
 };
 
+// The management listeners (management.hpp): Prometheus metrics over HTTP, the control socket.
+struct ManagementConfig {
+  std::string listen = "127.0.0.1:9091";    // "": no HTTP listener
+  std::string socket = "/run/sluice.sock";  // "": no control socket
+};
+
 struct Config {
   std::string source = "<embedded default>";  // where it was loaded from, for messages
   DataplaneConfig dataplane;
@@ -140,6 +146,7 @@ struct Config {
     }
     return nullptr;
   }
+  ManagementConfig management;
 
   const TierConfig* tier(std::string_view name) const {
     for (const TierConfig& t : tiers) {

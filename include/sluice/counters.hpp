@@ -37,6 +37,7 @@ namespace sluice {
   X(rst_sent, Traffic)                              \
   X(denials_sent, Traffic)                          \
   X(redistributed_packets, Traffic)                 \
+  X(syns_refused_draining, Traffic)                 \
   /* drops: malformed frames, by reason */          \
   X(drop_truncated_ethernet, Drop)                  \
   X(drop_too_many_vlan_tags, Drop)                  \

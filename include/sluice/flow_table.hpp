@@ -87,6 +87,10 @@ class FlowTable {
   uint32_t index_of(const Flow& flow) const { return static_cast<uint32_t>(&flow - flows_.data()); }
   Flow& at(uint32_t index) { return flows_[index]; }
   uint32_t size() const { return size_; }
+  // Flows still half-open or established: neither side has sent a FIN or RST yet.
+  uint32_t open_flows() const {
+    return lists_[kHalfOpenClass].count + lists_[kEstablishedClass].count;
+  }
   uint32_t capacity() const { return static_cast<uint32_t>(flows_.size()); }
   uint64_t timeout_of(FlowState state) const;
 
@@ -95,6 +99,7 @@ class FlowTable {
   struct List {
     uint32_t head = kNoFlow;
     uint32_t tail = kNoFlow;
+    uint32_t count = 0;
   };
   static TimeoutClass class_of(FlowState state);
   void list_append(Flow& flow);

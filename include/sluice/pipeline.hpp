@@ -39,7 +39,13 @@ class Pipeline {
   // Removes every flow (at shutdown), so consumers see every close.
   void close_all();
 
+  // Draining (`sluicectl drain`): a SYN that would open a new inspected flow is answered with a
+  // RST|ACK toward its sender and dropped (counted as syns_refused_draining); flows already in
+  // the table carry on. Set by the worker once per loop from the shared flag.
+  void set_draining(bool draining) { draining_ = draining; }
+
   uint32_t active_flows() const { return table_.size(); }
+  uint32_t open_flows() const { return table_.open_flows(); }
   const FlowTable& flows() const { return table_; }
 
  private:
@@ -56,6 +62,8 @@ class Pipeline {
                     uint32_t seq, uint32_t ack, uint8_t flags, std::span<const uint8_t> payload,
                     Counter sent);
   void drop(rte_mbuf* mbuf) { rte_pktmbuf_free(mbuf); }
+  void refuse_syn(Side arrived_on, rte_mbuf* mbuf, const PacketInfo& info,
+                  std::span<const uint8_t> frame);
 
   const InspectConfig& inspect_;
   rte_mempool* pool_;
@@ -64,6 +72,7 @@ class Pipeline {
   Counters& counters_;
   FlowTable table_;
   TcpTracker tracker_;
+  bool draining_ = false;
 };
 
 // The L7 stage's settings from the config (views into `config`, which outlives the stage).

@@ -48,6 +48,9 @@ struct LimiterStates {
   // the identity's chain, kSuspendedLevel a suspension; 0 or a past until_ns: none.
   GcraState flag_budget;
   std::atomic<uint64_t> escalation{0};
+  // The identity's index in the per-worker metrics counters (AdmissionMetrics), given by the
+  // store to base bucket sets only; fixed for the life of the process, so it outlives reloads.
+  uint32_t metrics_slot = UINT32_MAX;
 };
 inline constexpr uint64_t kSuspendedLevel = 255;
 
@@ -76,6 +79,7 @@ struct TierPolicy {
   std::vector<std::string> model_patterns;  // of model_limits, in order; set i + 1 each
   const TierSelection* rules = nullptr;     // the rules of this tier (null: no rule database)
   std::optional<Escalation> escalation;
+  uint32_t metrics_slot = 0;  // LimiterStore::tier_slot(name); 0: none
 };
 
 struct IdentityPolicy {
@@ -103,9 +107,19 @@ class LimiterStore {
   LimiterStates* state_for(std::string_view identity, std::string_view bucket_set);
   std::size_t size() const;
 
+  // Names for the metrics: each identity (base bucket set) gets the next slot when first seen,
+  // shown as its name ("(anonymous:TIER)" for the tier unknown keys share); each tier name a
+  // slot from 1. Slots are never reused, so per-worker counters indexed by them stay meaningful
+  // across reloads.
+  uint32_t tier_slot(std::string_view tier);
+  std::vector<std::string> identity_names() const;  // by slot
+  std::vector<std::string> tier_names() const;      // by slot; [0] is "" (no tier)
+
  private:
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<LimiterStates>, std::less<>> states_;
+  std::vector<std::string> identity_names_;
+  std::vector<std::string> tier_names_{""};
 };
 
 class AdmissionPolicy {

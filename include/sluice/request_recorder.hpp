@@ -14,6 +14,7 @@
 
 #include "sluice/counters.hpp"
 #include "sluice/http_stage.hpp"
+#include "sluice/metrics.hpp"
 #include "sluice/request_reason.hpp"
 
 namespace sluice {
@@ -32,9 +33,11 @@ struct RequestCounts {
 
 class RequestRecorder final : public RequestObserver {
  public:
-  // `next` and `prompts` may be null (every request admitted; nothing written).
-  RequestRecorder(RequestCounts& counts, RequestObserver* next, std::FILE* prompts)
-      : counts_(counts), next_(next), prompts_(prompts) {}
+  // `next` and `prompts` may be null (every request admitted; nothing written). `decisions`
+  // (may be null) gets the TSC cycles `next` took to decide each request (metrics.hpp).
+  RequestRecorder(RequestCounts& counts, RequestObserver* next, std::FILE* prompts,
+                  DecisionHistogram* decisions = nullptr)
+      : counts_(counts), next_(next), prompts_(prompts), decisions_(decisions) {}
 
   void on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) override;
   Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
@@ -55,6 +58,7 @@ class RequestRecorder final : public RequestObserver {
   RequestCounts& counts_;
   RequestObserver* next_;
   std::FILE* prompts_;
+  DecisionHistogram* decisions_;
   // The requests being read, by flow (flows interleave in a capture).
   struct Pending {
     std::string method;

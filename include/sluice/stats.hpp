@@ -4,11 +4,15 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "sluice/admission_metrics.hpp"
 #include "sluice/counters.hpp"
+#include "sluice/metrics.hpp"
+#include "sluice/policy.hpp"
 #include "sluice/request_recorder.hpp"
 
 namespace sluice {
@@ -18,7 +22,17 @@ struct alignas(64) WorkerStats {
   Counters counters;
   RequestCounts requests;
   std::atomic<uint32_t> active_flows{0};
+  std::atomic<uint32_t> open_flows{0};  // half-open or established
+  AdmissionMetrics admission;
+  DecisionHistogram decisions;
 };
+
+// Fills the snapshot's worker parts (counters, per-worker traffic, flows, requests, tiers, the
+// top identities, rule hits, decision times) from the workers' counters with relaxed loads;
+// identity and tier names come from `limiters` (may be null: no names, no per-identity rows).
+void collect_worker_metrics(MetricsSnapshot& snapshot,
+                            const std::vector<std::unique_ptr<WorkerStats>>& workers,
+                            const LimiterStore* limiters);
 
 // "stats: client rx 1.20 kpps 3.4 Mbit/s tx … | server … | flows 12 | drops midstream=3 …"
 std::string live_stats_line(const CounterSnapshot& now, const CounterSnapshot& before,

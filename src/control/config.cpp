@@ -1,5 +1,6 @@
 #include "sluice/config.hpp"
 
+#include "sluice/management.hpp"
 #include "yaml_document.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -299,13 +300,33 @@ void parse_escalation(const Section& top, Config& config) {
   }
 }
 
+template <typename Beside>
+void parse_management(const Section& s, Config& config, const Beside& beside_config) {
+  s.allow_only({"listen", "socket"});
+  ManagementConfig& m = config.management;
+  m.listen = s.string("listen", m.listen);
+  if (!m.listen.empty() && !parse_listen_address(m.listen)) {
+    s.fail(s.get("listen"),
+           "management.listen: expected HOST:PORT with an IP address and a port "
+           "in [1, 65535] (127.0.0.1:9091, [::1]:9091), or \"\" for none, got '" +
+               m.listen + "'");
+  }
+  m.socket = beside_config(s.string("socket", m.socket));
+  if (m.socket.size() > kMaxSocketPath) {
+    s.fail(s.get("socket"), "management.socket: expected a path of at most " +
+                                std::to_string(kMaxSocketPath) +
+                                " bytes (a Unix socket address), or \"\" for none; got " +
+                                std::to_string(m.socket.size()) + " bytes");
+  }
+}
+
 Config parse(const YAML::Node& root, const std::string& source) {
   Config config;
   config.source = source;
   if (!root || root.IsNull()) return config;  // an empty file: every default
   const Section top(root, "", source);
   top.allow_only({"dataplane", "inspect", "http", "stats", "identities", "tiers", "unknown_key",
-                  "audit", "rules", "disclose_rule_id", "escalation"});
+                  "audit", "rules", "disclose_rule_id", "escalation", "management"});
 
   if (top.has("dataplane")) {
     const Section s = top.child("dataplane");
@@ -441,6 +462,8 @@ Config parse(const YAML::Node& root, const std::string& source) {
     a.capture_bytes = static_cast<uint32_t>(s.integer("capture_bytes", a.capture_bytes, 64, 65536));
     a.capture_slots = static_cast<uint32_t>(s.integer("capture_slots", a.capture_slots, 16, 65535));
   }
+
+  if (top.has("management")) parse_management(top.child("management"), config, beside_config);
 
   if (top.has("stats")) {
     const Section s = top.child("stats");

@@ -56,16 +56,19 @@ Bucket make_bucket(const TierLimits& limits, LimiterStates* state, const std::st
   return Bucket{limits, *requests, *tokens, ConcurrencyLimit(limits.max_concurrent), state};
 }
 
+// `set_prefix` names the bucket sets in the store: "" for an identity's own, a prefix of its own
+// for a demoted view (so the views' sets are apart, and only the identity's base set is one the
+// store counts as an identity).
 IdentityPolicy make_identity_policy(const std::string& name, const std::string& state_name,
                                     const TierConfig& tier, const TierPolicy* tier_policy,
                                     const IdentityLimits& overrides, LimiterStore& store,
-                                    const std::string& owner) {
+                                    const std::string& owner, const std::string& set_prefix = "") {
   IdentityPolicy policy{name, tier_policy, {}, nullptr, 0, {}};
   const TierLimits base = with_overrides(tier.limits, overrides);
-  policy.buckets.push_back(make_bucket(base, store.state_for(state_name, ""), owner));
+  policy.buckets.push_back(make_bucket(base, store.state_for(state_name, set_prefix), owner));
   for (const ModelLimits& entry : tier.model_limits) {
     policy.buckets.push_back(make_bucket(capped_by(base, entry),
-                                         store.state_for(state_name, entry.pattern),
+                                         store.state_for(state_name, set_prefix + entry.pattern),
                                          owner + " (model_limits '" + entry.pattern + "')"));
   }
   return policy;
@@ -113,6 +116,7 @@ std::shared_ptr<const AdmissionPolicy> build_policy(
       }
       t.escalation = escalation;
     }
+    t.metrics_slot = store.tier_slot(tier.name);
     policy->tiers_.push_back(std::move(t));
   }
   const auto tier_policy = [&](std::string_view name) -> const TierPolicy* {
@@ -145,10 +149,11 @@ std::shared_ptr<const AdmissionPolicy> build_policy(
       while (const EscalationConfig* step = config.escalation_of(at)) {
         if (step->suspend || identity.demotions.size() + 1 >= kSuspendedLevel) break;
         at = step->to;
-        const std::string set = "\x02" + at;  // '\x02': no model pattern starts with it
+        // '\x02': no model pattern starts with it, so these sets are nobody else's.
         IdentityPolicy view = make_identity_policy(
-            identity.name, identity.name + set, *config.tier(at), tier_policy(at), {}, store,
-            source.tier_at + ": identity '" + identity.name + "' demoted to " + at);
+            identity.name, identity.name, *config.tier(at), tier_policy(at), {}, store,
+            source.tier_at + ": identity '" + identity.name + "' demoted to " + at,
+            "\x02" + at + "\x02");
         view.root = &identity;
         view.level = static_cast<uint8_t>(identity.demotions.size() + 1);
         policy->demoted_.push_back(std::move(view));

@@ -171,10 +171,16 @@ void Admission::refresh() {
     if (idle->scan.database() != policy.rules().get()) idle->scan.release();
   }
   if (path_scan_.database() != policy.rules().get()) path_scan_.release();
+  if (metrics_ != nullptr) metrics_->use_rules(policy.rules());
   if (previous != nullptr) {
     ++stats_.policy_switches;
     if (previous->users == 0) let_go(previous);
   }
+}
+
+void Admission::set_metrics(AdmissionMetrics* metrics) {
+  metrics_ = metrics;
+  if (metrics_ != nullptr && current_ != nullptr) metrics_->use_rules(current_->policy->rules());
 }
 
 void Admission::let_go(Retained*& retained) {
@@ -366,6 +372,7 @@ Refusal Admission::on_completion_end(uint32_t flow_id, bool readable) {
   if (!refusal.refused()) return {};
   // The response is cut: the request's life ends here, recorded with the host's status.
   ++stats_.responses_cut;
+  if (metrics_ != nullptr) metrics_->decided(request->identity, refusal.reason);
   AuditRecord& record = request->record;
   record.verdict = AuditVerdict::deny;
   record.reason.assign(info_of(refusal.reason).name);
@@ -386,6 +393,8 @@ void Admission::on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) {
 Refusal Admission::deny(FlowState& state, Refusal refusal) {
   Request* request = state.reading;
   state.reading = nullptr;
+  if (metrics_ != nullptr)
+    metrics_->decided(request != nullptr ? request->identity : nullptr, refusal.reason);
   if (request != nullptr) {
     AuditRecord& record = request->record;
     record.verdict = AuditVerdict::deny;
@@ -566,6 +575,7 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
   // completion rule applies (its database scans the response).
   record.verdict = AuditVerdict::admit;
   record.reason.assign(info_of(RequestReason::ok).name);
+  if (metrics_ != nullptr) metrics_->decided(identity, RequestReason::ok);
   const RuleDatabase* db = request->policy->policy->rules().get();
   request->reads_completion = db != nullptr && request->rules != nullptr &&
                               db->applies(*request->rules, RuleScope::kCompletion);
@@ -637,6 +647,7 @@ void Admission::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
 Refusal Admission::apply_rules(Request& request, const RuleDatabase& db,
                                const RuleVerdict& verdict) {
   AuditRecord& record = request.record;
+  if (metrics_ != nullptr) metrics_->rule_hits(db, verdict);
   if (verdict.blocked()) record.add_rule(db.rule(static_cast<uint32_t>(verdict.blocking_rule)).id);
   for (uint8_t i = 0; i < std::min<std::size_t>(verdict.matched_count, RuleVerdict::kMaxMatched);
        ++i) {

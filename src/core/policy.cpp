@@ -39,8 +39,35 @@ LimiterStates* LimiterStore::state_for(std::string_view identity, std::string_vi
   key += bucket_set;
   const std::lock_guard lock(mutex_);
   auto [it, inserted] = states_.try_emplace(std::move(key));
-  if (inserted) it->second = std::make_unique<LimiterStates>();
+  if (inserted) {
+    it->second = std::make_unique<LimiterStates>();
+    if (bucket_set.empty()) {
+      it->second->metrics_slot = static_cast<uint32_t>(identity_names_.size());
+      // '\x01' + tier: the state unknown keys of that tier share (policy_builder.cpp).
+      identity_names_.push_back(identity.starts_with('\x01')
+                                    ? "(anonymous:" + std::string(identity.substr(1)) + ")"
+                                    : std::string(identity));
+    }
+  }
   return it->second.get();
+}
+
+uint32_t LimiterStore::tier_slot(std::string_view tier) {
+  const std::lock_guard lock(mutex_);
+  for (std::size_t i = 1; i < tier_names_.size(); ++i)
+    if (tier_names_[i] == tier) return static_cast<uint32_t>(i);
+  tier_names_.emplace_back(tier);
+  return static_cast<uint32_t>(tier_names_.size() - 1);
+}
+
+std::vector<std::string> LimiterStore::identity_names() const {
+  const std::lock_guard lock(mutex_);
+  return identity_names_;
+}
+
+std::vector<std::string> LimiterStore::tier_names() const {
+  const std::lock_guard lock(mutex_);
+  return tier_names_;
 }
 
 std::size_t LimiterStore::size() const {

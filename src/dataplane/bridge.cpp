@@ -20,6 +20,8 @@
 #include "sluice/audit.hpp"
 #include "sluice/classify.hpp"
 #include "sluice/eal.hpp"
+#include "sluice/management.hpp"
+#include "sluice/metrics.hpp"
 #include "sluice/pipeline.hpp"
 #include "sluice/stats.hpp"
 
@@ -200,6 +202,7 @@ struct Shared {
   PolicySource* policy = nullptr;
   std::vector<std::unique_ptr<AuditRing>> audit_rings;  // one per worker; empty: no audit file
   int64_t wall_offset_ns = 0;                           // CLOCK_REALTIME − tsc_now_ns()
+  std::atomic<bool> draining{false};  // sluicectl drain: refuse new SYNs on inspected ports
 };
 
 // A worker's audit records go to its own ring; a full ring drops the record (counted by the
@@ -245,7 +248,8 @@ int worker_main(void* argument) {
   if (!shared.audit_rings.empty())
     audit = std::make_unique<RingSink>(*shared.audit_rings[context.index]);
   Admission admission(*shared.policy, audit.get(), context.index, shared.wall_offset_ns);
-  RequestRecorder recorder(stats.requests, &admission, nullptr);
+  admission.set_metrics(&stats.admission);
+  RequestRecorder recorder(stats.requests, &admission, nullptr, &stats.decisions);
   HttpStage consumer(&stage_config, recorder);
   BufferedSink sink(shared.ports, queue, burst, counters);
   std::random_device entropy;
@@ -260,6 +264,7 @@ int worker_main(void* argument) {
   while (!shared.stop->load(std::memory_order_relaxed)) {
     const uint64_t now_ns = tsc_now_ns();
     admission.refresh();
+    pipeline.set_draining(shared.draining.load(std::memory_order_relaxed));
     for (std::size_t s = 0; s < 2; ++s) {
       const Side side = static_cast<Side>(s);
       const uint16_t count = rte_eth_rx_burst(shared.ports[s], queue, received, burst);
@@ -302,11 +307,13 @@ int worker_main(void* argument) {
       last_drain = cycles;
       pipeline.expire_flows(now_ns, kExpiryBudgetPerLoop);
       stats.active_flows.store(pipeline.active_flows(), std::memory_order_relaxed);
+      stats.open_flows.store(pipeline.open_flows(), std::memory_order_relaxed);
     }
   }
   sink.flush();
   pipeline.close_all();
   stats.active_flows.store(0, std::memory_order_relaxed);
+  stats.open_flows.store(0, std::memory_order_relaxed);
   return 0;
 }
 
@@ -357,9 +364,227 @@ CounterSnapshot snapshot(const Shared& shared, uint64_t* active_flows) {
   return totals;
 }
 
+double unix_now() {
+  timespec wall{};
+  clock_gettime(CLOCK_REALTIME, &wall);
+  return static_cast<double>(wall.tv_sec) + static_cast<double>(wall.tv_nsec) / 1e9;
+}
+
+constexpr std::string_view kControlHelp =
+    "commands (one line each; the answer is 'ok' and the output, or 'error: MESSAGE'):\n"
+    "  ping              answers pong\n"
+    "  version           the daemon's version\n"
+    "  metrics           the Prometheus text exposition (as GET /metrics)\n"
+    "  reload            reload tiers, unknown_key, identities and rules (as SIGHUP)\n"
+    "  drain             refuse new connections on inspected ports (RST to their SYNs); flows "
+    "in progress carry on\n"
+    "  drain-status      draining, open and active flows, SYNs refused, drained\n"
+    "  resume            take new connections again\n"
+    "  help              this text\n";
+
+// The main lcore's side of management: reloads (SIGHUP and the control socket), the metrics
+// snapshot with its rate window, and the control commands.
+class BridgeControl final : public ManagementHandler {
+ public:
+  BridgeControl(Shared& shared, const BridgeOptions& options, const AuditWriter* audit)
+      : shared_(shared), options_(options), audit_(audit), started_wall_(unix_now()) {
+    window_.at = Clock::now();
+  }
+
+  // Reloads the policy, prints the outcome and returns it: (succeeded, message).
+  std::pair<bool, std::string> reload() {
+    std::string message;
+    bool ok = false;
+    if (!options_.reload) {
+      message = "reload failed: this sluice has no reload source";
+    } else {
+      // Built here, off the data path; the workers pick it up at their next burst.
+      try {
+        std::shared_ptr<const AdmissionPolicy> reloaded = options_.reload();
+        shared_.policy->publish(reloaded);
+        message = "reloaded: " + reloaded->summary();
+        ok = true;
+      } catch (const std::exception& e) {
+        message = std::string("reload failed, the running policy stays: ") + e.what();
+      }
+    }
+    ++(ok ? reloads_succeeded_ : reloads_failed_);
+    (ok ? last_success_ : last_failure_) = unix_now();
+    std::printf("sluice: %s\n", message.c_str());
+    std::fflush(stdout);
+    return {ok, message};
+  }
+
+  // Called every loop: about once a second, the rates of the window just ended.
+  void sample() {
+    const auto now = Clock::now();
+    const double seconds = std::chrono::duration<double>(now - window_.at).count();
+    if (seconds < 1.0) return;
+    Sample next;
+    next.at = now;
+    next.counters = snapshot_counters();
+    next.requests = decided_requests();
+    for (const auto& stats : shared_.stats)
+      next.worker_rx.push_back(stats->counters.get(Counter::rx_client_packets) +
+                               stats->counters.get(Counter::rx_server_packets));
+    if (window_.valid) {
+      const auto per_second = [seconds](uint64_t now_value, uint64_t before) {
+        return static_cast<double>(now_value - before) / seconds;
+      };
+      const Counter packets[4] = {Counter::rx_client_packets, Counter::tx_client_packets,
+                                  Counter::rx_server_packets, Counter::tx_server_packets};
+      const Counter bytes[4] = {Counter::rx_client_bytes, Counter::tx_client_bytes,
+                                Counter::rx_server_bytes, Counter::tx_server_bytes};
+      for (std::size_t i = 0; i < 4; ++i) {
+        rates_.port_pps[i] = per_second(next.counters[packets[i]], window_.counters[packets[i]]);
+        rates_.port_bytes_per_s[i] =
+            per_second(next.counters[bytes[i]], window_.counters[bytes[i]]);
+      }
+      rates_.requests_per_s = per_second(next.requests, window_.requests);
+      rates_.worker_pps.resize(next.worker_rx.size());
+      for (std::size_t w = 0; w < next.worker_rx.size(); ++w)
+        rates_.worker_pps[w] = per_second(next.worker_rx[w], window_.worker_rx[w]);
+      rates_.window_s = seconds;
+    }
+    next.valid = true;
+    window_ = std::move(next);
+  }
+
+  std::string metrics() override { return render_prometheus(snapshot()); }
+
+  ControlReply control(std::string_view command, std::string_view argument) override {
+    if (!argument.empty() && command != "help")
+      return {false, "'" + std::string(command) + "' takes no argument"};
+    if (command == "ping") return {true, "pong\n"};
+    if (command == "version") return {true, "sluice " + options_.version + "\n"};
+    if (command == "metrics" || command == "stats") return {true, metrics()};
+    if (command == "help") return {true, std::string(kControlHelp)};
+    if (command == "reload") {
+      const auto [ok, message] = reload();
+      return {ok, message + "\n"};
+    }
+    if (command == "drain") {
+      const bool already = shared_.draining.exchange(true);
+      if (!already) {
+        std::printf("sluice: draining: new connections on inspected ports are refused\n");
+        std::fflush(stdout);
+      }
+      return {true, std::string(already ? "already draining" : "draining") + "\n" + drain_status()};
+    }
+    if (command == "resume") {
+      const bool was = shared_.draining.exchange(false);
+      if (was) {
+        std::printf("sluice: drain ended: taking new connections\n");
+        std::fflush(stdout);
+      }
+      return {true, std::string(was ? "resumed" : "not draining") + "\n" + drain_status()};
+    }
+    if (command == "drain-status") return {true, drain_status()};
+    return {false, "unknown command '" + std::string(command) + "' (try 'help')"};
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Sample {
+    Clock::time_point at;
+    CounterSnapshot counters;
+    uint64_t requests = 0;
+    std::vector<uint64_t> worker_rx;
+    bool valid = false;
+  };
+  struct Rates {
+    double window_s = 0;
+    std::array<double, 4> port_pps{};
+    std::array<double, 4> port_bytes_per_s{};
+    double requests_per_s = 0;
+    std::vector<double> worker_pps;
+  };
+
+  CounterSnapshot snapshot_counters() const {
+    CounterSnapshot totals;
+    for (const auto& stats : shared_.stats) totals.accumulate(stats->counters);
+    return totals;
+  }
+  uint64_t decided_requests() const {
+    uint64_t total = 0;
+    for (const auto& stats : shared_.stats) {
+      for (std::size_t i = 0; i < kRequestReasonCount; ++i)
+        if (!is_response_reason(static_cast<RequestReason>(i))) total += stats->requests.get(i);
+    }
+    return total;
+  }
+
+  std::string drain_status() const {
+    uint64_t open = 0;
+    uint64_t active = 0;
+    uint64_t refused = 0;
+    for (const auto& stats : shared_.stats) {
+      open += stats->open_flows.load(std::memory_order_relaxed);
+      active += stats->active_flows.load(std::memory_order_relaxed);
+      refused += stats->counters.get(Counter::syns_refused_draining);
+    }
+    const bool draining = shared_.draining.load();
+    return std::string("draining ") + (draining ? "yes" : "no") + "\nopen_flows " +
+           std::to_string(open) + "\nactive_flows " + std::to_string(active) + "\nsyns_refused " +
+           std::to_string(refused) + "\ndrained " + (draining && open == 0 ? "yes" : "no") + "\n";
+  }
+
+  MetricsSnapshot snapshot() const {
+    MetricsSnapshot s;
+    s.version = options_.version;
+    s.start_time_s = started_wall_;
+    s.uptime_s = unix_now() - started_wall_;
+    s.draining = shared_.draining.load();
+    collect_worker_metrics(s, shared_.stats, options_.limiters);
+    if (audit_ != nullptr) {
+      const AuditWriterStats a = audit_->stats();
+      s.audit_enabled = true;
+      s.audit_written = a.records_written;
+      s.audit_dropped = a.records_dropped;
+      s.audit_lost = a.records_lost;
+      s.audit_write_errors = a.write_errors;
+    }
+    s.policy_generation = shared_.policy->generation();
+    s.reloads_succeeded = reloads_succeeded_;
+    s.reloads_failed = reloads_failed_;
+    s.last_reload_success_s = last_success_;
+    s.last_reload_failure_s = last_failure_;
+    for (std::size_t p = 0; p < 2; ++p) {
+      const PortTotals t = port_totals(shared_.ports[p]);
+      s.ports[p] = {t.imissed, t.ierrors, t.oerrors, t.rx_nombuf};
+    }
+    s.rate_window_s = rates_.window_s;
+    s.port_pps = rates_.port_pps;
+    s.port_bytes_per_s = rates_.port_bytes_per_s;
+    s.requests_per_s = rates_.requests_per_s;
+    for (std::size_t w = 0; w < s.per_worker.size() && w < rates_.worker_pps.size(); ++w)
+      s.per_worker[w].rx_pps = rates_.worker_pps[w];
+    return s;
+  }
+
+  Shared& shared_;
+  const BridgeOptions& options_;
+  const AuditWriter* audit_;
+  double started_wall_;
+  uint64_t reloads_succeeded_ = 0;
+  uint64_t reloads_failed_ = 0;
+  double last_success_ = 0;
+  double last_failure_ = 0;
+  Sample window_;
+  Rates rates_;
+};
+
 }  // namespace
 
 int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<bool>& stop) {
+  // First, so that a port in use or another daemon on the socket fails before EAL starts.
+  std::unique_ptr<ManagementServer> management;
+  try {
+    management =
+        std::make_unique<ManagementServer>(config.management.listen, config.management.socket);
+  } catch (const ManagementError& e) {
+    throw StartupError(e.what());
+  }
   init_eal(bridge_eal_arguments(config, options.extra_eal_args));
   const uint32_t workers = config.dataplane.workers;
   if (rte_lcore_count() < workers + 1) {
@@ -412,7 +637,10 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
       shared.inboxes.push_back(ring);
     }
   }
-  for (uint32_t w = 0; w < workers; ++w) shared.stats.push_back(std::make_unique<WorkerStats>());
+  for (uint32_t w = 0; w < workers; ++w) {
+    shared.stats.push_back(std::make_unique<WorkerStats>());
+    shared.stats.back()->decisions = DecisionHistogram(rte_get_tsc_hz());  // buckets in cycles
+  }
 
   timespec wall{};
   clock_gettime(CLOCK_REALTIME, &wall);
@@ -462,6 +690,12 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
     }
     ++next;
   }
+  BridgeControl control(shared, options, audit_writer.get());
+  const std::string http = management->http_address();
+  const std::string& socket = management->socket_path();
+  std::printf("sluice: management: metrics %s, control socket %s\n",
+              http.empty() ? "off" : ("http://" + http + "/metrics").c_str(),
+              socket.empty() ? "off" : socket.c_str());
   std::printf("sluice: ready\n");
   std::fflush(stdout);
 
@@ -472,18 +706,12 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
   CounterSnapshot before;
   const double interval = config.stats.interval_s;
   while (!stop.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Serves the metrics and control listeners for up to 50 ms (a signal ends it early).
+    management->poll(std::chrono::milliseconds(50), control);
+    control.sample();
     if (options.reload_requested != nullptr && options.reload_requested->exchange(false) &&
         options.reload) {
-      // Built here, off the data path; the workers pick it up at their next burst.
-      try {
-        std::shared_ptr<const AdmissionPolicy> reloaded = options.reload();
-        shared.policy->publish(reloaded);
-        std::printf("sluice: reloaded: %s\n", reloaded->summary().c_str());
-      } catch (const std::exception& e) {
-        std::printf("sluice: reload failed, the running policy stays: %s\n", e.what());
-      }
-      std::fflush(stdout);
+      control.reload();
     }
     const auto now = Clock::now();
     if (options.duration_s > 0 &&
@@ -503,6 +731,7 @@ int run_bridge(const Config& config, const BridgeOptions& options, std::atomic<b
     }
   }
   rte_eal_mp_wait_lcore();
+  management.reset();  // the socket file goes now, not after the summary
   std::vector<std::pair<std::string, uint64_t>> gauges;
   if (audit_writer) {
     audit_writer->stop();

@@ -138,6 +138,7 @@ void FlowTable::list_append(Flow& flow) {
   if (list.tail != kNoFlow) flows_[list.tail].list_next = index;
   list.tail = index;
   if (list.head == kNoFlow) list.head = index;
+  ++list.count;
 }
 
 void FlowTable::list_unlink(Flow& flow) {
@@ -151,6 +152,7 @@ void FlowTable::list_unlink(Flow& flow) {
   else
     list.tail = flow.list_prev;
   flow.list_prev = flow.list_next = kNoFlow;
+  --list.count;
 }
 
 }  // namespace sluice

@@ -125,6 +125,7 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
       }
       return sink_.send(opposite(arrived_on), mbuf);
     }
+    if (draining_) return refuse_syn(arrived_on, mbuf, info, frame);
     flow = open_flow(keyed, hash, now_ns);
     if (flow == nullptr) {
       if (!passes(inspect_.on_flow_table_full, Counter::flow_table_full_passed,
@@ -180,6 +181,17 @@ Flow* Pipeline::open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_
   counters_.add(Counter::flows_created);
   tracker_.open(*flow);
   return flow;
+}
+
+// RFC 9293 §3.10.7.1: the answer to a SYN nobody will accept is <SEQ=0><ACK=SEG.SEQ+SEG.LEN>
+// <CTL=RST,ACK>, SEG.LEN counting the SYN itself; the sender reports "connection refused".
+void Pipeline::refuse_syn(Side arrived_on, rte_mbuf* mbuf, const PacketInfo& info,
+                          std::span<const uint8_t> frame) {
+  counters_.add(Counter::syns_refused_draining);
+  const uint32_t ack = info.seq + 1 + info.payload_length;
+  send_segment(arrived_on, frame, info, true, 0, ack, tcp_flag::kRst | tcp_flag::kAck, {},
+               Counter::rst_sent);
+  drop(mbuf);
 }
 
 void Pipeline::remove_flow(Flow& flow) {

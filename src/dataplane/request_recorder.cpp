@@ -1,5 +1,7 @@
 #include "sluice/request_recorder.hpp"
 
+#include <rte_cycles.h>
+
 namespace sluice {
 
 void append_json_escaped(std::string& out, std::string_view text) {
@@ -44,9 +46,13 @@ void RequestRecorder::on_flow_close(uint32_t flow_id) {
 
 Refusal RequestRecorder::on_request_head(uint32_t flow_id, const RequestHead& head,
                                          uint64_t now_ns) {
+  const uint64_t started = decisions_ != nullptr ? rte_rdtsc() : 0;
   const Refusal refusal =
       next_ != nullptr ? next_->on_request_head(flow_id, head, now_ns) : Refusal{};
-  if (refusal.refused()) counts_.add(refusal.reason);
+  if (refusal.refused()) {
+    if (decisions_ != nullptr) decisions_->record(rte_rdtsc() - started);
+    counts_.add(refusal.reason);
+  }
   if (prompts_ == nullptr) return refusal;
   Pending& pending = pending_[flow_id];
   pending.method = head.method;
@@ -67,8 +73,10 @@ void RequestRecorder::on_prompt_text(uint32_t flow_id, std::string_view canonica
 
 Refusal RequestRecorder::on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
                                         uint64_t now_ns) {
+  const uint64_t started = decisions_ != nullptr ? rte_rdtsc() : 0;
   const Refusal refusal =
       next_ != nullptr ? next_->on_request_end(flow_id, outcome, now_ns) : Refusal{};
+  if (decisions_ != nullptr) decisions_->record(rte_rdtsc() - started);
   const RequestReason final_reason =
       outcome.reason != RequestReason::ok ? outcome.reason : refusal.reason;
   counts_.add(final_reason);

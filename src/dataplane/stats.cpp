@@ -1,6 +1,8 @@
 #include "sluice/stats.hpp"
 
+#include <algorithm>
 #include <map>
+#include <unordered_map>
 
 #include <cinttypes>
 
@@ -102,6 +104,83 @@ void print_summary(std::FILE* out, const CounterSnapshot& totals,
   for (const auto& [name, value] : gauges)
     std::fprintf(out, "  %-40s %" PRIu64 "\n", name.c_str(), value);
   std::fflush(out);
+}
+
+void collect_worker_metrics(MetricsSnapshot& snapshot,
+                            const std::vector<std::unique_ptr<WorkerStats>>& workers,
+                            const LimiterStore* limiters) {
+  snapshot.workers = static_cast<uint32_t>(workers.size());
+  snapshot.per_worker.resize(workers.size());
+  std::unordered_map<std::string, std::size_t> rule_index;
+  for (std::size_t w = 0; w < workers.size(); ++w) {
+    const WorkerStats& stats = *workers[w];
+    snapshot.counters.accumulate(stats.counters);
+    MetricsSnapshot::Worker& worker = snapshot.per_worker[w];
+    worker.rx_packets = stats.counters.get(Counter::rx_client_packets) +
+                        stats.counters.get(Counter::rx_server_packets);
+    worker.tx_packets = stats.counters.get(Counter::tx_client_packets) +
+                        stats.counters.get(Counter::tx_server_packets);
+    snapshot.active_flows += stats.active_flows.load(std::memory_order_relaxed);
+    snapshot.open_flows += stats.open_flows.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < kRequestReasonCount; ++i)
+      snapshot.requests[i] += stats.requests.get(i);
+    add_decision_histogram(snapshot, stats.decisions);
+    // Workers switch databases at their own next burst: rules are matched up by id.
+    for (auto& [id, hits] : stats.admission.rule_counts()) {
+      const auto [it, inserted] = rule_index.try_emplace(id, snapshot.rule_hits.size());
+      if (inserted)
+        snapshot.rule_hits.emplace_back(id, hits);
+      else
+        snapshot.rule_hits[it->second].second += hits;
+    }
+  }
+
+  const std::vector<std::string> tier_names =
+      limiters != nullptr ? limiters->tier_names() : std::vector<std::string>{""};
+  const std::size_t tiers = std::min(tier_names.size(), AdmissionMetrics::kTierSlots);
+  snapshot.tiers.resize(tiers);
+  for (std::size_t t = 0; t < tiers; ++t) {
+    MetricsSnapshot::Tier& tier = snapshot.tiers[t];
+    tier.name = t + 1 == AdmissionMetrics::kTierSlots && tier_names.size() > tiers ? "(other)"
+                                                                                   : tier_names[t];
+    for (const auto& stats : workers) {
+      for (std::size_t i = 0; i < kRequestReasonCount; ++i)
+        tier.by_reason[i] += stats->admission.tier_requests(t, i);
+    }
+  }
+
+  if (limiters == nullptr) return;
+  const std::vector<std::string> names = limiters->identity_names();
+  const std::size_t slots = std::min(names.size(), AdmissionMetrics::kIdentitySlots);
+  std::vector<MetricsSnapshot::Identity> identities(slots);
+  for (std::size_t i = 0; i < slots; ++i) {
+    MetricsSnapshot::Identity& identity = identities[i];
+    identity.name =
+        i + 1 == AdmissionMetrics::kIdentitySlots && names.size() > slots ? "(other)" : names[i];
+    for (const auto& stats : workers) {
+      identity.requests += stats->admission.identity_requests(i);
+      identity.denials += stats->admission.identity_denials(i);
+    }
+  }
+  const auto top = [&identities](uint64_t MetricsSnapshot::Identity::*by) {
+    std::vector<MetricsSnapshot::Identity> sorted;
+    for (const MetricsSnapshot::Identity& identity : identities)
+      if (identity.*by > 0) sorted.push_back(identity);
+    const std::size_t n = std::min(sorted.size(), kTopIdentities);
+    std::partial_sort(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(n), sorted.end(),
+                      [by](const auto& a, const auto& b) {
+                        return a.*by != b.*by ? a.*by > b.*by : a.name < b.name;
+                      });
+    sorted.resize(n);
+    return sorted;
+  };
+  snapshot.top_identities = top(&MetricsSnapshot::Identity::requests);
+  for (MetricsSnapshot::Identity& identity : top(&MetricsSnapshot::Identity::denials)) {
+    const bool listed = std::any_of(
+        snapshot.top_identities.begin(), snapshot.top_identities.end(),
+        [&identity](const MetricsSnapshot::Identity& row) { return row.name == identity.name; });
+    if (!listed) snapshot.top_identities.push_back(std::move(identity));
+  }
 }
 
 }  // namespace sluice

@@ -251,6 +251,7 @@ tiers:
 unknown_key: deny
 audit: { path: $audit }
 rules: rules.db
+management: { socket: "$work/sluice.sock" }
 EOF
 # The shipped rule sets, compiled the way an operator does.
 if out=$("$sluicectl" rules compile "$repo/rules" -o "$work/rules.db" 2>&1); then

@@ -176,6 +176,7 @@ inspect:
   other_traffic: pass
   midstream: drop
   on_flow_table_full: drop
+management: { listen: "127.0.0.1:9091", socket: "$work/sluice.sock" }
 EOF
 
 echo "live_test: starting sluice in $mid_ns"
@@ -267,6 +268,26 @@ if ((workers > 1)); then
     fail "$extra further short connections: only $extra_ok answered 200"
   fi
 fi
+
+# ---------------------------------------------------------------- metrics
+# GET /metrics from inside sluice's namespace: valid exposition (promtool, when installed) whose
+# numbers match what was sent.
+metrics="$work/metrics.txt"
+code=$(in_ns "$mid_ns" curl -sS --max-time 5 -o "$metrics" -w '%{http_code}' \
+  http://127.0.0.1:9091/metrics 2>&1) || true
+if [[ $code == 200 ]]; then pass "GET /metrics: 200 ($(wc -l <"$metrics") lines)"; else fail "GET /metrics: '$code'"; fi
+if command -v promtool >/dev/null 2>&1; then
+  if out=$(promtool check metrics <"$metrics" 2>&1); then pass "promtool check metrics: clean"; else fail "promtool check metrics: $out"; fi
+else
+  echo "live_test: SKIP: promtool not installed (Debian package 'prometheus'; tools/setup.sh installs it)"
+fi
+metric() { awk -v key="$1" '$1 == key { print $2 }' "$metrics"; }
+value=$(metric sluice_flows_created_total)
+if [[ -n $value ]] && ((value >= connections)); then pass "metrics: sluice_flows_created_total = $value (>= $connections)"; else fail "metrics: sluice_flows_created_total = '$value', expected >= $connections"; fi
+value=$(metric 'sluice_requests_total{verdict="deny",reason="json_duplicate_key",status="400"}')
+if [[ $value == 1 ]]; then pass "metrics: one json_duplicate_key denial"; else fail "metrics: json_duplicate_key denials = '$value', expected 1"; fi
+value=$(metric 'sluice_port_packets_total{port="client",direction="rx"}')
+if [[ -n $value ]] && ((value > 0)); then pass "metrics: client rx packets = $value"; else fail "metrics: client rx packets = '$value'"; fi
 
 # ---------------------------------------------------------------- stop
 # Let the last ACK/FIN exchanges drain through before stopping.

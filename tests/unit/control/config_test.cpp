@@ -98,7 +98,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"dataplane: [1, 2]\n", "test.yaml:1:12: expected a mapping"},
         BadCase{"colour: blue\n",
                 "unknown key 'colour' (expected one of: dataplane, inspect, http, stats, "
-                "identities, tiers, unknown_key, audit, rules, disclose_rule_id, escalation)"},
+                "identities, tiers, unknown_key, audit, rules, disclose_rule_id, escalation, "
+                "management)"},
         BadCase{"dataplane:\n  client_port: \"\"\n", "dataplane.client_port: must not be empty"},
         BadCase{"inspect: {tcp_ports: [80\n", "test.yaml:"},
         BadCase{"http:\n  methods: [POST, CONNECT]\n",
@@ -141,29 +142,35 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{kTwoTiers + "escalation:\n  gold: {flags: 2, window: 1m, action: suspend, "
                             "duration: 1h}\n",
                 "test.yaml:8:3: escalation.gold: no tier 'gold' in tiers"},
-        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: demote, duration: 1h}\n",
-                "escalation.a.to: required with action: demote"},
+        BadCase{
+            kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: demote, duration: 1h}\n",
+            "escalation.a.to: required with action: demote"},
         BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: demote, to: c, "
                             "duration: 1h}\n",
                 "escalation.a.to: no tier 'c' in tiers"},
-        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: ten, action: suspend, "
-                            "duration: 1h}\n",
-                "test.yaml:8:25: escalation.a.window: expected a duration (500ms, 30s, 10m, 1h, 2d)"},
-        BadCase{kTwoTiers + "escalation:\n  a: {flags: 0, window: 1m, action: suspend, duration: 1h}\n",
-                "escalation.a.flags: expected an integer in [1, 1000000], got 0"},
+        BadCase{
+            kTwoTiers + "escalation:\n  a: {flags: 2, window: ten, action: suspend, "
+                        "duration: 1h}\n",
+            "test.yaml:8:25: escalation.a.window: expected a duration (500ms, 30s, 10m, 1h, 2d)"},
+        BadCase{
+            kTwoTiers + "escalation:\n  a: {flags: 0, window: 1m, action: suspend, duration: 1h}\n",
+            "escalation.a.flags: expected an integer in [1, 1000000], got 0"},
         BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: ban, duration: 1h}\n",
                 "escalation.a.action: expected demote or suspend, got 'ban'"},
         BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: suspend, to: b, "
                             "duration: 1h}\n",
                 "escalation.a.to: a suspension has no tier to go to"},
-        BadCase{kTwoTiers + "escalation:\n  a: {flags: 2, window: 1m, action: demote, to: b, duration: 1h}\n"
-                            "  b: {flags: 2, window: 1m, action: demote, to: a, duration: 1h}\n",
-                "escalation.a: demotions form a loop"}));
+        BadCase{
+            kTwoTiers +
+                "escalation:\n  a: {flags: 2, window: 1m, action: demote, to: b, duration: 1h}\n"
+                "  b: {flags: 2, window: 1m, action: demote, to: a, duration: 1h}\n",
+            "escalation.a: demotions form a loop"}));
 
 TEST(Config, ReadsEscalationSteps) {
   const Config config = load_config_text(
-      kTwoTiers + "escalation:\n  a: {flags: 5, window: 10m, action: demote, to: b, duration: 2h}\n"
-                  "  b: {flags: 1, window: 90s, action: suspend, duration: 1500ms}\n",
+      kTwoTiers +
+          "escalation:\n  a: {flags: 5, window: 10m, action: demote, to: b, duration: 2h}\n"
+          "  b: {flags: 1, window: 90s, action: suspend, duration: 1500ms}\n",
       "test.yaml");
   ASSERT_EQ(config.escalation.size(), 2u);
   const EscalationConfig& a = *config.escalation_of("a");

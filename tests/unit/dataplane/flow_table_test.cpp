@@ -206,6 +206,27 @@ TEST(FlowTable, ReusedSlotStartsFresh) {
   EXPECT_EQ(table.find(first, table.hash(first)), nullptr);
 }
 
+TEST(FlowTable, OpenFlowsCountsHalfOpenAndEstablishedButNotClosing) {
+  FlowTable table(8, kSeed, kTimeouts);
+  Flow* a = table.insert(key_number(1), table.hash(key_number(1)), 0);
+  Flow* b = table.insert(key_number(2), table.hash(key_number(2)), 0);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(table.open_flows(), 2u);
+  table.set_state(*a, FlowState::kEstablished, 1);
+  table.touch(*a, 2);
+  EXPECT_EQ(table.open_flows(), 2u);
+  table.set_state(*a, FlowState::kClosing, 3);
+  EXPECT_EQ(table.open_flows(), 1u);
+  EXPECT_EQ(table.size(), 2u);
+  table.set_state(*b, FlowState::kKilled, 4);
+  EXPECT_EQ(table.open_flows(), 0u);
+  table.remove(*a);
+  table.remove(*b);
+  EXPECT_EQ(table.open_flows(), 0u);
+  EXPECT_EQ(table.size(), 0u);
+}
+
 TEST(FlowTable, InsertFailsWhenFullAndRemoveFreesASlot) {
   constexpr uint32_t kCapacity = 16;
   FlowTable table(kCapacity, kSeed, kTimeouts);
