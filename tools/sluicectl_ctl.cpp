@@ -447,6 +447,23 @@ std::vector<IdentityRow> identities(const Metrics& m) {
   return list;
 }
 
+// Graduated response: the identities demoted or suspended now, soonest to expire first.
+std::string escalations_table(const Metrics& m) {
+  std::vector<const Sample*> rows = m.of("sluice_identity_escalation_expiry_timestamp_seconds");
+  if (rows.empty()) return "";
+  std::sort(rows.begin(), rows.end(),
+            [](const Sample* a, const Sample* b) { return a->value < b->value; });
+  Table table;
+  table.row({"ESCALATED", "NOW", "EXPIRES IN"});
+  const double now = static_cast<double>(std::time(nullptr));
+  for (const Sample* s : rows) {
+    const std::string& tier = s->labels.at("tier");
+    table.row({s->labels.at("identity"), tier.empty() ? "suspended" : "demoted to " + tier,
+               duration(std::max(0.0, s->value - now))});
+  }
+  return table.render() + "\n";
+}
+
 std::string render_stats(const Metrics& m) {
   std::string out = header_line(m) + "\n";
   out += "reloads: " + std::to_string(m.count("sluice_reloads_total", {{"result", "success"}})) +
@@ -508,6 +525,7 @@ std::string render_stats(const Metrics& m) {
     top.row({row.name, std::to_string(row.requests), std::to_string(row.denials)});
   if (rows.empty()) top.row({"(none yet)", "", ""});
   out += top.render() + "\n";
+  out += escalations_table(m);
 
   Table audit;
   audit.row({"AUDIT", "WRITTEN", "DROPPED", "LOST", "WRITE ERRORS"});
@@ -657,6 +675,7 @@ std::string render_top(const Metrics& m, const std::map<std::string, uint64_t>* 
   }
   if (lines == 0) identities_table.row({"(none yet)", "", "", "", ""});
   out += identities_table.render() + "\n";
+  out += escalations_table(m);
 
   struct Hit {
     std::string rule;

@@ -91,6 +91,13 @@ struct MetricsSnapshot {
   // once: at most 2 × kTopIdentities rows, most requests first.
   std::vector<Identity> top_identities;
   std::vector<std::pair<std::string, uint64_t>> rule_hits;  // every rule in force, by id
+  // Graduated response: the identities with an escalation in force, soonest to expire first.
+  struct Escalated {
+    std::string identity;
+    std::string tier;    // the tier it is demoted to; "" when suspended
+    double until_s = 0;  // Unix time it expires
+  };
+  std::vector<Escalated> escalated;
 
   bool audit_enabled = false;
   uint64_t audit_written = 0;

@@ -132,6 +132,8 @@ class AdmissionPolicy {
   // The anonymous tier's policy, or null when unknown keys are denied.
   const IdentityPolicy* anonymous() const { return anonymous_.get(); }
   const std::deque<TierPolicy>& tiers() const { return tiers_; }
+  // The identities' own policies, in the order of identities() (demoted views hang off them).
+  const std::vector<IdentityPolicy>& identity_policies() const { return by_identity_; }
   // The compiled rules (null: none), the selection for requests without a tier (admission off),
   // and whether a content-policy 403 names its rule to the client.
   const std::shared_ptr<const RuleDatabase>& rules() const { return rules_; }

@@ -277,6 +277,22 @@ void render_requests(Writer& w, const MetricsSnapshot& s) {
   w.sample({}, cumulative, "_count");
 }
 
+void render_escalations(Writer& w, const MetricsSnapshot& s) {
+  w.family("sluice_identities_escalated", "gauge",
+           "Identities with an escalation in force (graduated response), by state.");
+  uint64_t demoted = 0;
+  for (const MetricsSnapshot::Escalated& e : s.escalated) demoted += e.tier.empty() ? 0 : 1;
+  w.sample({"state", "demoted"}, demoted);
+  w.sample({"state", "suspended"}, s.escalated.size() - demoted);
+  w.family("sluice_identity_escalation_expiry_timestamp_seconds", "gauge",
+           "When an identity's escalation expires, by identity and the tier it is demoted to "
+           "(\"\": suspended); the first 20 to expire.");
+  for (std::size_t i = 0; i < s.escalated.size() && i < 20; ++i) {
+    const MetricsSnapshot::Escalated& e = s.escalated[i];
+    w.sample_double({"identity", e.identity, "tier", e.tier}, e.until_s);
+  }
+}
+
 void render_control(Writer& w, const MetricsSnapshot& s) {
   w.family("sluice_audit_enabled", "gauge", "1 when an audit trail is written (audit.path).");
   w.sample({}, s.audit_enabled ? 1 : 0);
@@ -322,6 +338,7 @@ std::string render_prometheus(const MetricsSnapshot& s) {
   render_ports(w, s);
   render_dataplane(w, s);
   render_requests(w, s);
+  render_escalations(w, s);
   render_control(w, s);
   return w.take();
 }

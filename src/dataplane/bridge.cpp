@@ -529,6 +529,26 @@ class BridgeControl final : public ManagementHandler {
            std::to_string(refused) + "\ndrained " + (draining && open == 0 ? "yes" : "no") + "\n";
   }
 
+  // The escalations in force, read from the identities' shared state (relaxed loads).
+  void collect_escalations(MetricsSnapshot& s) const {
+    const std::shared_ptr<const AdmissionPolicy> policy = shared_.policy->current();
+    const uint64_t now = tsc_now_ns();
+    const double wall_now = unix_now();
+    for (const IdentityPolicy& identity : policy->identity_policies()) {
+      const uint64_t word = identity.escalation_state().escalation.load(std::memory_order_relaxed);
+      if (word == 0 || now >= (word >> 8)) continue;
+      const uint64_t level = word & 0xff;
+      MetricsSnapshot::Escalated e;
+      e.identity = identity.name;
+      if (level != kSuspendedLevel && level >= 1 && level <= identity.demotions.size())
+        e.tier = identity.demotions[level - 1]->tier->name;
+      e.until_s = wall_now + static_cast<double>((word >> 8) - now) / 1e9;
+      s.escalated.push_back(std::move(e));
+    }
+    std::sort(s.escalated.begin(), s.escalated.end(),
+              [](const auto& a, const auto& b) { return a.until_s < b.until_s; });
+  }
+
   MetricsSnapshot snapshot() const {
     MetricsSnapshot s;
     s.version = options_.version;
@@ -545,6 +565,7 @@ class BridgeControl final : public ManagementHandler {
       s.audit_write_errors = a.write_errors;
     }
     s.policy_generation = shared_.policy->generation();
+    collect_escalations(s);
     s.reloads_succeeded = reloads_succeeded_;
     s.reloads_failed = reloads_failed_;
     s.last_reload_success_s = last_success_;

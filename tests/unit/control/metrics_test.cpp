@@ -201,6 +201,21 @@ TEST(PrometheusRenderer, AuditAndReloads) {
   EXPECT_TRUE(has_line(text, R"(sluice_last_reload_timestamp_seconds{result="failure"} 0)"));
 }
 
+TEST(PrometheusRenderer, EscalatedIdentitiesByStateWithTheirExpiry) {
+  MetricsSnapshot s = example();
+  EXPECT_TRUE(has_line(render_prometheus(s), R"(sluice_identities_escalated{state="demoted"} 0)"));
+  s.escalated = {{"acme", "free", 1700003600}, {"mallory", "", 1700001800.5}};
+  const std::string text = render_prometheus(s);
+  EXPECT_TRUE(has_line(text, R"(sluice_identities_escalated{state="demoted"} 1)"));
+  EXPECT_TRUE(has_line(text, R"(sluice_identities_escalated{state="suspended"} 1)"));
+  EXPECT_TRUE(has_line(
+      text,
+      R"(sluice_identity_escalation_expiry_timestamp_seconds{identity="acme",tier="free"} 1700003600)"));
+  EXPECT_TRUE(has_line(
+      text,
+      R"(sluice_identity_escalation_expiry_timestamp_seconds{identity="mallory",tier=""} 1700001800.5)"));
+}
+
 TEST(DecisionHistogram, BucketsByTheBoundInCyclesAtTheGivenClock) {
   DecisionHistogram histogram(2'000'000'000);  // 2 GHz: 250 ns = 500 cycles
   histogram.record(500);                       // exactly on the bound: that bucket
