@@ -158,6 +158,7 @@ tiers:
 unknown_key: deny
 audit: { path: $audit, capture: all }
 rules: rules.db
+management: { socket: $work/sluice.sock }   # sluicectl stats|top|reload|drain; /metrics on 127.0.0.1:9091 in $mid_ns
 EOF
 } >"$work/sluice.yaml"
 
@@ -441,6 +442,10 @@ say "traffic done"
 # Let the last FIN/ACK exchanges pass through before stopping.
 sleep 1.5
 
+# The daemon's own view, over its control socket, before it stops (shown at the end).
+"$sluicectl" stats --socket "$work/sluice.sock" >"$res/stats.txt" 2>&1 || true
+ip netns exec "$mid_ns" curl -s --max-time 3 http://127.0.0.1:9091/metrics >"$res/metrics.txt" 2>/dev/null || true
+
 # ------------------------------------------------------------------ stop sluice
 say "stopping sluice (SIGINT)"
 kill -INT "$sluice_pid" 2>/dev/null || true
@@ -541,6 +546,12 @@ if [[ -s $audit ]]; then
   "$py" tools/demo/audit_digest.py "$audit" "$log" | sed 's/^/demo: /'
 else
   say "audit trail $audit: missing or empty"
+fi
+if [[ -s $res/stats.txt ]]; then
+  echo
+  say "sluicectl stats (over the control socket, just before the stop; /metrics served"
+  say "$(grep -c '^sluice_' "$res/metrics.txt" 2>/dev/null || echo 0) Prometheus samples on 127.0.0.1:9091 in $mid_ns):"
+  sed 's/^/demo:   /' "$res/stats.txt"
 fi
 if [[ -s $audit ]]; then
   echo
