@@ -12,7 +12,7 @@ packages=(
   prometheus
 )
 # prometheus: for `promtool check metrics` on the exposition in the live tests (the Prometheus
-# server itself is not started by anything here).
+# server the package would start is disabled again below).
 # Node and npm for the end-to-end test's real client (the openai npm package, tests/e2e/node):
 # Debian's nodejs and npm, unless a node or npm is already on PATH (from elsewhere, say).
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
@@ -34,4 +34,11 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts a freshly installed Prometheus server (port 9090) under systemd; only promtool
+# is wanted here, so a server this run brought up is stopped and disabled again.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 &&
+  systemctl is-enabled prometheus >/dev/null 2>&1; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  echo "setup: the prometheus package's server was stopped and disabled (only promtool is used)"
+fi
 echo "setup: done"

@@ -347,6 +347,7 @@ long CompletionExtractor::write_event_end(std::span<char> out) const {
   if (!event_stream_ || finished_) return -1;
   std::size_t n = 0;
   const auto put = [&](std::string_view text) {
+    if (text.empty()) return true;  // (an empty view's data may be null: no memcpy from it)
     if (n + text.size() > out.size()) return false;
     std::memcpy(out.data() + n, text.data(), text.size());
     n += text.size();

@@ -84,33 +84,9 @@ audit="$work/audit.jsonl"
 host_log="$work/host.jsonl"
 sluice_pid=""
 host_pid=""
-failures=0
-
-log_dumped=0
-dump_log() {
-  ((log_dumped == 0)) || return 0
-  log_dumped=1
-  local name file
-  for name in "sluice log:$log" "host stderr:$work/host.err" "host log:$host_log" "audit log:$audit"; do
-    file=${name#*:}
-    echo "admission_test: ---- ${name%%:*} ($file, last 200 lines) ----"
-    if [[ -f $file ]]; then tail -n 200 "$file"; else echo "(none)"; fi
-  done
-  echo "admission_test: ---- end of logs ----"
-}
-
-stop_pid() {
-  # Ends one process this script started: TERM, a bounded wait, then KILL.
-  local pid=$1
-  if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+test_name=admission_test
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+dump_log() { dump_logs 200 "sluice log:$log" "host stderr:$work/host.err" "host log:$host_log" "audit log:$audit"; }
 
 cleanup() {
   local rc=$?
@@ -125,17 +101,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "admission_test: interrupted"; exit 130' INT TERM
 
-pass() { echo "admission_test: PASS: $*"; }
-fail() {
-  echo "admission_test: FAIL: $*"
-  failures=$((failures + 1))
-}
-
-in_ns() {
-  local ns=$1
-  shift
-  ip netns exec "$ns" "$@"
-}
 
 # jval FILE EXPR: the value of the Python expression EXPR over the JSON in FILE (bound to d;
 # a file of several lines: its last line), printed as JSON (strings bare). Fails, printing

@@ -57,29 +57,9 @@ work=$(mktemp -d /tmp/sluice-live.XXXXXX)
 log="$work/sluice.log"
 sluice_pid=""
 http_pid=""
-failures=0
-
-log_dumped=0
-dump_log() {
-  ((log_dumped == 0)) || return 0
-  log_dumped=1
-  echo "live_test: ---- sluice log ($log, last 300 lines) ----"
-  if [[ -f $log ]]; then tail -n 300 "$log"; else echo "(no log)"; fi
-  echo "live_test: ---- end of sluice log ----"
-}
-
-stop_pid() {
-  # Ends one process this script started: TERM, a bounded wait, then KILL.
-  local pid=$1
-  if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+test_name=live_test
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+dump_log() { dump_logs 300 "sluice log:$log"; }
 
 cleanup() {
   local rc=$?
@@ -94,17 +74,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "live_test: interrupted"; exit 130' INT TERM
 
-pass() { echo "live_test: PASS: $*"; }
-fail() {
-  echo "live_test: FAIL: $*"
-  failures=$((failures + 1))
-}
-
-in_ns() {
-  local ns=$1
-  shift
-  ip netns exec "$ns" "$@"
-}
 
 # One bounded HTTP request from the client namespace. Prints curl's
 # "<http_code> <bytes>"; the body goes to $1.

@@ -67,33 +67,9 @@ sluice_pid=""
 host_pid=""
 holder_pid=""
 drain_pid=""
-failures=0
-
-log_dumped=0
-dump_log() {
-  ((log_dumped == 0)) || return 0
-  log_dumped=1
-  local name file
-  for name in "sluice log:$log" "host stderr:$work/host.err" "metrics:$work/metrics.txt"; do
-    file=${name#*:}
-    echo "management_test: ---- ${name%%:*} ($file, last 150 lines) ----"
-    if [[ -f $file ]]; then tail -n 150 "$file"; else echo "(none)"; fi
-  done
-  echo "management_test: ---- end of logs ----"
-}
-
-stop_pid() {
-  # Ends one process this script started: TERM, a bounded wait, then KILL.
-  local pid=$1
-  if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+test_name=management_test
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+dump_log() { dump_logs 150 "sluice log:$log" "host stderr:$work/host.err" "metrics:$work/metrics.txt"; }
 
 cleanup() {
   local rc=$?
@@ -110,17 +86,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "management_test: interrupted"; exit 130' INT TERM
 
-pass() { echo "management_test: PASS: $*"; }
-fail() {
-  echo "management_test: FAIL: $*"
-  failures=$((failures + 1))
-}
-
-in_ns() {
-  local ns=$1
-  shift
-  ip netns exec "$ns" "$@"
-}
 
 # ---------------------------------------------------------------- keys and config
 new_key() { "$py" -c 'import secrets; print("sk-sluice-mgmt-" + secrets.token_hex(20))'; }

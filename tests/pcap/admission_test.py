@@ -574,6 +574,24 @@ def check_audit(expected: dict, records: list[dict], inputs: list[Frame], run: d
 
 # --------------------------------------------------------------------------------------------
 
+def start(description: str) -> tuple[argparse.Namespace, str, str, "Checks", float] | None:
+    """The common start of the rules replay tests: --sluice, --sluicectl, --workdir, -v parsed,
+    both binaries checked (a message and None when one is missing), a Checks and the start time."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--sluice", required=True, help="path to the sluice binary")
+    parser.add_argument("--sluicectl", required=True, help="path to the sluicectl binary")
+    parser.add_argument("--workdir", required=True,
+                        help="where the capture and outputs are written")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every problem")
+    args = parser.parse_args()
+    sluice, sluicectl = os.path.abspath(args.sluice), os.path.abspath(args.sluicectl)
+    for exe in (sluice, sluicectl):
+        if not os.access(exe, os.X_OK):
+            print(f"binary not found or not executable: {exe}", file=sys.stderr)
+            return None
+    return args, sluice, sluicectl, Checks(args.verbose), time.monotonic()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Sluice admission through replay")
     parser.add_argument("--sluice", required=True, help="path to the sluice binary")

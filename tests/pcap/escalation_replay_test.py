@@ -32,7 +32,6 @@ failure.
 
 from __future__ import annotations
 
-import argparse
 import calendar
 import os
 import re
@@ -178,21 +177,10 @@ def port_of(rec: dict) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Sluice graduated response, through replay")
-    parser.add_argument("--sluice", required=True, help="path to the sluice binary")
-    parser.add_argument("--sluicectl", required=True, help="path to the sluicectl binary")
-    parser.add_argument("--workdir", required=True,
-                        help="where the capture and outputs are written")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every problem")
-    args = parser.parse_args()
-
-    sluice, sluicectl = os.path.abspath(args.sluice), os.path.abspath(args.sluicectl)
-    for exe in (sluice, sluicectl):
-        if not os.access(exe, os.X_OK):
-            print(f"binary not found or not executable: {exe}", file=sys.stderr)
-            return 2
-    started = time.monotonic()
-    checks = Checks(args.verbose)
+    begun = at.start("Sluice graduated response, through replay")
+    if begun is None:
+        return 2
+    args, sluice, sluicectl, checks, started = begun
     workdir = os.path.abspath(args.workdir)
     expected = mec.generate(workdir, mc.BASE_TS_US)
     error = rrt.compile_rules(sluicectl, os.path.join(workdir, "rules.db"))

@@ -34,7 +34,6 @@ failure.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -269,21 +268,10 @@ def check_capture(expected: dict, inputs: list[Frame], checks: Checks) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Sluice replay with a rules reload mid-way")
-    parser.add_argument("--sluice", required=True, help="path to the sluice binary")
-    parser.add_argument("--sluicectl", required=True, help="path to the sluicectl binary")
-    parser.add_argument("--workdir", required=True,
-                        help="where the capture and outputs are written")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every problem")
-    args = parser.parse_args()
-
-    sluice, sluicectl = os.path.abspath(args.sluice), os.path.abspath(args.sluicectl)
-    for exe in (sluice, sluicectl):
-        if not os.access(exe, os.X_OK):
-            print(f"binary not found or not executable: {exe}", file=sys.stderr)
-            return 2
-    started = time.monotonic()
-    checks = Checks(args.verbose)
+    begun = at.start("Sluice replay with a rules reload mid-way")
+    if begun is None:
+        return 2
+    args, sluice, sluicectl, checks, started = begun
     workdir = os.path.abspath(args.workdir)
     expected = mrl.generate(workdir)
     errors = [rrt.compile_rules(sluicectl, os.path.join(workdir, name), *extra) for name, extra in

@@ -29,7 +29,6 @@ failure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -247,20 +246,10 @@ def prepare(sluicectl: str, workdir: str, disclose: bool, checks: Checks, name: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Sluice content rules across tiers, through replay")
-    parser.add_argument("--sluice", required=True, help="path to the sluice binary")
-    parser.add_argument("--sluicectl", required=True, help="path to the sluicectl binary")
-    parser.add_argument("--workdir", required=True, help="where the capture and outputs are written")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every problem")
-    args = parser.parse_args()
-
-    sluice, sluicectl = os.path.abspath(args.sluice), os.path.abspath(args.sluicectl)
-    for exe in (sluice, sluicectl):
-        if not os.access(exe, os.X_OK):
-            print(f"binary not found or not executable: {exe}", file=sys.stderr)
-            return 2
-    started = time.monotonic()
-    checks = Checks(args.verbose)
+    begun = at.start("Sluice content rules across tiers, through replay")
+    if begun is None:
+        return 2
+    args, sluice, sluicectl, checks, started = begun
     workdir = os.path.abspath(args.workdir)
     expected = prepare(sluicectl, workdir, False, checks, "rules_compile")
     if expected is None:
