@@ -102,8 +102,8 @@ struct alignas(64) AuditRecord {
   uint64_t request_bytes = 0;
   uint64_t prompt_tokens_est = 0;
   int64_t max_output_tokens = kNoMaxOutputTokens;
-  uint64_t tokens_reserved = 0;           // taken from the token bucket at admission
-  uint64_t tokens_charged = 0;            // what the bucket holds against the request in the end
+  uint64_t tokens_reserved = 0;  // taken from the token bucket at admission
+  uint64_t tokens_charged = 0;   // what the bucket holds against the request in the end
   union {
     int64_t usage_prompt_tokens = kAbsent;  // as the response's `usage` reported them
     int64_t until_ns;  // an escalate record (which has no usage): when it expires, Unix ns

@@ -63,7 +63,7 @@ namespace sluice {
   X(tokens_over_burst, 413, "request needs more tokens than the tier's token burst")             \
   X(content_policy_violation, 403, "the request was refused by a content policy rule")           \
   X(rule_scan_failed, 503, "the content scan could not be completed")                            \
-  X(identity_suspended, 403, "identity suspended after repeated flagged requests")              \
+  X(identity_suspended, 403, "identity suspended after repeated flagged requests")               \
   X(completion_policy_violation, 403, "the response was cut by a content policy rule")           \
   X(completion_unreadable, 502, "the response's coding cannot be read for its content rules")    \
   X(rate_limited_requests, 429, "request rate limit reached")                                    \

@@ -327,7 +327,8 @@ escalation:
                               "Content-Length: " +
                               std::to_string(body.size()) + "\r\n\r\n" + body;
     const StreamVerdict verdict = send_request(flow, bytes);
-    if (verdict == StreamVerdict::kContinue) send(flow, Direction::kToClient, {json_response("ok")});
+    if (verdict == StreamVerdict::kContinue)
+      send(flow, Direction::kToClient, {json_response("ok")});
     close(flow);
     return verdict;
   }
