@@ -574,6 +574,22 @@ def check_audit(expected: dict, records: list[dict], inputs: list[Frame], run: d
 
 # --------------------------------------------------------------------------------------------
 
+def replay_twice(sluice: str, workdir: str, checks: "Checks") -> dict | None:
+    """Replays WORKDIR/in.pcap twice (run1, run2), reports replay errors and whether the two runs
+    gave identical captures and audit trails; returns the first run, or None when it produced
+    nothing to check."""
+    runs = [replay(sluice, workdir, name) for name in ("run1", "run2")]
+    checks.report("replay", [f"{name}: {r['error']}" for name, r in zip(("run1", "run2"), runs)
+                             if r["error"]])
+    first = runs[0]
+    if first["error"] and not first["counters"]:
+        return None
+    pcap_problems, audit_problems = check_determinism(*runs)
+    checks.report("deterministic_captures", pcap_problems)
+    checks.report("deterministic_audit", audit_problems)
+    return first
+
+
 def start(description: str) -> tuple[argparse.Namespace, str, str, "Checks", float] | None:
     """The common start of the rules replay tests: --sluice, --sluicectl, --workdir, -v parsed,
     both binaries checked (a message and None when one is missing), a Checks and the start time."""
