@@ -1,4 +1,5 @@
 #include "sluice/admission.hpp"
+#include "sluice/stage_clock.hpp"
 
 #include <algorithm>
 #include <optional>
@@ -246,6 +247,7 @@ void Admission::give_back(Request* request) {
 }
 
 void Admission::emit(AuditRecord& record) {
+  SLUICE_STAGE(kEnforce);
   if (audit_ == nullptr) return;
   record.sequence = sequence_++;
   record.worker = worker_;
@@ -302,6 +304,7 @@ Admission::Request* Admission::start_reading(FlowState& state) {
 }
 
 bool Admission::on_header_field(uint32_t flow_id, std::string_view lower_name) {
+  SLUICE_STAGE(kLimit);
   FlowState& state = *flow(flow_id);
   const Retained* policy = state.reading != nullptr ? state.reading->policy : current_;
   const RuleDatabase* db = policy->policy->rules().get();
@@ -317,12 +320,14 @@ bool Admission::on_header_field(uint32_t flow_id, std::string_view lower_name) {
 }
 
 void Admission::on_header_value(uint32_t flow_id, std::string_view bytes) {
+  SLUICE_STAGE(kLimit);
   Request* request = flow(flow_id)->reading;
   if (request != nullptr && request->scanning == Request::Scanning::kHeader)
     request->scan.feed(bytes, *scratch_);
 }
 
 void Admission::on_header_end(uint32_t flow_id) {
+  SLUICE_STAGE(kLimit);
   Request* request = flow(flow_id)->reading;
   if (request == nullptr || request->scanning != Request::Scanning::kHeader) return;
   request->scanning = Request::Scanning::kNone;
@@ -337,6 +342,7 @@ void Admission::on_header_end(uint32_t flow_id) {
 }
 
 bool Admission::on_response_head(uint32_t flow_id, const ResponseHead& head) {
+  SLUICE_STAGE(kLimit);
   Request* request = flow(flow_id)->oldest;
   if (request == nullptr || !request->reads_completion) return false;
   request->response_status = head.status;
@@ -346,6 +352,7 @@ bool Admission::on_response_head(uint32_t flow_id, const ResponseHead& head) {
 }
 
 Refusal Admission::on_completion_text(uint32_t flow_id, std::string_view canonical) {
+  SLUICE_STAGE(kLimit);
   FlowState& state = *flow(flow_id);
   Request* request = state.oldest;
   if (request == nullptr || request->scanning != Request::Scanning::kCompletion) return {};
@@ -356,6 +363,7 @@ Refusal Admission::on_completion_text(uint32_t flow_id, std::string_view canonic
 }
 
 Refusal Admission::on_completion_end(uint32_t flow_id, bool readable) {
+  SLUICE_STAGE(kLimit);
   FlowState& state = *flow(flow_id);
   Request* request = state.oldest;
   if (request == nullptr || request->scanning != Request::Scanning::kCompletion) return {};
@@ -386,6 +394,7 @@ Refusal Admission::on_completion_end(uint32_t flow_id, bool readable) {
 }
 
 void Admission::on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) {
+  SLUICE_STAGE(kLimit);
   flow(flow_id)->endpoints = endpoints;
 }
 
@@ -407,6 +416,7 @@ Refusal Admission::deny(FlowState& state, Refusal refusal) {
 }
 
 Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) {
+  SLUICE_STAGE(kLimit);
   now_ns_ = now_ns;
   FlowState& state = *flow(flow_id);
   // Started at its first header field a rule looks at, or here.
@@ -452,7 +462,10 @@ Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, ui
     case KeyStatus::kDuplicated:
       break;
   }
-  const Resolved resolved = resolve(head.key, *policy.identities(), key_cache_);
+  const Resolved resolved = [&] {
+    SLUICE_STAGE(kIdentity);
+    return resolve(head.key, *policy.identities(), key_cache_);
+  }();
   ++(resolved.was_cache_hit ? stats_.key_cache_hits : stats_.key_cache_misses);
   record.has_key_id = true;
   record.key_id = resolved.key_id;
@@ -495,6 +508,7 @@ Refusal Admission::on_request_head(uint32_t flow_id, const RequestHead& head, ui
 
 Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
                                   uint64_t now_ns) {
+  SLUICE_STAGE(kLimit);
   now_ns_ = now_ns;
   FlowState& state = *flow(flow_id);
   Request* request = state.reading;
@@ -627,6 +641,7 @@ void Admission::finish(FlowState&, Request& request, const ResponseOutcome* resp
 }
 
 void Admission::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
+  SLUICE_STAGE(kLimit);
   if (flow_id >= by_flow_.size() || by_flow_[flow_id] == nullptr) return;
   Request* request = by_flow_[flow_id]->reading;
   if (request == nullptr) return;
@@ -728,6 +743,7 @@ void Admission::count_flag(Request& request) {
 
 void Admission::on_response_end(uint32_t flow_id, const ResponseOutcome& response,
                                 uint64_t now_ns) {
+  SLUICE_STAGE(kLimit);
   now_ns_ = now_ns;
   FlowState& state = *flow(flow_id);
   Request* request = state.oldest;
@@ -743,6 +759,7 @@ void Admission::on_response_end(uint32_t flow_id, const ResponseOutcome& respons
 }
 
 void Admission::on_flow_close(uint32_t flow_id) {
+  SLUICE_STAGE(kLimit);
   if (flow_id >= by_flow_.size() || by_flow_[flow_id] == nullptr) return;
   FlowState& state = *by_flow_[flow_id];
   // No clock here: a refund needs none that matters (an unanswered request keeps its charge).

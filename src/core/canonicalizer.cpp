@@ -20,6 +20,7 @@
 // a string-pool read) where a uspoof_getSkeleton call would cost ≈ 110 ns. Every property of a
 // code point comes from one two-level table lookup; no ICU call after start-up, no allocation.
 #include "sluice/canonicalizer.hpp"
+#include "sluice/stage_clock.hpp"
 
 #include <unicode/uchar.h>
 #include <unicode/unorm2.h>
@@ -841,17 +842,20 @@ void Canonicalizer::begin_field(CanonicalSink& sink) {
 }
 
 void Canonicalizer::feed(std::string_view utf8, CanonicalSink& sink) {
+  SLUICE_STAGE(kCanonicalise);
   Output out(sink);
   const auto* p = reinterpret_cast<const uint8_t*>(utf8.data());
   state().feed(p, p + utf8.size(), out);
 }
 
 void Canonicalizer::end_field(CanonicalSink& sink) {
+  SLUICE_STAGE(kCanonicalise);
   Output out(sink);
   if (state().in_field) state().end_field(out);
 }
 
 void Canonicalizer::flush(CanonicalSink& sink) {
+  SLUICE_STAGE(kCanonicalise);
   Output out(sink);
   if (state().in_field) state().flush_held(out);
 }

@@ -1,4 +1,5 @@
 #include "sluice/http_stage.hpp"
+#include "sluice/stage_clock.hpp"
 
 #include <algorithm>
 #include <utility>
@@ -299,11 +300,13 @@ std::size_t HttpStage::flow_state_bytes() {
 }
 
 void HttpStage::on_open(uint32_t flow_id, const FlowEndpoints& endpoints) {
+  SLUICE_STAGE(kHttp);
   observer_.on_flow_open(flow_id, endpoints);
 }
 
 StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
                                  std::span<const uint8_t> bytes, uint64_t now_ns) {
+  SLUICE_STAGE(kHttp);
   FlowState& state = *state_of(flow_id, true);
   state.now_ns = now_ns;
   if (direction == Direction::kToClient) {
@@ -340,6 +343,7 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
 }
 
 std::span<const uint8_t> HttpStage::denial(uint32_t flow_id) {
+  SLUICE_STAGE(kEnforce);
   if (stream_denial_length_ > 0 && stream_denial_flow_ == flow_id) {
     const std::size_t length = std::exchange(stream_denial_length_, 0);
     return {reinterpret_cast<const uint8_t*>(denial_.data()), length};
@@ -351,11 +355,13 @@ std::span<const uint8_t> HttpStage::denial(uint32_t flow_id) {
 }
 
 void HttpStage::on_end(uint32_t flow_id, Direction direction) {
+  SLUICE_STAGE(kHttp);
   FlowState* state = state_of(flow_id, false);
   if (state != nullptr && direction == Direction::kToClient) state->response.end_of_stream(*state);
 }
 
 void HttpStage::on_close(uint32_t flow_id) {
+  SLUICE_STAGE(kHttp);
   observer_.on_flow_close(flow_id);
   FlowState* state = state_of(flow_id, false);
   if (state == nullptr) return;

@@ -1,6 +1,7 @@
 // The rule database (load and validate the compiled file), the per-worker scratch and the
 // streaming scan with its match callback and prefilter confirm step. See sluice/rules.hpp.
 #include "sluice/rules.hpp"
+#include "sluice/stage_clock.hpp"
 
 #include <hs/hs.h>
 #include <openssl/evp.h>
@@ -617,6 +618,7 @@ void RuleStream::begin(const RuleDatabase& db, const TierSelection& selection, R
 }
 
 void RuleStream::feed(std::string_view bytes, RuleScratch& scratch) {
+  SLUICE_STAGE(kScan);
   if (!active_ || stopped_) return;
   const bool windowed = db_->has_prefilter();
   // With a window, pieces of at most the window's size keep it covering every hit's last
@@ -667,6 +669,7 @@ void RuleStream::window_append(std::string_view piece) {
 }
 
 RuleVerdict RuleStream::end(RuleScratch& scratch) {
+  SLUICE_STAGE(kScan);
   if (active_ && stream_ != nullptr && dirty_) {
     if (!stopped_) {
       at_end_ = true;

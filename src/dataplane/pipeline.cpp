@@ -5,6 +5,7 @@
 
 #include "sluice/classify.hpp"
 #include "sluice/packet_builder.hpp"
+#include "sluice/stage_clock.hpp"
 
 namespace sluice {
 namespace {
@@ -83,7 +84,10 @@ void Pipeline::process(Side arrived_on, rte_mbuf* mbuf, uint64_t now_ns) {
   }
   const std::span<const uint8_t> frame{rte_pktmbuf_mtod(mbuf, const uint8_t*),
                                        rte_pktmbuf_data_len(mbuf)};
-  const Classification c = classify(frame);
+  const Classification c = [&] {
+    SLUICE_STAGE(kClassify);
+    return classify(frame);
+  }();
   if (c.malformed) {
     counters_.add(c.reason);
     return drop(mbuf);
@@ -109,15 +113,22 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
                                  std::span<const uint8_t> frame, uint64_t now_ns) {
   // A segment the receiver will discard must not be read as if it had arrived (the classic
   // bad-checksum evasion): dropped by default.
-  const bool ip_ok = ipv4_header_checksum_ok(frame, info);
-  if (!ip_ok || !l4_checksum_ok(frame, info)) {
+  const auto [ip_ok, both_ok] = [&] {
+    SLUICE_STAGE(kClassify);
+    const bool ip = ipv4_header_checksum_ok(frame, info);
+    return std::pair{ip, ip && l4_checksum_ok(frame, info)};
+  }();
+  if (!both_ok) {
     const Counter reason = ip_ok ? Counter::drop_bad_l4_checksum : Counter::drop_bad_ipv4_checksum;
     if (!passes(inspect_.bad_checksum, Counter::bad_checksum_passed, reason)) return drop(mbuf);
   }
 
   const KeyedPacket keyed = make_flow_key(info);
   const uint64_t hash = table_.hash(keyed.key);
-  Flow* flow = table_.find(keyed.key, hash);
+  Flow* flow = [&] {
+    SLUICE_STAGE(kFlow);
+    return table_.find(keyed.key, hash);
+  }();
   if (flow == nullptr) {
     if (!TcpTracker::opens_flow(info)) {
       if (!passes(inspect_.midstream, Counter::midstream_passed, Counter::drop_midstream)) {
@@ -135,12 +146,14 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
       return sink_.send(opposite(arrived_on), mbuf);
     }
   } else {
+    SLUICE_STAGE(kFlow);
     table_.touch(*flow, now_ns);
   }
 
   const bool from_client = keyed.source_is_low == flow->client_is_low;
   const std::span<const uint8_t> payload = frame.subspan(info.payload_offset, info.payload_length);
   const TcpResult result = tracker_.on_packet(*flow, info, payload, from_client, now_ns);
+  SLUICE_STAGE(kEnforce);
   switch (result.verdict) {
     case TcpVerdict::kForward:
       return sink_.send(opposite(arrived_on), mbuf);
@@ -162,6 +175,7 @@ bool Pipeline::passes(Policy policy, Counter passed, Counter dropped) {
 }
 
 Flow* Pipeline::open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_ns) {
+  SLUICE_STAGE(kFlow);
   Flow* flow = table_.insert(keyed.key, hash, now_ns);
   if (flow == nullptr) {
     // Full: an idle flow that has timed out goes first, then the oldest half-open one (a SYN
@@ -195,11 +209,13 @@ void Pipeline::refuse_syn(Side arrived_on, rte_mbuf* mbuf, const PacketInfo& inf
 }
 
 void Pipeline::remove_flow(Flow& flow) {
+  SLUICE_STAGE(kFlow);
   tracker_.release(flow);
   table_.remove(flow);
 }
 
 void Pipeline::expire_flows(uint64_t now_ns, uint32_t budget) {
+  SLUICE_STAGE(kFlow);
   for (; budget > 0; --budget) {
     Flow* flow = table_.next_expired(now_ns);
     if (flow == nullptr) return;

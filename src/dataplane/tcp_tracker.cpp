@@ -1,4 +1,5 @@
 #include "sluice/tcp_tracker.hpp"
+#include "sluice/stage_clock.hpp"
 
 #include <xxhash.h>
 
@@ -47,6 +48,7 @@ void TcpTracker::open(Flow& flow) {
 TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
                                 std::span<const uint8_t> payload, bool from_client,
                                 uint64_t now_ns) {
+  SLUICE_STAGE(kTcp);
   if (flow.state == FlowState::kKilled) {
     if (from_client && opens_flow(info)) return on_syn(flow, info, payload, from_client, now_ns);
     counters_.add(Counter::drop_tcp_killed_flow);
