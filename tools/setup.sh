@@ -9,12 +9,12 @@ packages=(
   libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpcap-dev
   zlib1g-dev libutf8proc-dev libicu-dev nlohmann-json3-dev clang python3-h11
   iproute2 iputils-ping ethtool curl python3 python3-scapy procps tcpdump
-  prometheus haproxy wrk python3-matplotlib
+  prometheus haproxy wrk python3-yaml python3-matplotlib
 )
 # prometheus: for `promtool check metrics` on the exposition in the live tests (the Prometheus
 # server the package would start is disabled again below). haproxy and wrk: the side-by-side
 # comparison (perf/haproxy/); its own instances run on loopback, the package's service is
-# disabled below. python3-matplotlib: `sluice-bench --plot`.
+# disabled below; python3-yaml for its script. python3-matplotlib: `sluice-bench --plot`.
 # Node and npm for the end-to-end test's real client (the openai npm package, tests/e2e/node):
 # Debian's nodejs and npm, unless a node or npm is already on PATH (from elsewhere, say).
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
