@@ -113,10 +113,12 @@ void restamp(uint8_t* frame, const Frame& f, uint64_t lap) {
   checksum = adjust_checksum(checksum, port, next, 2, false);
   std::memcpy(port, next, 2);
   if (f.lap_digits != 0) {
-    char digits[9];
-    std::snprintf(digits, sizeof digits, "%08x", static_cast<uint32_t>(lap));
+    uint8_t digits[8];
+    auto rest = static_cast<uint32_t>(lap);
+    for (int i = 7; i >= 0; --i, rest >>= 4)
+      digits[i] = static_cast<uint8_t>("0123456789abcdef"[rest & 15]);
     uint8_t* at = frame + f.lap_digits;
-    checksum = adjust_checksum(checksum, at, reinterpret_cast<const uint8_t*>(digits), 8,
+    checksum = adjust_checksum(checksum, at, digits, 8,
                                (f.lap_digits - kEthernet - kIpv4) % 2 == 1);
     std::memcpy(at, digits, 8);
   }
