@@ -98,34 +98,6 @@ class FreeingSink final : public PacketSink {
   Counters& counters_;
 };
 
-uint16_t client_port_of(uint64_t lap) {
-  return static_cast<uint16_t>(1024 + lap % 60000);
-}
-
-// Moves a frame to lap `lap`: its client port, and for a fresh unknown key its 8 lap digits,
-// with the TCP checksum adjusted for both.
-void restamp(uint8_t* frame, const Frame& f, uint64_t lap) {
-  uint8_t* tcp = frame + kEthernet + kIpv4;
-  uint8_t* port = tcp + (f.arrives_on == Side::kClient ? 0 : 2);
-  const uint16_t value = client_port_of(lap);
-  const uint8_t next[2] = {static_cast<uint8_t>(value >> 8), static_cast<uint8_t>(value)};
-  uint16_t checksum = static_cast<uint16_t>(tcp[16] << 8 | tcp[17]);
-  checksum = adjust_checksum(checksum, port, next, 2, false);
-  std::memcpy(port, next, 2);
-  if (f.lap_digits != 0) {
-    uint8_t digits[8];
-    auto rest = static_cast<uint32_t>(lap);
-    for (int i = 7; i >= 0; --i, rest >>= 4)
-      digits[i] = static_cast<uint8_t>("0123456789abcdef"[rest & 15]);
-    uint8_t* at = frame + f.lap_digits;
-    checksum = adjust_checksum(checksum, at, digits, 8,
-                               (f.lap_digits - kEthernet - kIpv4) % 2 == 1);
-    std::memcpy(at, digits, 8);
-  }
-  tcp[16] = static_cast<uint8_t>(checksum >> 8);
-  tcp[17] = static_cast<uint8_t>(checksum);
-}
-
 uint64_t slowest_lap(const Shared& shared) {
   uint64_t slowest = UINT64_MAX;
   for (uint32_t w = 0; w < shared.workers; ++w)

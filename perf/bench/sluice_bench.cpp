@@ -315,7 +315,8 @@ void print_report(const nlohmann::json& report) {
               w["requests_text"].get<std::string>().c_str(), w["frames_per_lap"].get<uint64_t>(),
               w["bytes_per_lap"].get<double>() / 1e6,
               si(w["offered_requests_per_second"].get<double>()).c_str());
-  std::printf("rules: %s\n", report["rules"].get<std::string>().c_str());
+  std::printf("rules: %s\nprompts: %s\n", report["rules"].get<std::string>().c_str(),
+              report["prompts"].get<std::string>().c_str());
   std::printf("\n%-8s %8s %8s %12s %10s %10s %10s %12s %14s %9s\n", "workers", "Mpps", "Gbit/s",
               "requests/s", "ns/packet", "cyc/packet", "harness ns", "CPU µs/req", "scan-only r/s",
               "of bound");
@@ -374,8 +375,9 @@ int run(int argc, char** argv) {
 
   std::shared_ptr<const RuleDatabase> db;
   std::string rules_text = "none";
+  std::vector<Rule> rules;
   if (!profile.rule_paths.empty()) {
-    const std::vector<Rule> rules = load_rule_files(profile.rule_paths);
+    rules = load_rule_files(profile.rule_paths);
     RuleCompileOptions options;
     options.check_examples = false;
     const RuleCompileResult compiled = compile_rules(rules, options);
@@ -386,10 +388,10 @@ int run(int argc, char** argv) {
                   static_cast<double>(db->database_bytes()) / 1e6);
     rules_text = text;
   }
-  const Workload workload = build_workload(profile, db.get());
+  const Workload workload = build_workload(profile, db.get(), rules);
   if (profile.malicious_share > 0)
     rules_text += "; " + std::to_string(workload.attack_prompts_usable) +
-                  " corpus attacks blocked in tier standard";
+                  " attack prompts blocked in tier standard";
 
   if (!a.dump_requests.empty()) {
     const TierConfig& standard = *config.tier("standard");
@@ -420,6 +422,7 @@ int run(int argc, char** argv) {
       {"profile", profile.name},
       {"description", profile.description},
       {"rules", rules_text},
+      {"prompts", workload.prompt_source},
       {"tsc_hz", rte_get_tsc_hz()},
       {"workload",
        {{"sessions_per_lap", workload.sessions},

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -54,9 +55,7 @@ std::string hex(uint64_t value, int digits) {
   return text;
 }
 
-std::vector<std::string> corpus_texts(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot read the prompt corpus (profile key `corpus`)");
+std::vector<std::string> corpus_lines(std::istream& in, const std::string& path) {
   std::vector<std::string> texts;
   std::string line;
   for (std::size_t number = 1; std::getline(in, line); ++number) {
@@ -69,6 +68,28 @@ std::vector<std::string> corpus_texts(const std::string& path) {
     }
   }
   if (texts.empty()) throw ConfigError(path + ": no prompts in the corpus");
+  return texts;
+}
+
+std::vector<std::string> corpus_texts(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot read the prompt corpus (profile key `corpus`)");
+  return corpus_lines(in, path);
+}
+
+// Word problems in the corpus's style, for a checkout without ../shared/corpus.
+std::vector<std::string> generated_questions(std::mt19937_64& random) {
+  static constexpr const char* kNames[] = {"Ada", "Bruno", "Chen", "Dalia", "Emeka", "Farah"};
+  static constexpr const char* kThings[] = {"apples", "pencils", "tickets", "bottles", "stamps"};
+  std::vector<std::string> texts;
+  for (int i = 0; i < 500; ++i) {
+    const auto n = [&](int low, int high) { return std::to_string(low + random() % (high - low)); };
+    const std::string who = kNames[random() % 6], what = kThings[random() % 5];
+    texts.push_back(who + " has " + n(10, 90) + " " + what + ". " + who + " buys " + n(2, 9) +
+                    " boxes of " + n(6, 24) + " " + what + " each and gives " + n(5, 40) +
+                    " away to friends. How many " + what + " does " + who +
+                    " have now? Explain each step.");
+  }
   return texts;
 }
 
@@ -136,7 +157,7 @@ class SessionWriter {
     put32(ip + 16, from_client ? kServerIp : client);
     put16(ip + 10, static_cast<uint16_t>(~fold(sum_bytes(ip, kIpv4, false))));
     uint8_t* tcp = ip + kIpv4;
-    const uint16_t client_port = 1024;  // lap 0; moved on every lap
+    const uint16_t client_port = client_port_of(0);  // moved on every lap
     put16(tcp, from_client ? client_port : kServerPort);
     put16(tcp + 2, from_client ? kServerPort : client_port);
     uint32_t& own = from_client ? client_seq_ : server_seq_;
@@ -269,7 +290,34 @@ uint16_t adjust_checksum(uint16_t checksum, const uint8_t* before, const uint8_t
   return static_cast<uint16_t>(~fold(sum));
 }
 
-Workload build_workload(const BenchProfile& p, const RuleDatabase* rules) {
+uint16_t client_port_of(uint64_t lap) {
+  return static_cast<uint16_t>(1024 + lap % 60000);
+}
+
+void restamp(uint8_t* frame, const Frame& f, uint64_t lap) {
+  uint8_t* tcp = frame + kEthernet + kIpv4;
+  uint8_t* port = tcp + (f.arrives_on == Side::kClient ? 0 : 2);
+  const uint16_t value = client_port_of(lap);
+  const uint8_t next[2] = {static_cast<uint8_t>(value >> 8), static_cast<uint8_t>(value)};
+  uint16_t checksum = static_cast<uint16_t>(tcp[16] << 8 | tcp[17]);
+  checksum = adjust_checksum(checksum, port, next, 2, false);
+  std::memcpy(port, next, 2);
+  if (f.lap_digits != 0) {
+    uint8_t digits[8];
+    auto rest = static_cast<uint32_t>(lap);
+    for (int i = 7; i >= 0; --i, rest >>= 4)
+      digits[i] = static_cast<uint8_t>("0123456789abcdef"[rest & 15]);
+    uint8_t* at = frame + f.lap_digits;
+    checksum =
+        adjust_checksum(checksum, at, digits, 8, (f.lap_digits - kEthernet - kIpv4) % 2 == 1);
+    std::memcpy(at, digits, 8);
+  }
+  tcp[16] = static_cast<uint8_t>(checksum >> 8);
+  tcp[17] = static_cast<uint8_t>(checksum);
+}
+
+Workload build_workload(const BenchProfile& p, const RuleDatabase* rules,
+                        const std::vector<Rule>& rule_sources) {
   std::mt19937_64 random(p.seed);
   Workload w;
   w.sessions = p.sessions;
@@ -307,17 +355,32 @@ Workload build_workload(const BenchProfile& p, const RuleDatabase* rules) {
     std::shuffle(kinds.begin(), kinds.end(), random);
   }
 
+  // The corpus when this checkout has it beside it; otherwise generated questions, and the
+  // shipped rules' own examples as attacks (the report says which).
+  const bool corpus = std::filesystem::exists(p.corpus_dir + "/benign_dev_gsm8k_train.jsonl");
+  w.prompt_source =
+      corpus ? "corpus " + p.corpus_dir : "generated questions (" + p.corpus_dir + " not found)";
   const std::vector<std::string> benign =
-      corpus_texts(p.corpus_dir + "/benign_dev_gsm8k_train.jsonl");
+      corpus ? corpus_texts(p.corpus_dir + "/benign_dev_gsm8k_train.jsonl")
+             : generated_questions(random);
   std::vector<std::string> attacks;
   if (p.malicious_share > 0) {
     if (rules == nullptr) throw ConfigError(p.source + ": shares.malicious needs `rules`");
-    for (const std::string& text : corpus_texts(p.corpus_dir + "/attack_dev.jsonl")) {
+    std::vector<std::string> candidates;
+    if (corpus) {
+      candidates = corpus_texts(p.corpus_dir + "/attack_dev.jsonl");
+    } else {
+      for (const Rule& rule : rule_sources)
+        candidates.insert(candidates.end(), rule.match_examples.begin(), rule.match_examples.end());
+      w.prompt_source += ", attacks from the rules' own examples";
+    }
+    for (const std::string& text : candidates) {
       const nlohmann::json messages = {{{"role", "user"}, {"content", text}}};
       if (blocked_in_standard(*rules, canonical_of(messages))) attacks.push_back(text);
     }
     if (attacks.empty())
-      throw ConfigError(p.source + ": no attack prompt of the corpus is blocked in tier standard");
+      throw ConfigError(p.source + ": no attack prompt (" + w.prompt_source +
+                        ") is blocked in tier standard");
   }
   w.attack_prompts_usable = static_cast<uint32_t>(attacks.size());
 

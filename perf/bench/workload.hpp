@@ -59,14 +59,18 @@ struct Workload {
   uint32_t sessions = 0;
   std::array<uint32_t, kSessionKinds> sessions_by_kind{};
   std::array<uint32_t, kSessionKinds> requests_by_kind{};
-  uint32_t attack_prompts_usable = 0;  // corpus attacks the rules block in tier `standard`
+  uint32_t attack_prompts_usable = 0;  // attack prompts the rules block in tier `standard`
+  std::string prompt_source;           // "corpus DIR", or generated
   uint64_t lap_packets() const;        // without the preamble
   uint64_t lap_bytes() const;
 };
 
 // Builds one lap from the profile. `rules` (may be null) picks the attack prompts the rules
-// block in the `standard` tier. Throws ConfigError when the corpus or the profile cannot make it.
-Workload build_workload(const BenchProfile& profile, const RuleDatabase* rules);
+// block in the `standard` tier. Prompts come from the profile's corpus; where that folder is
+// missing (a checkout without ../shared), from generated word problems, and the attacks from
+// `rule_sources`' match examples. Throws ConfigError when the profile cannot make the lap.
+Workload build_workload(const BenchProfile& profile, const RuleDatabase* rules,
+                        const std::vector<Rule>& rule_sources = {});
 
 // The request mix as JSON Lines (perf/haproxy/compare.sh reads it): a header line with the
 // profile and the tiers' request rates, then one line per request with its kind, tier, key,
@@ -74,6 +78,13 @@ Workload build_workload(const BenchProfile& profile, const RuleDatabase* rules);
 std::string request_mix_jsonl(const BenchProfile& profile, const Workload& workload,
                               uint64_t standard_rps, uint64_t standard_burst, uint64_t capped_rps,
                               uint64_t capped_burst);
+
+// The client port of every session in lap `lap` (sessions differ by client address).
+uint16_t client_port_of(uint64_t lap);
+
+// Moves a frame (its bytes at `frame`) to lap `lap`: its client port, and for a fresh unknown
+// key its 8 lap digits, with the TCP checksum adjusted for both (no full recomputation).
+void restamp(uint8_t* frame, const Frame& f, uint64_t lap);
 
 // One's-complement checksum helpers for the per-lap rewrite: the new TCP checksum after the
 // bytes at `offset` (from the start of the TCP header's pseudo-header-aligned stream: even
