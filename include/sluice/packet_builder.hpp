@@ -10,6 +10,16 @@
 
 namespace sluice {
 
+// Network byte order stores, for building headers.
+inline void store_be16(uint8_t* at, uint16_t value) {
+  at[0] = static_cast<uint8_t>(value >> 8);
+  at[1] = static_cast<uint8_t>(value);
+}
+inline void store_be32(uint8_t* at, uint32_t value) {
+  store_be16(at, static_cast<uint16_t>(value >> 16));
+  store_be16(at + 2, static_cast<uint16_t>(value));
+}
+
 // Enough for Ethernet + two tags + IPv6 + TCP without options.
 inline constexpr std::size_t kMaxRstFrame = 14 + 8 + 40 + 20;
 

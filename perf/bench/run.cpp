@@ -22,6 +22,7 @@
 #include "sluice/eal.hpp"
 #include "sluice/pipeline.hpp"
 #include "sluice/request_recorder.hpp"
+#include "sluice/ring_audit_sink.hpp"
 #include "sluice/stats.hpp"
 
 namespace sluice::bench {
@@ -72,16 +73,6 @@ struct alignas(64) Worker {
   stage_clock::Overhead overhead;
 };
 
-class RingSink final : public AuditSink {
- public:
-  explicit RingSink(AuditRing& ring) : ring_(ring) {}
-  void write(const AuditRecord& record) override { ring_.push_or_discard(record); }
-  AuditCapturePool* capture_pool() override { return ring_.capture(); }
-
- private:
-  AuditRing& ring_;
-};
-
 // What the TX ports would do with a frame, without the ports: count it and let it go.
 class FreeingSink final : public PacketSink {
  public:
@@ -110,8 +101,8 @@ int bench_worker(void* argument) {
   Shared& shared = *me.shared;
   const Workload& workload = *shared.workload;
   const HttpStageConfig stage_config = http_stage_config(*shared.config);
-  std::unique_ptr<RingSink> audit;
-  if (!shared.rings.empty()) audit = std::make_unique<RingSink>(*shared.rings[me.index]);
+  std::unique_ptr<RingAuditSink> audit;
+  if (!shared.rings.empty()) audit = std::make_unique<RingAuditSink>(*shared.rings[me.index]);
   // Built as the live worker builds them (bridge.cpp: worker_main), metrics included.
   Admission admission(*shared.policy, audit.get(), static_cast<uint16_t>(me.index), 0);
   admission.set_metrics(&me.stats.admission);

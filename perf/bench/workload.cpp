@@ -11,6 +11,7 @@
 #include "sluice/canonicalizer.hpp"
 #include "sluice/config.hpp"
 #include "sluice/identity.hpp"
+#include "sluice/packet_builder.hpp"
 
 namespace sluice::bench {
 namespace {
@@ -36,15 +37,6 @@ uint32_t sum_bytes(const uint8_t* bytes, std::size_t length, bool odd_start, uin
 uint16_t fold(uint32_t sum) {
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
   return static_cast<uint16_t>(sum);
-}
-
-void put16(uint8_t* at, uint16_t value) {
-  at[0] = static_cast<uint8_t>(value >> 8);
-  at[1] = static_cast<uint8_t>(value);
-}
-void put32(uint8_t* at, uint32_t value) {
-  put16(at, static_cast<uint16_t>(value >> 16));
-  put16(at + 2, static_cast<uint16_t>(value));
 }
 
 std::string hex(uint64_t value, int digits) {
@@ -104,8 +96,9 @@ class Zipf {
   }
   std::size_t draw(std::mt19937_64& random) const {
     const double u = std::uniform_real_distribution<double>(0, 1)(random);
-    return static_cast<std::size_t>(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin()) %
-           cdf_.size();
+    const auto rank =
+        static_cast<std::size_t>(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin());
+    return std::min(rank, cdf_.size() - 1);  // u == 1 after rounding
   }
 
  private:
@@ -144,34 +137,34 @@ class SessionWriter {
     static constexpr uint8_t kServerMac[6] = {0x02, 0, 0, 0, 0, 0x02};
     std::copy_n(from_client ? kServerMac : kClientMac, 6, p);
     std::copy_n(from_client ? kClientMac : kServerMac, 6, p + 6);
-    put16(p + 12, 0x0800);
+    store_be16(p + 12, 0x0800);
     uint8_t* ip = p + kEthernet;
     ip[0] = 0x45;
-    put16(ip + 2, static_cast<uint16_t>(kIpv4 + kTcp + payload.size()));
-    put16(ip + 4, static_cast<uint16_t>(ip_id_++));
-    put16(ip + 6, 0x4000);  // DF
+    store_be16(ip + 2, static_cast<uint16_t>(kIpv4 + kTcp + payload.size()));
+    store_be16(ip + 4, static_cast<uint16_t>(ip_id_++));
+    store_be16(ip + 6, 0x4000);  // DF
     ip[8] = 64;
     ip[9] = 6;
     const uint32_t client = client_ip_of(session_);
-    put32(ip + 12, from_client ? client : kServerIp);
-    put32(ip + 16, from_client ? kServerIp : client);
-    put16(ip + 10, static_cast<uint16_t>(~fold(sum_bytes(ip, kIpv4, false))));
+    store_be32(ip + 12, from_client ? client : kServerIp);
+    store_be32(ip + 16, from_client ? kServerIp : client);
+    store_be16(ip + 10, static_cast<uint16_t>(~fold(sum_bytes(ip, kIpv4, false))));
     uint8_t* tcp = ip + kIpv4;
     const uint16_t client_port = client_port_of(0);  // moved on every lap
-    put16(tcp, from_client ? client_port : kServerPort);
-    put16(tcp + 2, from_client ? kServerPort : client_port);
+    store_be16(tcp, from_client ? client_port : kServerPort);
+    store_be16(tcp + 2, from_client ? kServerPort : client_port);
     uint32_t& own = from_client ? client_seq_ : server_seq_;
     const uint32_t other = from_client ? server_seq_ : client_seq_;
-    put32(tcp + 4, own);
-    put32(tcp + 8, (flags & kAck) ? other : 0);
+    store_be32(tcp + 4, own);
+    store_be32(tcp + 8, (flags & kAck) ? other : 0);
     tcp[12] = 5 << 4;
     tcp[13] = flags;
-    put16(tcp + 14, 65535);
+    store_be16(tcp + 14, 65535);
     std::copy(payload.begin(), payload.end(), tcp + kTcp);
     uint32_t pseudo = sum_bytes(ip + 12, 8, false);
     pseudo += 6 + static_cast<uint32_t>(kTcp + payload.size());
-    put16(tcp + 16,
-          static_cast<uint16_t>(~fold(sum_bytes(tcp, kTcp + payload.size(), false, pseudo))));
+    store_be16(tcp + 16,
+               static_cast<uint16_t>(~fold(sum_bytes(tcp, kTcp + payload.size(), false, pseudo))));
     own += static_cast<uint32_t>(payload.size()) + ((flags & (kSyn | kFin)) ? 1 : 0);
     w_.frames.push_back(f);
     return w_.frames.size() - 1;
@@ -303,14 +296,11 @@ void restamp(uint8_t* frame, const Frame& f, uint64_t lap) {
   checksum = adjust_checksum(checksum, port, next, 2, false);
   std::memcpy(port, next, 2);
   if (f.lap_digits != 0) {
-    uint8_t digits[8];
-    auto rest = static_cast<uint32_t>(lap);
-    for (int i = 7; i >= 0; --i, rest >>= 4)
-      digits[i] = static_cast<uint8_t>("0123456789abcdef"[rest & 15]);
+    const std::string digits = hex(lap & 0xffffffff, 8);  // short: no allocation
+    const auto* bytes = reinterpret_cast<const uint8_t*>(digits.data());
     uint8_t* at = frame + f.lap_digits;
-    checksum =
-        adjust_checksum(checksum, at, digits, 8, (f.lap_digits - kEthernet - kIpv4) % 2 == 1);
-    std::memcpy(at, digits, 8);
+    checksum = adjust_checksum(checksum, at, bytes, 8, (f.lap_digits - kEthernet - kIpv4) % 2 == 1);
+    std::memcpy(at, bytes, 8);
   }
   tcp[16] = static_cast<uint8_t>(checksum >> 8);
   tcp[17] = static_cast<uint8_t>(checksum);

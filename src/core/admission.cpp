@@ -1,8 +1,9 @@
 #include "sluice/admission.hpp"
-#include "sluice/stage_clock.hpp"
 
 #include <algorithm>
 #include <optional>
+
+#include "sluice/stage_clock.hpp"
 
 namespace sluice {
 

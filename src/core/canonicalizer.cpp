@@ -20,7 +20,6 @@
 // a string-pool read) where a uspoof_getSkeleton call would cost ≈ 110 ns. Every property of a
 // code point comes from one two-level table lookup; no ICU call after start-up, no allocation.
 #include "sluice/canonicalizer.hpp"
-#include "sluice/stage_clock.hpp"
 
 #include <unicode/uchar.h>
 #include <unicode/unorm2.h>
@@ -39,6 +38,8 @@
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
+
+#include "sluice/stage_clock.hpp"
 
 namespace sluice {
 namespace {

@@ -1,11 +1,11 @@
 #include "sluice/http_stage.hpp"
-#include "sluice/stage_clock.hpp"
 
 #include <algorithm>
 #include <utility>
 
 #include "sluice/canonicalizer.hpp"
 #include "sluice/http_response.hpp"
+#include "sluice/stage_clock.hpp"
 
 namespace sluice {
 

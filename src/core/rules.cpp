@@ -1,7 +1,6 @@
 // The rule database (load and validate the compiled file), the per-worker scratch and the
 // streaming scan with its match callback and prefilter confirm step. See sluice/rules.hpp.
 #include "sluice/rules.hpp"
-#include "sluice/stage_clock.hpp"
 
 #include <hs/hs.h>
 #include <openssl/evp.h>
@@ -18,6 +17,7 @@
 
 #include "rule_file.hpp"
 #include "sluice/canonicalizer.hpp"
+#include "sluice/stage_clock.hpp"
 
 namespace sluice {
 namespace {

@@ -23,6 +23,7 @@
 #include "sluice/management.hpp"
 #include "sluice/metrics.hpp"
 #include "sluice/pipeline.hpp"
+#include "sluice/ring_audit_sink.hpp"
 #include "sluice/stats.hpp"
 
 namespace sluice {
@@ -205,18 +206,6 @@ struct Shared {
   std::atomic<bool> draining{false};  // sluicectl drain: refuse new SYNs on inspected ports
 };
 
-// A worker's audit records go to its own ring; a full ring drops the record (counted by the
-// ring) rather than wait.
-class RingSink final : public AuditSink {
- public:
-  explicit RingSink(AuditRing& ring) : ring_(ring) {}
-  void write(const AuditRecord& record) override { ring_.push_or_discard(record); }
-  AuditCapturePool* capture_pool() override { return ring_.capture(); }
-
- private:
-  AuditRing& ring_;
-};
-
 struct alignas(64) WorkerContext {
   Shared* shared = nullptr;
   uint16_t index = 0;
@@ -244,9 +233,9 @@ int worker_main(void* argument) {
   const uint16_t burst = static_cast<uint16_t>(std::min(config.dataplane.burst_size, kMaxBurst));
 
   const HttpStageConfig stage_config = http_stage_config(config);
-  std::unique_ptr<RingSink> audit;
+  std::unique_ptr<RingAuditSink> audit;
   if (!shared.audit_rings.empty())
-    audit = std::make_unique<RingSink>(*shared.audit_rings[context.index]);
+    audit = std::make_unique<RingAuditSink>(*shared.audit_rings[context.index]);
   Admission admission(*shared.policy, audit.get(), context.index, shared.wall_offset_ns);
   admission.set_metrics(&stats.admission);
   RequestRecorder recorder(stats.requests, &admission, nullptr, &stats.decisions);

@@ -5,15 +5,6 @@
 namespace sluice {
 namespace {
 
-void store16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-void store32(uint8_t* p, uint32_t v) {
-  store16(p, static_cast<uint16_t>(v >> 16));
-  store16(p + 2, static_cast<uint16_t>(v));
-}
-
 constexpr uint8_t kTtl = 64;
 constexpr uint16_t kIpv4DontFragment = 0x4000;
 
@@ -45,29 +36,29 @@ std::size_t build_tcp_segment(std::span<const uint8_t> frame, const PacketInfo& 
   const auto ip_payload = static_cast<uint16_t>(20 + payload.size());
   if (info.is_ipv4()) {
     ip[0] = 0x45;
-    store16(ip + 2, static_cast<uint16_t>(l3 + ip_payload));
-    store16(ip + 6, kIpv4DontFragment);
+    store_be16(ip + 2, static_cast<uint16_t>(l3 + ip_payload));
+    store_be16(ip + 6, kIpv4DontFragment);
     ip[8] = kTtl;
     ip[9] = 6;
     std::memcpy(ip + 12, src.data(), 4);
     std::memcpy(ip + 16, dst.data(), 4);
-    store16(ip + 10, ipv4_header_checksum({ip, 20}));
+    store_be16(ip + 10, ipv4_header_checksum({ip, 20}));
   } else {
     ip[0] = 0x60;
-    store16(ip + 4, ip_payload);
+    store_be16(ip + 4, ip_payload);
     ip[6] = 6;
     ip[7] = kTtl;
     std::memcpy(ip + 8, src.data(), 16);
     std::memcpy(ip + 24, dst.data(), 16);
   }
   uint8_t* tcp = ip + l3;
-  store16(tcp, reply ? info.dst_port : info.src_port);
-  store16(tcp + 2, reply ? info.src_port : info.dst_port);
-  store32(tcp + 4, seq);
-  store32(tcp + 8, ack);
+  store_be16(tcp, reply ? info.dst_port : info.src_port);
+  store_be16(tcp + 2, reply ? info.src_port : info.dst_port);
+  store_be32(tcp + 4, seq);
+  store_be32(tcp + 8, ack);
   tcp[12] = 5 << 4;
   tcp[13] = flags;
-  if (flags != (tcp_flag::kRst | tcp_flag::kAck)) store16(tcp + 14, 65535);  // a window for data
+  if (flags != (tcp_flag::kRst | tcp_flag::kAck)) store_be16(tcp + 14, 65535);  // a window for data
   if (!payload.empty()) std::memcpy(tcp + 20, payload.data(), payload.size());
 
   PacketInfo built = info;
@@ -76,7 +67,7 @@ std::size_t build_tcp_segment(std::span<const uint8_t> frame, const PacketInfo& 
   built.l4_protocol = 6;
   built.l4_offset = static_cast<uint16_t>(l2 + l3);
   built.l3_end = static_cast<uint16_t>(length);
-  store16(tcp + 16, l4_checksum({p, length}, built));
+  store_be16(tcp + 16, l4_checksum({p, length}, built));
   return length;
 }
 

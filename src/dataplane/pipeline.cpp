@@ -123,12 +123,15 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
     if (!passes(inspect_.bad_checksum, Counter::bad_checksum_passed, reason)) return drop(mbuf);
   }
 
-  const KeyedPacket keyed = make_flow_key(info);
-  const uint64_t hash = table_.hash(keyed.key);
-  Flow* flow = [&] {
+  KeyedPacket keyed;
+  uint64_t hash = 0;
+  Flow* flow = nullptr;
+  {
     SLUICE_STAGE(kFlow);
-    return table_.find(keyed.key, hash);
-  }();
+    keyed = make_flow_key(info);
+    hash = table_.hash(keyed.key);
+    flow = table_.find(keyed.key, hash);
+  }
   if (flow == nullptr) {
     if (!TcpTracker::opens_flow(info)) {
       if (!passes(inspect_.midstream, Counter::midstream_passed, Counter::drop_midstream)) {

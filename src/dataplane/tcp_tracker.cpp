@@ -1,10 +1,11 @@
 #include "sluice/tcp_tracker.hpp"
-#include "sluice/stage_clock.hpp"
 
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>
+
+#include "sluice/stage_clock.hpp"
 
 namespace sluice {
 namespace {

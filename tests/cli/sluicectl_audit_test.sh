@@ -13,13 +13,8 @@ pcap=$(realpath "$3")
 rules=$(realpath "$4")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-check() {  # description, command...
-  local description=$1
-  shift
-  if "$@"; then echo "PASS $description"; else echo "FAIL $description"; failures=$((failures + 1)); fi
-}
-contains() { grep -qF -- "$2" <<<"$1"; }
+# shellcheck source=tests/cli/lib.sh
+source "$(dirname "$0")/lib.sh"
 run() {  # args... → sets out, err, status
   status=0
   out=$("$sluicectl" "$@" 2>"$work/stderr" </dev/null) || status=$?

@@ -7,13 +7,8 @@ sluicectl=$1
 fixtures=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-check() {  # description, command...
-  local description=$1
-  shift
-  if "$@"; then echo "PASS $description"; else echo "FAIL $description"; failures=$((failures + 1)); fi
-}
-contains() { grep -qF -- "$2" <<<"$1"; }
+# shellcheck source=tests/cli/lib.sh
+source "$(dirname "$0")/lib.sh"
 lacks() { ! grep -qF -- "$2" <<<"$1"; }
 run() {  # args... → sets out, err, status
   status=0

@@ -5,13 +5,8 @@ set -euo pipefail
 sluicectl=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-check() {  # description, command...
-  local description=$1
-  shift
-  if "$@"; then echo "PASS $description"; else echo "FAIL $description"; failures=$((failures + 1)); fi
-}
-contains() { grep -qF -- "$2" <<<"$1"; }
+# shellcheck source=tests/cli/lib.sh
+source "$(dirname "$0")/lib.sh"
 run() {  # stdin-file, args... → sets out, err, status
   status=0
   out=$("$sluicectl" "${@:2}" <"$1" 2>"$work/stderr") || status=$?

@@ -11,12 +11,8 @@ repo=$2
 mix=${3:-}
 work=$(mktemp -d /tmp/haproxy-compare-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-failures=0
-check() { # description, command...
-  local description=$1
-  shift
-  if "$@"; then echo "PASS $description"; else echo "FAIL $description"; failures=$((failures + 1)); fi
-}
+# shellcheck source=tests/cli/lib.sh
+source "$(dirname "$0")/../cli/lib.sh"
 
 for program in haproxy wrk; do
   command -v "$program" >/dev/null || { echo "FAIL $program is not installed (Debian package $program)"; exit 1; }
