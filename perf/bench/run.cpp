@@ -366,12 +366,7 @@ RunResult BenchRunner::run(const RunOptions& options) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const auto start = std::chrono::steady_clock::now();
   shared.go.store(true, std::memory_order_release);
-  uint64_t last_packets = 0, last_requests = 0;
-  for (double elapsed = 0; elapsed < options.seconds;) {
-    const double step = std::min(1.0, options.seconds - elapsed);
-    std::this_thread::sleep_for(std::chrono::duration<double>(step));
-    elapsed = seconds_since(start);
-    if (!options.progress) continue;
+  const auto totals = [&] {
     uint64_t packets = 0, requests = 0;
     for (const auto& worker : workers) {
       packets += worker->stats.counters.get(Counter::rx_client_packets) +
@@ -379,15 +374,31 @@ RunResult BenchRunner::run(const RunOptions& options) {
       for (std::size_t r = 0; r < kRequestReasonCount; ++r)
         requests += worker->stats.requests.get(r);
     }
+    return std::pair{packets, requests};
+  };
+  const auto interrupted = [&] {
+    return options.interrupted != nullptr && options.interrupted->load();
+  };
+  auto [last_packets, last_requests] = totals();  // after the warm-up
+  double last_line = 0;
+  for (double elapsed = 0; elapsed < options.seconds && !interrupted();) {
+    // Naps of 0.1 s at most, to notice an interrupt; a live line every second.
+    std::this_thread::sleep_for(
+        std::chrono::duration<double>(std::min(0.1, options.seconds - elapsed)));
+    elapsed = seconds_since(start);
+    if (!options.progress || (elapsed - last_line < 1.0 && elapsed < options.seconds)) continue;
+    const auto [packets, requests] = totals();
+    const double span = elapsed - last_line;
     std::fprintf(
         stderr,
         "sluice-bench: %u worker(s) %4.1f/%.0f s  %7.3f Mpps  %8.1f k requests/s  lap %lu\n",
         options.workers, elapsed, options.seconds,
-        static_cast<double>(packets - last_packets) / step / 1e6,
-        static_cast<double>(requests - last_requests) / step / 1e3,
+        static_cast<double>(packets - last_packets) / span / 1e6,
+        static_cast<double>(requests - last_requests) / span / 1e3,
         static_cast<unsigned long>(slowest_lap(shared)));
     last_packets = packets;
     last_requests = requests;
+    last_line = elapsed;
   }
   shared.stop.store(true, std::memory_order_release);
   rte_eal_mp_wait_lcore();

@@ -5,6 +5,7 @@
 #include <rte_mempool.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,8 +25,9 @@ inline constexpr std::size_t kStages = static_cast<std::size_t>(stage_clock::Sta
 struct RunOptions {
   uint32_t workers = 1;
   double seconds = 10;
-  std::string audit_path = "/dev/null";  // "none": no audit records at all
-  bool progress = true;                  // a live line on stderr, once a second
+  std::string audit_path = "/dev/null";            // "none": no audit records at all
+  bool progress = true;                            // a live line on stderr, once a second
+  const std::atomic<bool>* interrupted = nullptr;  // set (SIGINT, SIGTERM): end the run early
   uint64_t clock_start_ns = 1'000'000'000;
   uint64_t warmup_laps = 1;  // untimed laps first (at least 1)
 };

@@ -9,8 +9,10 @@
 #include <rte_eal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cinttypes>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -61,6 +63,12 @@ exit status: 0 done; 1 bad arguments, profile or config (FILE:LINE:COL named); 3
 self-checks failed (frames dropped as malformed, out of window or midstream — the workload is
 wrong — or mbufs leaked).
 )";
+
+// SIGINT or SIGTERM: the run in progress ends early and is reported; the rest are skipped.
+std::atomic<bool> g_interrupted{false};
+void on_interrupt(int) {
+  g_interrupted.store(true);
+}
 
 struct Arguments {
   std::string profile;
@@ -308,13 +316,17 @@ void print_report(const nlohmann::json& report) {
   const nlohmann::json& w = report["workload"];
   std::printf("sluice-bench: %s — %s\n", report["profile"].get<std::string>().c_str(),
               report["description"].get<std::string>().c_str());
-  std::printf("workload: %s per lap (%s requests), %" PRIu64
-              " frames, %.1f MB; simulated "
-              "offered load %s requests/s\n",
-              w["sessions_text"].get<std::string>().c_str(),
-              w["requests_text"].get<std::string>().c_str(), w["frames_per_lap"].get<uint64_t>(),
-              w["bytes_per_lap"].get<double>() / 1e6,
-              si(w["offered_requests_per_second"].get<double>()).c_str());
+  const bool requests = w["requests_per_lap"].get<uint64_t>() > 0;
+  std::printf(
+      "workload: %s per lap (%s requests), %" PRIu64
+      " frames, %.1f MB; simulated "
+      "offered load %s %s/s\n",
+      w["sessions_text"].get<std::string>().c_str(),
+      requests ? w["requests_text"].get<std::string>().c_str() : "no",
+      w["frames_per_lap"].get<uint64_t>(), w["bytes_per_lap"].get<double>() / 1e6,
+      si(w[requests ? "offered_requests_per_second" : "offered_packets_per_second"].get<double>())
+          .c_str(),
+      requests ? "requests" : "packets");
   std::printf("rules: %s\nprompts: %s\n", report["rules"].get<std::string>().c_str(),
               report["prompts"].get<std::string>().c_str());
   std::printf("\n%-8s %8s %8s %12s %10s %10s %10s %12s %14s %9s\n", "workers", "Mpps", "Gbit/s",
@@ -445,8 +457,12 @@ int run(int argc, char** argv) {
   report["workload"]["warmup_laps"] = warmup_laps;
   bool faults = false;
   uint64_t clock = 1'000'000'000;
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
   for (const uint32_t workers : a.workers) {
+    if (g_interrupted.load()) break;
     RunOptions options;
+    options.interrupted = &g_interrupted;
     options.workers = workers;
     options.seconds = a.seconds;
     options.audit_path = a.audit;
@@ -456,7 +472,7 @@ int run(int argc, char** argv) {
     const RunResult result = runner.run(options);
     clock = result.end_clock_ns + 10'000'000'000ULL;  // the next run starts 10 s later
     std::optional<ScanResult> scan;
-    if (db && !a.stages_only)
+    if (db && !a.stages_only && !g_interrupted.load())
       scan = runner.scan_reference(*db, workers,
                                    a.scan_seconds.value_or(std::max(0.5, a.seconds / 4)));
     nlohmann::json j = run_json(result, scan);
@@ -482,7 +498,11 @@ int run(int argc, char** argv) {
   }
   report["workers"] = a.workers.back();
   report["profile"] = profile.name;
-  if (a.breakdown && !a.stages_only) {
+  if (g_interrupted.load()) {
+    report["interrupted"] = true;
+    std::fprintf(stderr, "sluice-bench: interrupted: the last run is reported as far as it went\n");
+  }
+  if (a.breakdown && !a.stages_only && !g_interrupted.load()) {
     const nlohmann::json staged = staged_breakdown(a, profile_path);
     if (!staged.is_null() && staged["runs"].back().contains("stages")) {
       const nlohmann::json& run = staged["runs"].back();
