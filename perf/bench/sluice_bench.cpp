@@ -64,6 +64,13 @@ self-checks failed (frames dropped as malformed, out of window or midstream — 
 wrong — or mbufs leaked).
 )";
 
+// This binary is sluice-bench-staged: its libraries count cycles per stage.
+#ifdef SLUICE_STAGE_CLOCK
+constexpr bool kStaged = true;
+#else
+constexpr bool kStaged = false;
+#endif
+
 // SIGINT or SIGTERM: the run in progress ends early and is reported; the rest are skipped.
 std::atomic<bool> g_interrupted{false};
 void on_interrupt(int) {
@@ -80,7 +87,8 @@ struct Arguments {
   bool breakdown = true;
   bool json = false;
   bool quiet = false;
-  bool stages_only = false;  // internal: sluice-bench-staged's run for the breakdown
+  bool stages_only =
+      false;  // internal, from sluice-bench: the breakdown run alone, no scan reference
   std::string plot;
   std::string dump_requests;
 };
@@ -242,7 +250,7 @@ nlohmann::json run_json(const RunResult& r, const std::optional<ScanResult>& sca
   }
   uint64_t stage_total = 0;
   for (const uint64_t c : r.stage_cycles) stage_total += c;
-  if (stage_total != 0) {
+  if (kStaged && stage_total != 0) {
     nlohmann::json stages = nlohmann::json::object();
     for (std::size_t s = 0; s < kStages; ++s) {
       stages[std::string(stage_clock::kNames[s])] = {
@@ -256,6 +264,18 @@ nlohmann::json run_json(const RunResult& r, const std::optional<ScanResult>& sca
     j["corrected_cycles_per_packet"] = static_cast<double>(stage_total) / packets;
   }
   return j;
+}
+
+// The breakdown of a staged run, its shares applied to `ns_per_packet` (the plain run's).
+nlohmann::json stage_summary(const nlohmann::json& staged_run, double ns_per_packet) {
+  nlohmann::json stages = staged_run["stages"];
+  for (auto& [name, stage] : stages.items())
+    stage["ns_per_packet"] = stage["share"].get<double>() * ns_per_packet;
+  return {{"workers", staged_run["workers"]},
+          {"instrumented_cycles_per_packet", staged_run["instrumented_cycles_per_packet"]},
+          {"corrected_cycles_per_packet", staged_run["corrected_cycles_per_packet"]},
+          {"instrumented_ns_per_packet", staged_run["ns_per_packet"]},
+          {"stages", stages}};
 }
 
 std::string shell_quote(const std::string& text) {
@@ -492,30 +512,25 @@ int run(int argc, char** argv) {
     }
     report["runs"].push_back(j);
   }
+  if (report["runs"].empty()) {  // interrupted before the first run began
+    std::fprintf(stderr, "sluice-bench: interrupted before any run\n");
+    return 130;
+  }
+  // The top level repeats the last run's figures (the issue's one object), then the runs.
   const nlohmann::json& last = report["runs"].back();
   for (const auto& [key, value] : last.items()) {
     if (key != "stages") report[key] = value;
   }
-  report["workers"] = a.workers.back();
-  report["profile"] = profile.name;
+  // sluice-bench-staged run on its own: its breakdown, scaled to its own (counted) time.
+  if (last.contains("stages")) report["stages"] = stage_summary(last, last["ns_per_packet"]);
   if (g_interrupted.load()) {
     report["interrupted"] = true;
     std::fprintf(stderr, "sluice-bench: interrupted: the last run is reported as far as it went\n");
   }
-  if (a.breakdown && !a.stages_only && !g_interrupted.load()) {
+  if (a.breakdown && !report.contains("stages") && !g_interrupted.load()) {
     const nlohmann::json staged = staged_breakdown(a, profile_path);
-    if (!staged.is_null() && staged["runs"].back().contains("stages")) {
-      const nlohmann::json& run = staged["runs"].back();
-      nlohmann::json stages = run["stages"];
-      const double ns = last["ns_per_packet"].get<double>();
-      for (auto& [name, stage] : stages.items())
-        stage["ns_per_packet"] = stage["share"].get<double>() * ns;
-      report["stages"] = {{"workers", run["workers"]},
-                          {"instrumented_cycles_per_packet", run["instrumented_cycles_per_packet"]},
-                          {"corrected_cycles_per_packet", run["corrected_cycles_per_packet"]},
-                          {"instrumented_ns_per_packet", run["ns_per_packet"]},
-                          {"stages", stages}};
-    }
+    if (!staged.is_null() && staged["runs"].back().contains("stages"))
+      report["stages"] = stage_summary(staged["runs"].back(), last["ns_per_packet"]);
   }
   if (a.json) {
     std::printf("%s\n", report.dump(2).c_str());
