@@ -397,6 +397,8 @@ void print_report(const nlohmann::json& report) {
 
 int run(int argc, char** argv) {
   Arguments a = parse_arguments(argc, argv);
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
   const std::string profile_path = resolve_profile_path(a.profile, SLUICE_PROFILES_DIR);
   const BenchProfile profile = load_profile(profile_path);
   const Config config = load_config_file(profile.config_path);
@@ -477,8 +479,6 @@ int run(int argc, char** argv) {
   report["workload"]["warmup_laps"] = warmup_laps;
   bool faults = false;
   uint64_t clock = 1'000'000'000;
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
   for (const uint32_t workers : a.workers) {
     if (g_interrupted.load()) break;
     RunOptions options;

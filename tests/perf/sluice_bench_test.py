@@ -15,14 +15,17 @@ the bench measures what it says:
   stages a profile exercises are the ones that cost (scan and canonicalise for chat, none of
   the L7 stages for acks-only);
 - --dump-requests writes the lap's request mix; a bad profile is refused naming FILE:LINE:COL;
-- --plot draws a PNG.
+- --plot draws a PNG;
+- SIGINT ends a long run early with its report.
 """
 
 import json
 import os
 import subprocess
 import sys
+import signal
 import tempfile
+import time
 
 FAILURES = []
 
@@ -148,6 +151,25 @@ def main(argv):
         per_lap = flood["workload"]["requests_by_kind"]["unknown_key"]
         check(verdicts.get("invalid_api_key", 0) >= flood["laps"] * per_lap,
               "unknown-key-flood: every request of every timed lap decided")
+
+    # Ctrl-C ends a long run early and reports it (or, before any run began, exits 130).
+    process = subprocess.Popen([binary, "--profile", "acks-only", "--seconds", "120", "--json",
+                                "--quiet", "--no-breakdown"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(10)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    check(time.monotonic() - started < 60, "SIGINT: the run stops long before its 120 s")
+    check(process.returncode in (0, 130), f"SIGINT: a clean exit ({process.returncode}: {err[-300:]})")
+    if process.returncode == 0:
+        report = json.loads(out)
+        check(report.get("interrupted") is True and report["seconds"] < 60,
+              f"SIGINT: the report says interrupted after {report['seconds']:.1f} s")
 
     with tempfile.TemporaryDirectory() as tmp:
         dump = os.path.join(tmp, "mix.jsonl")
