@@ -59,7 +59,11 @@ options:
   --quiet               no live progress line on stderr
   --help
 
-exit status: 0 done; 1 bad arguments, profile or config (FILE:LINE:COL named); 3 the run's
+Ctrl-C (or SIGTERM) ends the run in progress, reports it as far as it went ("interrupted": true
+in the JSON) and skips the rest.
+
+exit status: 0 done (also when interrupted); 1 bad arguments, profile or config (FILE:LINE:COL
+named); 130 interrupted before any run; 3 the run's
 self-checks failed (frames dropped as malformed, out of window or midstream — the workload is
 wrong — or mbufs leaked).
 )";
