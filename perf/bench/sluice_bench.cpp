@@ -63,9 +63,8 @@ Ctrl-C (or SIGTERM) ends the run in progress, reports it as far as it went ("int
 in the JSON) and skips the rest.
 
 exit status: 0 done (also when interrupted); 1 bad arguments, profile or config (FILE:LINE:COL
-named); 130 interrupted before any run; 3 the run's
-self-checks failed (frames dropped as malformed, out of window or midstream — the workload is
-wrong — or mbufs leaked).
+named); 3 the run's self-checks failed (frames dropped as malformed, out of window or midstream —
+the workload is wrong — or mbufs leaked); 130 interrupted before any run began.
 )";
 
 // This binary is sluice-bench-staged: its libraries count cycles per stage.
