@@ -53,7 +53,7 @@ struct Shared {
   uint64_t clock_start_ns = 0;
   uint64_t warmup_laps = 1;
   std::vector<std::unique_ptr<AuditRing>> rings;
-  std::unique_ptr<LapCounter[]> laps;  // laps each worker has finished (timed ones from 1)
+  std::unique_ptr<LapCounter[]> laps;  // the last lap each worker has finished
   uint32_t workers = 0;
   std::atomic<uint32_t> ready{0};
   std::atomic<bool> go{false};
@@ -325,6 +325,9 @@ RunResult BenchRunner::run(const RunOptions& options) {
   shared.warmup_laps = std::max<uint64_t>(options.warmup_laps, 1);
   shared.workers = options.workers;
   shared.laps = std::make_unique<LapCounter[]>(options.workers);
+  // Every worker starts its timed laps having "finished" the last warm-up lap, so the first to
+  // end a timed lap does not wait for the others to end theirs.
+  for (uint32_t w = 0; w < options.workers; ++w) shared.laps[w].value = shared.warmup_laps - 1;
 
   std::unique_ptr<AuditWriter> writer;
   if (options.audit_path != "none") {
