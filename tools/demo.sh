@@ -58,18 +58,8 @@ sluice_pid=""
 tail_pid=""
 bg_pids=() # the host, the UDP sink and the traffic loops started here
 
-stop_pid() {
-  # Ends one process this script started: TERM, a bounded wait, then KILL.
-  local pid=$1
-  if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 30); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=tools/lib/process.sh
+source "$repo/tools/lib/process.sh" # stop_pid
 
 cleanup() {
   local rc=$?
@@ -81,17 +71,17 @@ cleanup() {
       kill -0 "$sluice_pid" 2>/dev/null || break
       sleep 0.1
     done
-    stop_pid "$sluice_pid"
+    stop_pid "$sluice_pid" 30
   fi
   local pid
-  for pid in "${bg_pids[@]}"; do stop_pid "$pid"; done
+  for pid in "${bg_pids[@]}"; do stop_pid "$pid" 30; done
   if [[ -n $tail_pid ]]; then
     # tail leaves by itself about a second after sluice: let it print the summary.
     for _ in $(seq 1 20); do
       kill -0 "$tail_pid" 2>/dev/null || break
       sleep 0.1
     done
-    stop_pid "$tail_pid"
+    stop_pid "$tail_pid" 30
   fi
   # Also ends anything still running inside the namespaces (in-flight curls).
   bash "$repo/tools/topology.sh" down "$prefix" >/dev/null 2>&1 || true

@@ -108,17 +108,8 @@ fi
 
 started=() # pids of the HAProxy instances running, stopped on exit whatever happens
 all_started=()
-stop_pid() { # TERM, a bounded wait, then KILL
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=tools/lib/process.sh
+source "$repo/tools/lib/process.sh" # stop_pid: TERM, a bounded wait, then KILL
 cleanup() {
   local pid
   for pid in "${started[@]}"; do stop_pid "$pid"; done

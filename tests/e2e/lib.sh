@@ -15,17 +15,9 @@ in_ns() { # in_ns NS COMMAND...
   ip netns exec "$ns" "$@"
 }
 
-stop_pid() { # Ends one process the script started: TERM, a bounded wait, then KILL.
-  local pid=$1
-  if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+# stop_pid PID: ends one process the script started (TERM, a bounded wait, then KILL).
+# shellcheck source=tools/lib/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/lib/process.sh"
 
 # dump_logs LINES "LABEL:FILE"...: the last LINES lines of each file, once per run.
 logs_dumped=0
