@@ -195,8 +195,10 @@ done
 # A request with a ~20 KB body spans many segments in the client->server
 # direction. http.server has no do_POST and answers 501, which is enough: the
 # answer proves the request crossed the bridge and the response came back.
-# "Expect:" (empty) keeps curl from waiting for a 100-continue first.
-head -c 15000 /dev/urandom | base64 -w 0 >"$work/post-body"
+# "Expect:" (empty) keeps curl from waiting for a 100-continue first. The body is JSON whatever
+# the declared type: Sluice reads every request body on an inspected port as JSON
+# (docs/normalisation.md), as FastAPI and vLLM do.
+{ printf '{"upload":"'; head -c 15000 /dev/urandom | base64 -w 0; printf '"}'; } >"$work/post-body"
 res=$(client_curl /dev/null -H 'Expect:' -H 'Content-Type: application/octet-stream' \
   --data-binary @"$work/post-body" "$base_url/upload" 2>&1) || true
 connections=$((connections + 1))
