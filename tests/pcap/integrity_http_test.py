@@ -38,7 +38,7 @@ from admission_test import RST, Checks, flow_of, frames  # noqa: E402
 
 
 def split_discarded(expected: dict, inputs: list, to_client: list, to_server: list,
-                    checks: Checks) -> tuple[list, list]:
+                    counters: dict, checks: Checks) -> tuple[list, list]:
     """Checks the discarded segments and takes Sluice's own frames on their flows out of the
     outputs (RSTs while kDiscard ends the flow); returns the outputs without them."""
     ports = {s["client_port"]: s for s in expected["sessions"] if s["discarded"]}
@@ -64,6 +64,11 @@ def split_discarded(expected: dict, inputs: list, to_client: list, to_server: li
         if made:
             print(f"  note: {s['name']}: the flow was reset ({len(made)} RSTs): the tracker ends "
                   "the flow on kDiscard instead of keeping it", flush=True)
+    # Counted by the tracker that implements kDiscard; absent (0) where it ends the flow.
+    want = sum(len(s["discarded"]) for s in ports.values())
+    got = counters.get("drop_data_after_close")
+    checks.report("drop_data_after_close", [] if got in (None, want) else
+                  [f"drop_data_after_close = {got}, expected {want}"])
     return kept_client, kept_server
 
 
@@ -97,7 +102,8 @@ def main() -> int:
     except (OSError, ValueError) as e:
         checks.report("outputs", [str(e)])
     else:
-        to_client, to_server = split_discarded(expected, inputs, to_client, to_server, checks)
+        to_client, to_server = split_discarded(expected, inputs, to_client, to_server,
+                                               first["counters"], checks)
         at.check_packets(expected, inputs, to_client, to_server, checks)
     records, _, problems = at.read_audit(os.path.join(first["dir"], "audit.jsonl"))
     if problems:
