@@ -91,12 +91,14 @@ def valid_request(rng):
     target = rng.choice(TARGETS[:4] + ([TARGETS[5]] if rng.random() < 0.1 else []))
     body = random_text(rng, rng.randint(0, 300)) if method != "GET" or rng.random() < 0.2 else b""
     http10 = rng.random() < 0.08  # closes the connection: no keep-alive
-    headers = [] if http10 and rng.random() < 0.5 else [(header_name(rng, "host"), "inference.example")]
+    headers = [] if http10 and rng.random() < 0.5 else [(header_name(rng, "host"),
+                                                          "inference.example")]
     if rng.random() < 0.5:
         headers.append((header_name(rng, "content-type"), "application/json"))
     headers += [(header_name(rng, name), value) for name, value in credentials(rng)]
     if not http10 and rng.random() < 0.12:
-        headers.append((header_name(rng, "connection"), rng.choice(["close", "Close", "te, close"])))
+        headers.append((header_name(rng, "connection"),
+                        rng.choice(["close", "Close", "te, close"])))
     for i in range(rng.randint(0, 4)):
         headers.append((f"x-extra-{i}", "v" * rng.randint(0, 30)))
     chunked = body and not http10 and rng.random() < 0.5
