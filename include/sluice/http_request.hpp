@@ -45,7 +45,8 @@ enum class KeyStatus : uint8_t {
   kAbsent,       // no key header
   kPresent,      // exactly one key
   kDuplicated,   // the same key more than once (in one or several headers)
-  kConflicting,  // different keys
+  kConflicting,  // different keys, more than one Authorization field (whatever their schemes),
+                 // or x-api-key / api-key next to an Authorization of another scheme
 };
 
 // A request's head, valid during HttpRequestSink::on_head only (views point into the parser).
@@ -56,8 +57,12 @@ struct RequestHead {
   BodyFraming framing = BodyFraming::kNone;
   uint64_t content_length = 0;
   ContentEncoding content_encoding = ContentEncoding::kIdentity;
-  bool json = false;  // Content-Type application/json or */*+json
+  // Content-Type application/json or */*+json. Informative only: every body on an inspected
+  // port is read as JSON whatever its declared type (hosts parse it as JSON anyway).
+  bool json = false;
   bool expect_continue = false;
+  // False: the request closes the connection (HTTP/1.1 `Connection: close`, HTTP/1.0 without
+  // `keep-alive`); the parser reads nothing after it (closed()).
   bool keep_alive = true;
   std::string_view host;
   KeySource key_source = KeySource::kNone;
@@ -87,10 +92,17 @@ class HttpRequestParser {
 
   // Parses as much of `bytes` as forms requests, reporting to `sink`. Returns ok, or the first
   // rejection; after a rejection the parser stays failed (every later call returns it).
+  // A request that closes the connection (RequestHead::keep_alive false) is the last one the
+  // host reads (RFC 9112 §9.6; h11 and llhttp read nothing after it): when bytes follow it in the
+  // same call it is refused (http_data_after_close) rather than completed, since the piece that
+  // completes it would carry bytes no one inspected; when it completes at the end of a call the
+  // parser is closed() and reads nothing more (later calls return ok and consume nothing).
   RequestReason feed(std::span<const uint8_t> bytes, HttpRequestSink& sink);
 
   // The bytes between requests: no request is in progress.
   bool idle() const { return state_ == State::kStart && pending_line_bytes_ == 0; }
+  // A request that closes the connection has completed: later bytes are not the host's to read.
+  bool closed() const { return state_ == State::kClosed; }
   RequestReason failure() const { return failure_; }
   uint64_t requests_completed() const { return requests_completed_; }
 
@@ -115,6 +127,7 @@ class HttpRequestParser {
     kChunkData,
     kChunkDataCr,
     kChunkDataLf,
+    kClosed,  // after a request that closes the connection
     kFailed,
   };
   // The headers whose values matter; everything else is checked for syntax and skipped.
@@ -140,8 +153,8 @@ class HttpRequestParser {
   RequestReason end_of_header_line(HttpRequestSink& sink);
   void offer_field(HttpRequestSink& sink);
   void stream_value(const uint8_t* first, const uint8_t* last, HttpRequestSink& sink);
-  RequestReason end_of_head(HttpRequestSink& sink);
-  void complete(HttpRequestSink& sink);
+  RequestReason end_of_head(HttpRequestSink& sink, bool more);
+  RequestReason complete(HttpRequestSink& sink, bool more);
   void begin_request();
   void note_key(KeySource source, std::string_view key);
   bool method_allowed() const;
@@ -168,6 +181,10 @@ class HttpRequestParser {
   bool expect_continue_ = false;
   bool json_ = false;
   bool in_trailers_ = false;
+  bool content_type_seen_ = false;
+  bool closes_ = false;                      // the request closes the connection
+  bool authorization_other_scheme_ = false;  // an Authorization field not Bearer
+  uint8_t authorization_count_ = 0;          // saturates at 2: more than one is a conflict
   uint8_t host_count_ = 0;
   ContentEncoding content_encoding_ = ContentEncoding::kIdentity;
   KeySource key_source_ = KeySource::kNone;

@@ -7,7 +7,8 @@
 // with the refusal's status and an OpenAI-style error body (StreamVerdict::kDeny, denial.hpp),
 // then the flow ends. The observer decides at request end, inside the call that delivered the
 // request's last bytes, so the segment that would complete the request at the host is the one
-// that is dropped.
+// that is dropped. After a request that closes the connection the client's later bytes are not
+// the host's to read: they are answered StreamVerdict::kDiscard (dropped, the flow kept).
 // Responses are framed to tie each to its request and to read its `usage`; gzip and deflate
 // bodies are inflated for that. When the observer asks (a completion rule applies), the
 // completion text is extracted and canonicalised like a prompt and handed over as it streams;

@@ -38,6 +38,8 @@ namespace sluice {
   X(http_body_too_large, 413, "body over the limit")                                             \
   X(http_missing_host, 400, "HTTP/1.1 request without Host")                                     \
   X(http_duplicate_host, 400, "more than one Host")                                              \
+  X(http_duplicate_content_type, 400, "more than one Content-Type")                              \
+  X(http_data_after_close, 400, "bytes after a request that closes the connection")              \
   /* content */                                                                                  \
   X(content_unsupported_encoding, 415, "Content-Encoding other than gzip or deflate")            \
   X(content_unsupported_charset, 415, "charset other than UTF-8")                                \

@@ -89,6 +89,8 @@ void HttpRequestParser::begin_request() {
   chunked_ = transfer_encoding_seen_ = content_length_seen_ = false;
   connection_close_ = connection_keep_alive_ = connection_upgrade_ = false;
   expect_continue_ = json_ = in_trailers_ = false;
+  content_type_seen_ = closes_ = authorization_other_scheme_ = false;
+  authorization_count_ = 0;
   host_count_ = 0;
   content_encoding_ = ContentEncoding::kIdentity;
   key_source_ = KeySource::kNone;
@@ -224,6 +226,10 @@ RequestReason HttpRequestParser::end_of_header_line(HttpRequestSink& sink) {
       transfer_encoding_seen_ = chunked_ = true;
       return RequestReason::ok;
     case Header::kContentType: {
+      // Starlette reads the first Content-Type, a parser that keeps the last reads another one:
+      // two are refused whatever their values.
+      if (content_type_seen_) return fail(RequestReason::http_duplicate_content_type);
+      content_type_seen_ = true;
       const std::size_t semicolon = value.find(';');
       const std::string_view media = trim(value.substr(0, semicolon));
       json_ = equals_ignoring_case(media, "application/json") ||
@@ -262,9 +268,13 @@ RequestReason HttpRequestParser::end_of_header_line(HttpRequestSink& sink) {
       return RequestReason::ok;
     }
     case Header::kAuthorization: {
+      // A second Authorization field, whatever its scheme, is a conflict (end_of_head): a host
+      // reads the first, the last or both joined, and `Basic` next to `Bearer` is two identities.
+      if (authorization_count_ < 2) ++authorization_count_;
       const std::size_t space = std::min(value.find(' '), value.size());
       if (!equals_ignoring_case(value.substr(0, space), "bearer")) {
-        return RequestReason::ok;  // another scheme: not an API key
+        authorization_other_scheme_ = true;  // another scheme: not an API key
+        return RequestReason::ok;
       }
       const std::string_view key = trim(value.substr(space));
       if (key.empty() || key.find_first_of(" \t") != std::string_view::npos) {
@@ -299,7 +309,7 @@ RequestReason HttpRequestParser::end_of_header_line(HttpRequestSink& sink) {
   return RequestReason::ok;
 }
 
-RequestReason HttpRequestParser::end_of_head(HttpRequestSink& sink) {
+RequestReason HttpRequestParser::end_of_head(HttpRequestSink& sink, bool more) {
   if (version_minor_ == 1 && host_count_ == 0) return fail(RequestReason::http_missing_host);
   // RFC 9112 §6.3 ¶3 lets a server take Transfer-Encoding over Content-Length; an intermediary
   // and a host might not agree which wins, so both together are refused.
@@ -313,10 +323,17 @@ RequestReason HttpRequestParser::end_of_head(HttpRequestSink& sink) {
   head.content_encoding = content_encoding_;
   head.json = json_;
   head.expect_continue = expect_continue_;
+  // RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`.
   head.keep_alive =
       version_minor_ == 1 ? !connection_close_ : connection_keep_alive_ && !connection_close_;
+  closes_ = !head.keep_alive;
   head.host = {host_, host_length_};
   head.key_source = key_source_;
+  // Credentials a host could read as another identity than the key Sluice judges: more than one
+  // Authorization field, or a key field next to an Authorization that carries no key.
+  if (authorization_count_ > 1 ||
+      (authorization_other_scheme_ && key_status_ != KeyStatus::kAbsent))
+    key_status_ = KeyStatus::kConflicting;
   head.key_status = key_status_;
   head.key = {key_, key_length_};
   if (chunked_) {
@@ -333,20 +350,24 @@ RequestReason HttpRequestParser::end_of_head(HttpRequestSink& sink) {
     body_remaining_ = content_length_;
     state_ = State::kBody;
   } else {
-    complete(sink);
+    return complete(sink, more);
   }
   return RequestReason::ok;
 }
 
-void HttpRequestParser::complete(HttpRequestSink& sink) {
+// `more`: bytes follow the request's last one in the piece being read.
+RequestReason HttpRequestParser::complete(HttpRequestSink& sink, bool more) {
+  if (closes_ && more) return fail(RequestReason::http_data_after_close);
   sink.on_complete();
   ++requests_completed_;
-  state_ = State::kStart;
+  state_ = closes_ ? State::kClosed : State::kStart;
   begin_request();
+  return RequestReason::ok;
 }
 
 RequestReason HttpRequestParser::feed(std::span<const uint8_t> bytes, HttpRequestSink& sink) {
   if (state_ == State::kFailed) return failure_;
+  if (state_ == State::kClosed) return RequestReason::ok;  // not read: see feed's contract
   const uint8_t* p = bytes.data();
   const uint8_t* const end = p + bytes.size();
   RequestReason r = RequestReason::ok;
@@ -539,11 +560,8 @@ RequestReason HttpRequestParser::feed(std::span<const uint8_t> bytes, HttpReques
         SLUICE_COUNT();
         if (c != kLf) return fail(RequestReason::http_bare_cr);
         ++p;
-        if (in_trailers_) {
-          complete(sink);
-        } else if ((r = end_of_head(sink)) != RequestReason::ok) {
-          return r;
-        }
+        r = in_trailers_ ? complete(sink, p < end) : end_of_head(sink, p < end);
+        if (r != RequestReason::ok) return r;
         break;
       case State::kBody: {
         const auto n = static_cast<std::size_t>(
@@ -551,7 +569,7 @@ RequestReason HttpRequestParser::feed(std::span<const uint8_t> bytes, HttpReques
         sink.on_body({p, n});
         p += n;
         body_remaining_ -= n;
-        if (body_remaining_ == 0) complete(sink);
+        if (body_remaining_ == 0 && (r = complete(sink, p < end)) != RequestReason::ok) return r;
         break;
       }
       case State::kChunkSize: {
@@ -621,6 +639,7 @@ RequestReason HttpRequestParser::feed(std::span<const uint8_t> bytes, HttpReques
         state_ = State::kChunkSize;
         ++p;
         break;
+      case State::kClosed:  // reached only through complete(), which leaves no bytes behind
       case State::kFailed:
         return failure_;
     }

@@ -126,7 +126,11 @@ struct HttpStage::FlowState final : HttpRequestSink,
     if (refused != RequestReason::ok) return;
     reported = field_open = false;
     failure = RequestReason::ok;
-    json = head.json;
+    // Every body is read as one JSON document whatever its Content-Type (absent, text/plain,
+    // a form type…): FastAPI, vLLM, LiteLLM and llama.cpp parse it as JSON anyway, so a declared
+    // type must not take a body past the rules, the model list, the token cap and reservation.
+    // A body that is not one JSON object is refused (json_invalid, …). head.json is not read.
+    json = true;
     in_body = true;
     decoder.begin(head.content_encoding);
     extractor.reset();
@@ -141,7 +145,8 @@ struct HttpStage::FlowState final : HttpRequestSink,
   void on_complete() override {
     if (refused != RequestReason::ok) return;
     if (failure == RequestReason::ok) failure = decoder.finish();
-    // A JSON content type on an empty body (the OpenAI SDK's GET /v1/models) has no document.
+    // An empty body (the OpenAI SDK's GET /v1/models, with or without a JSON content type) has
+    // no document.
     if (failure == RequestReason::ok && json && decoder.decoded_bytes() == 0) json = false;
     if (failure == RequestReason::ok && json) failure = extractor.finish(*this);
     report(failure);
@@ -334,6 +339,10 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
     return stream_denial_length_ > 0 ? StreamVerdict::kDeny : StreamVerdict::kKill;
   }
   if (state.refused != RequestReason::ok) return StreamVerdict::kDeny;
+  // After a request that closes the connection the host reads nothing more (RFC 9112 §9.6):
+  // these bytes are neither forwarded nor read as a request. (Bytes after it in the piece that
+  // completed it made the parser refuse it: http_data_after_close.)
+  if (state.request.closed()) return StreamVerdict::kDiscard;
   const RequestReason framing = state.request.feed(bytes, state);
   // A refusal ends the flow at the segment that showed it, before the request can complete
   // at the host.

@@ -1,6 +1,7 @@
 // Test tool: parses stdin as a client→server byte stream with Sluice's HTTP/1.1 request parser
-// and prints one JSON object: the requests (method, target, body as hex, complete) and the
-// outcome (a RequestReason name). Used by the differential test against h11.
+// and prints one JSON object: the requests (method, target, key status, keep-alive, body as hex,
+// complete) and the outcome (a RequestReason name, whether the parser is idle or closed). Used by
+// the differential test against h11.
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -18,8 +19,10 @@ struct Printer final : sluice::HttpRequestSink {
   void on_head(const sluice::RequestHead& head) override {
     if (!first) json += "},";
     first = false;
+    static constexpr const char* kKeyStatus[] = {"absent", "present", "duplicated", "conflicting"};
     json += "{\"method\":\"" + std::string(head.method) + "\",\"target\":\"" + hex(head.target) +
-            "\",\"body\":\"";
+            "\",\"key_status\":\"" + kKeyStatus[static_cast<int>(head.key_status)] +
+            "\",\"keep_alive\":" + (head.keep_alive ? "true" : "false") + ",\"body\":\"";
     open = true;
   }
   void on_body(std::span<const uint8_t> bytes) override {
@@ -56,7 +59,8 @@ int main() {
     json += "}";
   }
   json += "]";
-  std::printf("{\"requests\":%s,\"reason\":\"%s\",\"idle\":%s}\n", json.c_str(),
-              std::string(sluice::info_of(reason).name).c_str(), parser.idle() ? "true" : "false");
+  std::printf("{\"requests\":%s,\"reason\":\"%s\",\"idle\":%s,\"closed\":%s}\n", json.c_str(),
+              std::string(sluice::info_of(reason).name).c_str(), parser.idle() ? "true" : "false",
+              parser.closed() ? "true" : "false");
   return 0;
 }

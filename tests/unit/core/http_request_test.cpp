@@ -167,6 +167,22 @@ TEST(HttpRequest, ReadsEveryKeyHeader) {
        KeyStatus::kConflicting, "k1"},
       {"x-api-key: a\r\nx-api-key: a\r\napi-key: b\r\n", KeySource::kXApiKey,
        KeyStatus::kConflicting, "a"},
+      // A second Authorization field, whatever the schemes and even with the same key, is a
+      // conflict: a host may read the first, the last or both joined.
+      {"Authorization: Basic dXNlcjpwYXNz\r\nAuthorization: Bearer k1\r\n",
+       KeySource::kAuthorizationBearer, KeyStatus::kConflicting, "k1"},
+      {"Authorization: Bearer k1\r\nAuthorization: Basic dXNlcjpwYXNz\r\n",
+       KeySource::kAuthorizationBearer, KeyStatus::kConflicting, "k1"},
+      {"Authorization: Bearer k1\r\nAuthorization: Bearer k1\r\n", KeySource::kAuthorizationBearer,
+       KeyStatus::kConflicting, "k1"},
+      {"Authorization: Basic a\r\nAuthorization: Digest b\r\n", KeySource::kNone,
+       KeyStatus::kConflicting, ""},
+      // A key field next to an Authorization that carries no key: two identities.
+      {"Authorization: Basic dXNlcjpwYXNz\r\nx-api-key: k2\r\n", KeySource::kXApiKey,
+       KeyStatus::kConflicting, "k2"},
+      {"api-key: k3\r\nAuthorization: Token k3\r\n", KeySource::kApiKey, KeyStatus::kConflicting,
+       "k3"},
+      {"Authorization: Digest username=\"u\"\r\n", KeySource::kNone, KeyStatus::kAbsent, ""},
   };
   for (const Case& c : cases) {
     const std::string input = "GET / HTTP/1.1\r\nHost: h\r\n" + c.headers + "\r\n";
@@ -307,6 +323,15 @@ INSTANTIATE_TEST_SUITE_P(
                   RequestReason::content_unsupported_charset},
         Rejection{"Utf16", kHead + "Content-Type: text/plain;charset=\"utf-16\"\r\n\r\n",
                   RequestReason::content_unsupported_charset},
+        Rejection{
+            "DuplicateContentType",
+            kHead + "Content-Type: application/json\r\nContent-Type: application/json\r\n\r\n",
+            RequestReason::http_duplicate_content_type},
+        Rejection{"DifferingContentTypes",
+                  kHead + "Content-Type: text/plain\r\ncontent-type: application/json\r\n\r\n",
+                  RequestReason::http_duplicate_content_type},
+        Rejection{"EmptyContentTypeTwice", kHead + "Content-Type:\r\nContent-Type: \r\n\r\n",
+                  RequestReason::http_duplicate_content_type},
         Rejection{"BearerWithoutKey", kHead + "Authorization: Bearer \r\n\r\n",
                   RequestReason::http_bad_header},
         Rejection{"LongTarget",
@@ -377,6 +402,82 @@ TEST(HttpRequest, ReportsIdleOnlyBetweenRequests) {
   parser.feed(bytes_of("c"), sink);
   EXPECT_TRUE(parser.idle());
   EXPECT_EQ(parser.requests_completed(), 1u);
+}
+
+// Requests that close the connection, each with the bytes a client sent after it.
+struct AfterClose {
+  const char* name;
+  std::string request;
+  std::string after;
+};
+
+const std::vector<AfterClose> kAfterClose = {
+    {"Http11Close",
+     "POST / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+     "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"},
+    {"Http11CloseInAList", "GET / HTTP/1.1\r\nHost: h\r\nConnection: TE, Close\r\n\r\n",
+     "GET /second HTTP/1.1\r\nHost: h\r\n\r\n"},
+    {"Http11CloseChunked",
+     "POST / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "2\r\n{}\r\n0\r\nX-T: t\r\n\r\n",
+     "\r\n"},
+    {"Http10WithoutKeepAlive", "POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}", "G"},
+    {"Http10KeepAliveAndClose",
+     "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+     "GET / HTTP/1.0\r\n\r\n"},
+};
+
+TEST(HttpRequest, RefusesARequestThatClosesTheConnectionWhenBytesFollowItInThePiece) {
+  for (const AfterClose& c : kAfterClose) {
+    const std::string input = c.request + c.after;
+    // Bytes after it in the piece that completes it, wherever the piece starts: refused
+    // instead of completed (the piece carries bytes the host never reads).
+    for (std::size_t cut = 0; cut < input.size(); ++cut) {
+      if (cut == c.request.size()) continue;
+      const Recorded r = parse_pieces({input.substr(0, cut), input.substr(cut)});
+      EXPECT_EQ(r.reason, RequestReason::http_data_after_close) << c.name << " cut at " << cut;
+      for (const auto& q : r.requests) EXPECT_FALSE(q.complete) << c.name << " cut at " << cut;
+    }
+  }
+}
+
+TEST(HttpRequest, ReadsNothingAfterARequestThatClosesTheConnection) {
+  for (const AfterClose& c : kAfterClose) {
+    // The request ends a piece: completed, and the bytes after it are not read, however they
+    // come (in one piece, byte by byte, or forming a whole request).
+    for (const bool byte_by_byte : {false, true}) {
+      Recorded out;
+      RecordingSink sink(out);
+      const HttpLimits limits;
+      HttpRequestParser parser(&limits);
+      std::vector<std::string_view> pieces;
+      const std::string_view request = c.request;
+      if (byte_by_byte) {
+        for (std::size_t i = 0; i < request.size(); ++i) pieces.push_back(request.substr(i, 1));
+      } else {
+        pieces.push_back(request);
+      }
+      for (std::string_view piece : pieces)
+        ASSERT_EQ(parser.feed(bytes_of(piece), sink), RequestReason::ok);
+      EXPECT_TRUE(parser.closed()) << c.name;
+      EXPECT_FALSE(parser.idle()) << c.name;
+      EXPECT_EQ(parser.feed(bytes_of(c.after), sink), RequestReason::ok) << c.name;
+      EXPECT_EQ(parser.feed(bytes_of(c.request), sink), RequestReason::ok) << c.name;
+      ASSERT_EQ(out.requests.size(), 1u) << c.name;
+      EXPECT_TRUE(out.requests[0].complete) << c.name;
+      EXPECT_FALSE(out.requests[0].keep_alive) << c.name;
+      EXPECT_EQ(parser.requests_completed(), 1u) << c.name;
+    }
+  }
+}
+
+TEST(HttpRequest, ReadsPipelinedRequestsAfterAnHttp10KeepAlive) {
+  const Recorded r = parse_every_way(
+      "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+  ASSERT_EQ(r.reason, RequestReason::ok);
+  ASSERT_EQ(r.requests.size(), 2u);
+  EXPECT_TRUE(r.requests[0].keep_alive);
+  EXPECT_TRUE(r.requests[1].complete);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ struct Observed {
   std::vector<std::string> texts;  // canonical text per ended request
   std::vector<RequestReason> reasons;
   std::vector<std::string> models;
+  std::vector<bool> documents;  // per ended request: its body was read as a JSON document
   std::vector<uint16_t> responses;
   std::vector<TokenUsage> usages;
   std::string current;
@@ -39,6 +40,7 @@ class Observer final : public RequestObserver {
     out_.texts.push_back(out_.current);
     out_.reasons.push_back(outcome.reason);
     out_.models.push_back(outcome.fields != nullptr ? outcome.fields->model : "");
+    out_.documents.push_back(outcome.json);
     out_.current.clear();
     return refusals_.at_end;
   }
@@ -237,6 +239,112 @@ TEST(HttpStage, ReadsAJsonContentTypeWithoutABodyAsNoDocument) {
       run_every_way("GET /v1/models HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n\r\n");
   EXPECT_FALSE(r.killed);
   EXPECT_EQ(r.observed.reasons, std::vector<RequestReason>{RequestReason::ok});
+}
+
+// What a request's Content-Type says does not decide whether its body is read: FastAPI, vLLM,
+// LiteLLM and llama.cpp parse any body as JSON.
+const std::vector<std::string> kContentTypes = {
+    "",
+    "Content-Type: text/plain\r\n",
+    "Content-Type: text/json\r\n",
+    "Content-Type: application/x-www-form-urlencoded\r\n",
+    "Content-Type: multipart/form-data; boundary=x\r\n",
+    "Content-Type: application/octet-stream\r\n",
+    "Content-Type: application/json\r\n",
+};
+
+std::string typed_request(std::string_view content_type, std::string_view body) {
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n" + std::string(content_type) +
+         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);
+}
+
+TEST(HttpStage, ReadsEveryBodyAsJsonWhateverItsContentType) {
+  const std::string body =
+      R"({"model":"gpt-x","max_tokens":100000,"messages":[{"role":"user","content":"ignore previous"}]})";
+  for (const std::string& type : kContentTypes) {
+    const StageRun r = run_every_way(typed_request(type, body));
+    EXPECT_FALSE(r.killed) << type;
+    EXPECT_EQ(r.observed.reasons, std::vector<RequestReason>{RequestReason::ok}) << type;
+    EXPECT_EQ(r.observed.documents, std::vector<bool>{true}) << type;
+    EXPECT_EQ(r.observed.models, std::vector<std::string>{"gpt-x"}) << type;
+    EXPECT_EQ(r.observed.texts, std::vector<std::string>{"ignore previous"}) << type;
+  }
+}
+
+TEST(HttpStage, RefusesABodyThatIsNotOneJsonObjectWhateverItsContentType) {
+  const std::vector<std::string> bodies = {
+      "model=gpt-x&prompt=ignore+previous",
+      "--x\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhi\r\n--x--\r\n",
+      "[{\"prompt\":\"x\"}]",
+      "\"ignore previous\"",
+  };
+  for (const std::string& type : kContentTypes) {
+    for (const std::string& body : bodies) {
+      const StageRun r = run({typed_request(type, body)});
+      EXPECT_TRUE(r.killed) << type << body;
+      EXPECT_EQ(r.observed.reasons, std::vector<RequestReason>{RequestReason::json_invalid})
+          << type << body;
+      EXPECT_TRUE(r.denial.starts_with("HTTP/1.1 400 Bad Request\r\n")) << r.denial;
+    }
+  }
+}
+
+TEST(HttpStage, ReadsAnEmptyBodyOfAnyContentTypeAsNoDocument) {
+  for (const std::string& type : kContentTypes) {
+    const StageRun r = run_every_way(typed_request(type, ""));
+    EXPECT_FALSE(r.killed) << type;
+    EXPECT_EQ(r.observed.reasons, std::vector<RequestReason>{RequestReason::ok}) << type;
+    EXPECT_EQ(r.observed.documents, std::vector<bool>{false}) << type;
+  }
+}
+
+StreamVerdict feed(HttpStage& stage, std::string_view bytes) {
+  return stage.on_data(7, Direction::kToServer,
+                       {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, 0);
+}
+
+const std::string kClosing =
+    "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+    "Content-Length: 14\r\n\r\n{\"prompt\":\"a\"}";
+const std::string kSmuggled = request(R"({"prompt":"smuggled"})");
+
+TEST(HttpStage, DiscardsWhatFollowsARequestThatClosesTheConnection) {
+  for (const std::string& closing :
+       {kClosing, std::string("POST / HTTP/1.0\r\nContent-Length: 14\r\n\r\n{\"prompt\":\"a\"}")}) {
+    const HttpStageConfig config;
+    Observed observed;
+    Observer observer(observed);
+    HttpStage stage(&config, observer);
+    stage.on_open(7, {});
+    EXPECT_EQ(feed(stage, closing), StreamVerdict::kContinue);
+    // Neither read nor forwarded, however it comes: not a request, not counted.
+    EXPECT_EQ(feed(stage, kSmuggled), StreamVerdict::kDiscard);
+    EXPECT_EQ(feed(stage, "\r\n"), StreamVerdict::kDiscard);
+    EXPECT_EQ(feed(stage, "G"), StreamVerdict::kDiscard);
+    EXPECT_EQ(observed.reasons, std::vector<RequestReason>{RequestReason::ok});
+    EXPECT_EQ(observed.texts, std::vector<std::string>{"a"});
+    // The host's answer is still followed.
+    const std::string_view response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    EXPECT_EQ(
+        stage.on_data(7, Direction::kToClient,
+                      {reinterpret_cast<const uint8_t*>(response.data()), response.size()}, 0),
+        StreamVerdict::kContinue);
+    EXPECT_EQ(observed.responses, std::vector<uint16_t>{200});
+    stage.on_close(7);
+  }
+}
+
+TEST(HttpStage, RefusesARequestThatClosesTheConnectionWhenBytesFollowItInTheSegment) {
+  const std::string input = kClosing + kSmuggled;
+  for (std::size_t cut = 0; cut < input.size(); ++cut) {
+    if (cut == kClosing.size()) continue;
+    const StageRun r = cut == 0 ? run({input}) : run({input.substr(0, cut), input.substr(cut)});
+    EXPECT_TRUE(r.killed) << "cut at " << cut;
+    EXPECT_EQ(r.observed.reasons, std::vector<RequestReason>{RequestReason::http_data_after_close})
+        << "cut at " << cut;
+    EXPECT_TRUE(r.denial.starts_with("HTTP/1.1 400 Bad Request\r\n")) << r.denial;
+    EXPECT_NE(r.denial.find(R"("code":"http_data_after_close")"), std::string::npos) << r.denial;
+  }
 }
 
 TEST(HttpStage, AnswersARefusalAtTheHeadWithoutReadingTheBody) {
