@@ -10,6 +10,7 @@ packages=(
   zlib1g-dev libutf8proc-dev libicu-dev nlohmann-json3-dev clang python3-h11
   iproute2 iputils-ping ethtool curl python3 python3-scapy procps tcpdump
   prometheus haproxy wrk python3-yaml python3-matplotlib
+  python3-fastapi python3-uvicorn  # tests/e2e/integrity_test.sh's real host
 )
 # prometheus: for `promtool check metrics` on the exposition in the live tests (the Prometheus
 # server the package would start is disabled again below). haproxy and wrk: the side-by-side
