@@ -247,7 +247,7 @@ def sdk(out_path: str, kind: str) -> int:
     try:
         d = json.loads(open(out_path, encoding="utf-8").read().strip().splitlines()[-1])
     except (OSError, ValueError, IndexError):
-        print("absent (no result)")
+        print("no-result")
         return 0
     texts = list((d.get("texts") or {}).values()) + [str(d.get("message") or "")]
     found = any(SECRET_RE[kind].search(t) for t in texts)

@@ -346,7 +346,9 @@ echo "integrity_test: ---- answers: the host says a private key (the control: a 
 answer_check() { # answer_check CLIENT TAG KIND HOW FOUND_OR_ABSENT
   local client=$1 tag=$2 kind=$3 how=$4 got=$5 reached
   reached=$(oracle "$tag")
-  if [[ $kind == private ]]; then
+  if [[ $got == no-result ]]; then
+    fail "answer $tag ($client, $how): the client gave no result: $(head -c 300 "$work/$tag.json.err" 2>/dev/null)"
+  elif [[ $kind == private ]]; then
     if [[ $got == absent* && $reached == "reached 1 "* ]]; then
       pass "answer $tag ($client, $how): the client never got the private key ($got)"
     elif [[ $got == absent* ]]; then
@@ -357,6 +359,10 @@ answer_check() { # answer_check CLIENT TAG KIND HOW FOUND_OR_ABSENT
   else
     if [[ $got == found* ]]; then
       pass "answer $tag ($client, $how, control): the public key reached the client"
+    elif [[ $how == *json_fake_* ]]; then
+      # An answer labelled with a coding it does not have cannot be read: Sluice cuts it whatever
+      # it says, so this control shows nothing. Not a check.
+      echo "$test_name: note: answer $tag ($client, $how, control): cut too (an unreadable answer is cut whatever it says)"
     else
       fail "answer $tag ($client, $how, control): the public key did not reach the client ($got; $reached)"
     fi

@@ -113,6 +113,24 @@ async function responses() {
 }
 
 const result = { ok: false, status: null, error: null, message: null };
+let printed = false;
+function print() {
+  if (printed) return;
+  printed = true;
+  result.texts = texts;
+  result.events = events;
+  process.stdout.write(JSON.stringify(result) + "\n");
+}
+// A connection reset in the middle of a body can leave the SDK's promise unsettled (node-fetch's
+// body stream fails with no one listening): the event loop empties and node would exit silently.
+// That is an outcome too: the application got nothing.
+process.on("beforeExit", () => {
+  if (!printed) {
+    result.error = "Unsettled";
+    result.message = "the call never settled (the connection ended mid-body)";
+    print();
+  }
+});
 try {
   result.status = await (command === "chat" ? chat() : responses());
   result.ok = true;
@@ -122,14 +140,12 @@ try {
     result.status = e.status ?? null;
     result.message = e.message;
     add("error.message", e.message);
-  } else if (e instanceof TypeError || e instanceof SyntaxError || e?.name === "AbortError") {
-    // A connection that ends mid-body ("terminated"), a body that is not JSON: outcomes too.
-    result.error = e.name;
-    result.message = String(e.cause?.message ?? e.message);
   } else {
-    throw e;
+    // A connection reset or ended mid-body (node-fetch's FetchError, "terminated"), a body that
+    // is not JSON: outcomes too. Its message is what the application would show.
+    result.error = e?.name ?? String(e);
+    result.message = String(e?.message ?? e);
+    add("error.message", result.message);
   }
 }
-result.texts = texts;
-result.events = events;
-process.stdout.write(JSON.stringify(result) + "\n");
+print();
