@@ -6,6 +6,11 @@
       Sends the hand-built request(s) of CASE (RAW_CASES) on one TCP connection, the pieces
       0.3 s apart (so that a later piece is a later segment), reads until the server closes or
       5 s pass, writes what came back to OUT and prints the status codes seen ("000": none).
+  integrity_check.py tcp SRC DST IFACE DST_MAC KEY CASE
+      Sends the request of CASE (tcp_pieces) over a TCP connection built by hand with scapy
+      from SRC, an address no namespace owns (the server's neighbour entry points it at IFACE,
+      whose kernel drops what comes back unanswered): out-of-order overlaps, a retransmission
+      that differs, an urgent byte. Prints "sent" or "no-synack".
   integrity_check.py prompt HOST_LOG CASE SLUICECTL RULES_DB TIER
       What the host's model read for CASE: prints "reached N forbidden M [rules]": N requests of
       the case reached the host, M of them carried text that an enforce-mode block prompt rule
@@ -147,6 +152,68 @@ def raw(host: str, port: str, key: str, other: str, out: str, case: str) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- hand-built TCP segments
+def tcp_pieces(request: bytes, case: str) -> list:
+    """(offset, payload, flags, urgent pointer) in the order sent, for a request whose bytes a
+    Linux receiver reassembles as `request` (urgent: plus one byte it removes)."""
+    if case == "tcp_benign_two_segments":  # the control: this machinery delivers a request
+        return [(0, request[:60], "PA", 0), (60, request[60:], "PA", 0)]
+    k = request.index(b"ignore")
+    masked = request[:k] + b"xxxxxx" + request[k + 6:]  # the same length, no rule matches it
+    if case == "tcp_ofo_longer_replaces":
+        # Out of order: 20 masked bytes, then 30 real ones from the same sequence number (Linux's
+        # out-of-order queue replaces the shorter segment with the longer), then the hole.
+        return [(k, masked[k:k + 20], "PA", 0), (k, request[k:k + 30], "PA", 0),
+                (0, request[:k], "PA", 0), (k + 30, request[k + 30:], "PA", 0)]
+    if case == "tcp_ofo_same_range":
+        # Out of order: 20 real bytes, then 20 masked ones over the same range (Linux keeps the
+        # first: "all the bits are present"), then the hole.
+        return [(k, request[k:k + 20], "PA", 0), (k, masked[k:k + 20], "PA", 0),
+                (0, request[:k], "PA", 0), (k + 20, request[k + 20:], "PA", 0)]
+    if case == "tcp_retransmit_differs":
+        # In order up to the phrase's end, then a "retransmission" from the phrase on with the
+        # phrase masked: Linux has those bytes already and keeps them.
+        return [(0, request[:k + 20], "PA", 0), (k, masked[k:], "PA", 0)]
+    if case == "tcp_urgent_byte":
+        # One segment, one extra byte inside "ignore" sent as urgent data: Linux takes it out of
+        # the stream (no SO_OOBINLINE), so the host reads the request as written.
+        data = request[:k + 3] + b"X" + request[k + 3:]
+        return [(0, data, "PAU", k + 4)]
+    raise SystemExit(f"integrity_check: unknown tcp case {case}")
+
+
+def tcp(src: str, dst: str, iface: str, dst_mac: str, key: str, case: str) -> int:
+    """Sends CASE's request over a TCP connection built by hand from SRC (an address no
+    namespace owns: the server's neighbour entry points it at IFACE), segment by segment."""
+    import random
+    import logging
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    from scapy.all import Ether, IP, TCP, conf, get_if_hwaddr, sendp, srp1  # noqa: E402
+    conf.verb = 0
+    request = head(dst, key, chat(BENIGN if case.startswith("tcp_benign") else PHRASE), case)
+    src_mac = get_if_hwaddr(iface)
+    sport, isn = random.randint(20000, 60000), random.randint(1, 1 << 30)
+    l2 = Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst)
+    synack = srp1(l2 / TCP(sport=sport, dport=8000, flags="S", seq=isn, window=65535),
+                  iface=iface, timeout=3)
+    if synack is None or TCP not in synack or synack[TCP].flags & 0x12 != 0x12:
+        print("no-synack")
+        return 0
+    ack = synack[TCP].seq + 1
+    base = isn + 1
+    sendp(l2 / TCP(sport=sport, dport=8000, flags="A", seq=base, ack=ack, window=65535),
+          iface=iface)
+    for offset, payload, flags, urgent in tcp_pieces(request, case):
+        time.sleep(0.1)
+        sendp(l2 / TCP(sport=sport, dport=8000, flags=flags, seq=base + offset, ack=ack,
+                       window=65535, urgptr=urgent) / payload, iface=iface)
+    time.sleep(1.0)
+    end = base + max(o + len(p) for o, p, _, _ in tcp_pieces(request, case))
+    sendp(l2 / TCP(sport=sport, dport=8000, flags="R", seq=end), iface=iface)
+    print("sent")
+    return 0
+
+
 # ---------------------------------------------------------------- the prompt oracle
 def host_lines(path: str, case: str) -> list:
     lines = []
@@ -259,6 +326,8 @@ def sdk(out_path: str, kind: str) -> int:
 def main(argv: list) -> int:
     if len(argv) >= 7 and argv[0] == "raw":
         return raw(*argv[1:7])
+    if len(argv) == 7 and argv[0] == "tcp":
+        return tcp(*argv[1:7])
     if len(argv) in (6, 8) and argv[0] == "prompt":
         benign = argv[7] if len(argv) == 8 and argv[6] == "--benign" else None
         return prompt(*argv[1:6], benign=benign)

@@ -341,6 +341,28 @@ attack req_utf16_body "$(raw req_utf16_body)" "the body in UTF-16-LE (Python's j
 attack req_utf32_body "$(raw req_utf32_body)" "the body in UTF-32-LE, text/plain"
 attack req_responses_input "$(send req_responses_input /v1/responses -H 'Content-Type: application/json' --data-binary "{\"model\":\"small-1\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":$P}]}]}")" "/v1/responses input"
 
+# TCP, segments built by hand (scapy) from 198.18.N.9, an address no namespace owns: the
+# server's neighbour entry sends its answers to cli0, whose kernel drops them unanswered.
+spoof_ip="198.18.${net}.9"
+ip -n "$srv_ns" neigh replace "$spoof_ip" lladdr "$(ip netns exec "$cli_ns" cat /sys/class/net/cli0/address)" dev srv0 nud permanent
+srv_mac=$(ip netns exec "$srv_ns" cat /sys/class/net/srv0/address)
+tcp_attack() { # tcp_attack CASE WHAT
+  local tag=$1 out
+  out=$(in_ns "$cli_ns" timeout 30 "$py" "$check_py" tcp "$spoof_ip" "$server_ip" cli0 "$srv_mac" "$key" "$tag" 2>>"$work/curl.err" || echo "error")
+  attack "$tag" "($out)" "$2"
+}
+out=$(in_ns "$cli_ns" timeout 30 "$py" "$check_py" tcp "$spoof_ip" "$server_ip" cli0 "$srv_mac" "$key" tcp_benign_two_segments 2>>"$work/curl.err" || echo "error")
+seen=$(oracle tcp_benign_two_segments --benign "$benign")
+if [[ $seen == "reached 1 with-text 1 forbidden 0" ]]; then
+  pass "benign tcp_benign_two_segments (scapy, in order, two segments; the control of the TCP cases): the host read it ($out; $seen)"
+else
+  fail "benign tcp_benign_two_segments (scapy, in order, two segments; the control of the TCP cases): the host did not read it ($out; $seen)"
+fi
+tcp_attack tcp_ofo_longer_replaces "out of order: masked bytes, then a longer segment from the same sequence number with the phrase (Linux keeps the longer), then the hole"
+tcp_attack tcp_ofo_same_range "out of order: the phrase, then masked bytes over the same range (Linux keeps the first), then the hole"
+tcp_attack tcp_retransmit_differs "in order, then a retransmission with the phrase masked (Linux keeps what it has)"
+tcp_attack tcp_urgent_byte "an extra byte inside the phrase sent as urgent data (Linux removes it from the stream)"
+
 # ---------------------------------------------------------------- answers
 echo "integrity_test: ---- answers: the host says a private key (the control: a public key)"
 answer_check() { # answer_check CLIENT TAG KIND HOW FOUND_OR_ABSENT
