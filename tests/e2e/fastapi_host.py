@@ -26,8 +26,10 @@ Answers: a normal one ("Hello from the FastAPI host.") unless the request header
 blocks) or `public` (a PEM public-key header: the control, which no rule blocks). Then the header
 x-si-answer picks where and how the host says it (the SHAPES table below): in message content,
 in reasoning_content, in tool-call arguments, in the second of two choices, streamed one
-character per write, interleaved between two streamed choices, with a wrong or missing
-Content-Type, gzip-coded, labelled with a coding it does not have, in an error body ...
+character per write (sse*; sse_bytewise: the whole stream one byte per write), interleaved
+between two streamed choices, with CR or CRLF line ends, each event's JSON over two data lines,
+with a wrong, missing or upper-case Content-Type, gzip-coded, labelled with a coding it does not
+have, in an error body ...
 """
 
 from __future__ import annotations
@@ -218,10 +220,16 @@ def answer(request: Request, route: str, model: str) -> Response:
             pieces = responses_events(model, text, shape)
         else:
             pieces = chat_events(model, text, shape)
-        media = {"sse_as_json": "application/json", "sse_no_ct": None}.get(shape,
-                                                                          "text/event-stream")
+        media = {"sse_as_json": "application/json", "sse_no_ct": None,
+                 "sse_upper_ct": "TEXT/EVENT-STREAM"}.get(shape, "text/event-stream")
         if shape == "sse_bytewise":
             pieces = bytewise(pieces)
+        elif shape == "sse_cr":  # WHATWG: CR alone ends a line too
+            pieces = [p.replace(b"\n", b"\r") for p in pieces]
+        elif shape == "sse_crlf":
+            pieces = [p.replace(b"\n", b"\r\n") for p in pieces]
+        elif shape == "sse_multiline":  # each event's JSON over two data lines (joined by LF)
+            pieces = [p.replace(b',"choices"', b',\ndata: "choices"', 1) for p in pieces]
         return StreamingResponse(paced(pieces, request, shape, secret_kind), media_type=media,
                                  headers={"cache-control": "no-cache"})
 

@@ -282,7 +282,8 @@ def readings(body: bytes, headers: str) -> list:
         except ValueError:
             pass
         joined, everything = {}, []
-        for block in re.split(r"\r?\n\r?\n", text):
+        lf = text.replace("\r\n", "\n").replace("\r", "\n")  # WHATWG: CRLF, LF or CR
+        for block in lf.split("\n\n"):
             data = "\n".join(l[5:].lstrip(" ") if l.startswith("data:") else ""
                              for l in block.splitlines() if l.startswith("data:"))
             try:

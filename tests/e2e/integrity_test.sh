@@ -392,7 +392,7 @@ answer_check() { # answer_check CLIENT TAG KIND HOW FOUND_OR_ABSENT
 }
 chat_shapes=(json json_reasoning json_tool json_n2 json_text_plain json_no_ct json_as_sse json_gzip
   json_fake_gzip json_fake_br json_chunks error_400 text_500 sse sse_reasoning sse_tool sse_n2
-  sse_as_json sse_no_ct sse_bytewise)
+  sse_as_json sse_no_ct sse_upper_ct sse_cr sse_crlf sse_multiline sse_bytewise)
 for shape in "${chat_shapes[@]}"; do
   for kind in public private; do
     tag="ans_curl_chat_${shape}_$kind"
@@ -421,7 +421,8 @@ done
 sdk_shapes=("chat:json" "chat:json_reasoning" "chat:json_tool" "chat:json_n2:--n 2"
   "chat:json_text_plain" "chat:json_as_sse" "chat:json_gzip" "chat:error_400" "chat:text_500"
   "chat:sse:--stream" "chat:sse_reasoning:--stream" "chat:sse_tool:--stream"
-  "chat:sse_n2:--stream --n 2" "chat:sse_as_json:--stream" "chat:sse_bytewise:--stream"
+  "chat:sse_n2:--stream --n 2" "chat:sse_as_json:--stream" "chat:sse_cr:--stream"
+  "chat:sse_multiline:--stream" "chat:sse_bytewise:--stream"
   "responses:json" "responses:sse:--stream" "responses:sse_reasoning:--stream")
 for spec in "${sdk_shapes[@]}"; do
   IFS=: read -r api shape extra <<<"$spec"
