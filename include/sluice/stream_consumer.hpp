@@ -15,6 +15,9 @@ enum class StreamVerdict : uint8_t {
   kKill,      // end the flow: the segment is dropped and both sides are reset
   kDeny,      // end the flow: the segment is dropped, the client gets denial(), then a FIN,
               // and the server side is reset
+  kDiscard,   // drop the segment that carried these bytes and keep the flow: they are not the
+              // receiver's to read (data after a request that closes the connection); this
+              // direction's later payload is dropped too, counted as drop_data_after_close
 };
 
 class StreamConsumer {

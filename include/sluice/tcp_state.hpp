@@ -33,6 +33,11 @@ struct TcpDirectionState {
   uint32_t fin_held_seq = 0;
   uint32_t held_head = kNoSlot;  // out-of-order pieces held, sorted by seq, disjoint
   uint16_t held_count = 0;
+  bool rst_received = false;  // an in-sequence RST from this direction's sender ended the flow
+  // The consumer answered kDiscard: every payload byte at or after discard_from is dropped (the
+  // receiver waits there and must never be sent what lies beyond). 8 bytes with the padding.
+  bool discarding = false;
+  uint32_t discard_from = 0;
   // Delivered but not yet acknowledged bytes kept for comparison with retransmissions (client
   // to server only): contiguous pieces in sequence order, released as acknowledgements arrive.
   uint32_t retained_head = kNoSlot;

@@ -318,22 +318,38 @@ class Tcp:
     def handshake(self) -> list[Item]:
         return [self.syn(), self.synack(), self.send(True)]
 
+    def sluice_segment(self, to_server: bool, seq: int, ack: int, flags: str) -> bytes:
+        """A segment Sluice builds itself on this flow (packet_builder.cpp's layout)."""
+        src, dst = (self.client, self.server) if to_server else (self.server, self.client)
+        sp, dp = (self.cport, self.sport) if to_server else (self.sport, self.cport)
+        if src.v6:
+            l3 = IPv6(src=src.ip, dst=dst.ip, tc=0, fl=0, hlim=64)
+        else:
+            l3 = IP(src=src.ip, dst=dst.ip, ihl=5, tos=0, id=0, flags="DF", frag=0, ttl=64)
+        window = 0 if flags == "RA" else 65535
+        return bytes(l2(src, dst.mac, self.tags) / l3
+                     / TCP(sport=sp, dport=dp, seq=seq % MOD32, ack=ack % MOD32, dataofs=5,
+                           flags=flags, window=window, urgptr=0))
+
     def rsts(self, client_next: int, server_next: int) -> list[tuple[str, bytes]]:
         """The two RSTs Sluice emits when it kills this flow: (to_server, to_client)."""
-        out = []
-        for to_server in (True, False):
-            src, dst = (self.client, self.server) if to_server else (self.server, self.client)
-            sp, dp = (self.cport, self.sport) if to_server else (self.sport, self.cport)
-            seq, ack = (client_next, server_next) if to_server else (server_next, client_next)
-            if src.v6:
-                l3 = IPv6(src=src.ip, dst=dst.ip, tc=0, fl=0, hlim=64)
-            else:
-                l3 = IP(src=src.ip, dst=dst.ip, ihl=5, tos=0, id=0, flags="DF", frag=0, ttl=64)
-            pkt = (l2(src, dst.mac, self.tags) / l3
-                   / TCP(sport=sp, dport=dp, seq=seq % MOD32, ack=ack % MOD32, dataofs=5,
-                         flags="RA", window=0, urgptr=0))
-            out.append((TO_SERVER if to_server else TO_CLIENT, bytes(pkt)))
-        return out
+        return [(TO_SERVER, self.sluice_segment(True, client_next, server_next, "RA")),
+                (TO_CLIENT, self.sluice_segment(False, server_next, client_next, "RA"))]
+
+    def answered_fin(self, **kw) -> Item:
+        """The client's FIN on a flow Sluice ended: not forwarded, acknowledged by Sluice
+        (<SEQ=SEG.ACK><ACK=SEG.SEQ+SEG.LEN+1><CTL=ACK>) so the client's socket closes."""
+        seq, ack = self.c_nxt, self.s_nxt
+        item = self.send(True, fin=True, **kw)
+        item.fate = "answered"
+        item.emits.append((TO_CLIENT, self.sluice_segment(False, ack, seq + 1, "A")))
+        return item
+
+    def absorbed_ack(self) -> Item:
+        """The client's ACK on a flow Sluice ended: taken in silence, not a drop."""
+        item = self.send(True)
+        item.fate = "answered"
+        return item
 
 
 def split(data: bytes, sizes) -> list[bytes]:
@@ -764,11 +780,14 @@ def case_conflict() -> Case:
     rst = a.rsts(client_next=a.c_nxt, server_next=a.s_nxt)
     it.append(a.send(True, different(req[1]), seq=p2, fate="drop", emits=rst))
     killed = 0
-    for item in (a.send(False), a.send(True, req[2] if len(req) > 2 else b"tail"),
-                 a.send(True, fin=True), a.send(False, fin=True)):
+    for item in (a.send(False), a.send(True, req[2] if len(req) > 2 else b"tail")):
         item.fate = "drop"
         killed += 1
         it.append(item)
+    it.append(a.answered_fin())                         # acknowledged by Sluice, not a drop
+    item = a.send(False, fin=True, fate="drop")
+    killed += 1
+    it.append(item)
     streams.append((BASE_TS_US, it))
     # A again, 2 s later: a new SYN on the same 5-tuple starts a new flow that passes.
     a2 = Tcp(a.client, a.server, a.cport, cisn=900_000, sisn=800_000)
@@ -788,10 +807,9 @@ def case_conflict() -> Case:
     it.append(c.send(True, ack=r2))                     # the client acknowledges the first only
     rst = c.rsts(client_next=c.c_nxt, server_next=c.s_nxt)
     it.append(c.send(False, different(resp[1]), seq=r2, fate="drop", emits=rst))
-    for item in (c.send(True), c.send(False, resp[2])):
-        item.fate = "drop"
-        killed += 1
-        it.append(item)
+    it.append(c.absorbed_ack())
+    it.append(c.send(False, resp[2], fate="drop"))
+    killed += 1
     streams.append((BASE_TS_US + 500, it))
     # D (IPv6): a retransmission that differs from bytes held out of order.
     d = Tcp(v6client(53), v6server(1), 44003, cisn=50_000, sisn=60_000)
@@ -821,10 +839,7 @@ def case_conflict() -> Case:
     it.append(e.send(True, ack=r2))
     rst = e.rsts(client_next=e.c_nxt, server_next=e.s_nxt)
     it.append(e.send(False, different(resp[1]), seq=r2, fate="drop", emits=rst))
-    item = e.send(True)
-    item.fate = "drop"
-    killed += 1
-    it.append(item)
+    it.append(e.absorbed_ack())
     streams.append((BASE_TS_US + 900, it))
     # F (QinQ, IPv4 options): the RSTs copy both tags and have a plain 20-byte IPv4 header.
     f = Tcp(v4client(55), s2, 44005, cisn=0xFFFFFF00, sisn=0x7FFFFFF0, tags=QINQ, ip_options=True)
@@ -843,6 +858,7 @@ def case_conflict() -> Case:
                 "another flow unaffected", interleave(streams, rng, gap=(100, 900)),
                 counters={"drop_tcp_conflicting_retransmission": 5, "tcp_flows_killed": 5,
                           "rst_sent": 10, "drop_tcp_killed_flow": killed,
+                          "tcp_killed_flow_answered": 1, "tcp_killed_flow_absorbed": 2,
                           "tcp_out_of_order_held": 1},  # D's held segment, never delivered
                 auto_delivered=False)
 
@@ -1408,6 +1424,10 @@ def expected_outputs(items: list[Item]) -> dict[str, list[tuple[int, bytes]]]:
     return out
 
 
+def is_rst(frame: bytes) -> bool:
+    return bool(parse_frame(frame).flags & 0x04)
+
+
 def expected_counters(case: Case, out) -> dict:
     counters = {"mbufs_in_use_after_run": 0}
     for side in (CLIENT, SERVER):
@@ -1422,8 +1442,13 @@ def expected_counters(case: Case, out) -> dict:
                  "midstream_passed", "fragments_passed", "bad_checksum_passed",
                  "flow_table_full_passed"):
         counters[name] = 0
-    counters["rst_sent"] = sum(len(i.emits) for i in case.items)
-    counters["tcp_flows_killed"] = sum(1 for i in case.items if i.emits)
+    counters["rst_sent"] = sum(1 for i in case.items for _, d in i.emits if is_rst(d))
+    counters["tcp_flows_killed"] = sum(1 for i in case.items
+                                       if any(is_rst(d) for _, d in i.emits))
+    counters["tcp_killed_flow_answered"] = sum(1 for i in case.items
+                                               for _, d in i.emits if not is_rst(d))
+    counters["tcp_killed_flow_absorbed"] = sum(1 for i in case.items
+                                               if i.fate == "answered" and not i.emits)
     tcp_ports = case.config.get("inspect", {}).get("tcp_ports", [8000])
     other = 0
     ranges: dict[tuple, list] = {}  # per flow direction: [base seq, [(start, end) offsets]]
