@@ -45,6 +45,7 @@ struct TcpDirectionState {
   uint32_t retained_bytes = 0;
   uint8_t history_next = 0;
   uint8_t history_count = 0;
+  bool fin_first = false;  // this direction's FIN came before the other's (its sender closed first)
   std::array<SegmentDigest, kDigestHistory> history{};
 };
 

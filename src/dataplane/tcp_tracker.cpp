@@ -134,11 +134,13 @@ TcpResult TcpTracker::on_syn(Flow& flow, const PacketInfo& info, std::span<const
 
 // The host takes a SYN on a tuple it still knows only when its connection there is over:
 // - after a RST in sequence (both ends dropped it; the listener takes any SYN);
-// - after both FINs, each acknowledged: the server socket is CLOSED (it closed second) or in
-//   TIME-WAIT (it closed first), which takes a SYN only above everything it received from the
-//   client (RFC 9293 §3.6.1; Linux tcp_timewait_state_process: after(seq, tw_rcv_nxt)). Linux
-//   also takes a lower ISN with a newer timestamp (RFC 6191); Sluice does not keep timestamps
-//   and drops that SYN: the client's retries pass once the flow expires.
+// - after both FINs, each acknowledged. When the client closed first, the server socket went
+//   LAST-ACK → CLOSED and the listener takes any SYN. When the server closed first it is in
+//   TIME-WAIT, which takes a SYN only above everything it received from the client (RFC 9293
+//   §3.6.1; Linux tcp_timewait_state_process: after(seq, tw_rcv_nxt)). Linux also takes a lower
+//   ISN with a newer timestamp (RFC 6191); Sluice keeps no timestamps and drops that SYN: the
+//   client's retries pass once the flow expires. Linux ISNs grow with a clock, so a reused
+//   tuple normally gets a higher one.
 bool TcpTracker::host_accepts_new_syn(const Flow& flow, uint32_t isn) const {
   const TcpDirectionState& client = flow.tcp.of(Direction::kToServer);
   const TcpDirectionState& server = flow.tcp.of(Direction::kToClient);
@@ -146,7 +148,8 @@ bool TcpTracker::host_accepts_new_syn(const Flow& flow, uint32_t isn) const {
   const auto closed = [](const TcpDirectionState& d) {
     return d.fin_received && d.acked_valid && d.acked == d.next_seq;
   };
-  return closed(client) && closed(server) && seq_diff(isn, client.next_seq) > 0;
+  if (!closed(client) || !closed(server)) return false;
+  return client.fin_first || seq_diff(isn, client.next_seq) > 0;
 }
 
 // RFC 5961 §3.2 (Linux tcp_validate_incoming): a RST resets the connection only when its
@@ -329,6 +332,7 @@ StreamVerdict TcpTracker::deliver(Flow& flow, Direction direction, std::span<con
 
 void TcpTracker::deliver_fin(Flow& flow, Direction direction, uint64_t now_ns) {
   TcpDirectionState& state = flow.tcp.of(direction);
+  state.fin_first = !flow.tcp.of(other(direction)).fin_received;
   state.fin_received = true;
   state.next_seq += 1;  // the FIN occupies one sequence number
   consumer_.on_end(flow_id(flow), direction);

@@ -249,6 +249,21 @@ def run(server, IP, TCP, Raw, sr1, send, sniff) -> None:
           f"lower ISN: {[str(p[TCP].flags) for p in low]}, "
           f"higher ISN: {[str(p[TCP].flags) for p in high]}")
 
+    # 7. The client closed first: the server goes LAST-ACK, then CLOSED at the ACK of its FIN,
+    #    and the listener takes a SYN with any ISN, a lower one included.
+    sport = 41009
+    sisn = connect(sport, 50_000)
+    send(seg(sport, "FA", 50_001, sisn + 1), iface="sl-ref-c")  # client FIN: CLOSE-WAIT
+    time.sleep(0.3)
+    server.conns[sport].shutdown(socket.SHUT_RDWR)               # server FIN: LAST-ACK
+    time.sleep(0.3)
+    send(seg(sport, "A", 50_002, sisn + 2), iface="sl-ref-c")   # ACK of its FIN: CLOSED
+    time.sleep(0.3)
+    low = replies_to(seg(sport, "S", 1000))
+    check("closed_after_client_first_close_takes_any_isn",
+          "SA" in [str(p[TCP].flags) for p in low],
+          f"lower ISN: {[str(p[TCP].flags) for p in low]}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

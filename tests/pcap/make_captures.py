@@ -1414,14 +1414,21 @@ def case_syn_mismatch() -> Case:
     it += [c.send(False, http_response(rng, 600)), c.send(True), c.send(False, fin=True),
            c.send(True)]
     streams.append((BASE_TS_US + 600, it))
-    # D: both FINs acknowledged (TIME-WAIT or CLOSED): a lower ISN is dropped, a higher one
-    # opens a new connection that passes.
+    # D: the server closed first and both FINs are acknowledged (TIME-WAIT): a lower ISN is
+    # dropped, a higher one opens a new connection that passes.
     d = Tcp(v4client(204), server, 54003, cisn=5_000_000, sisn=6_000_000)
-    it = session_items(d, rng, prompt_len=300, answer_len=500)
+    it = session_items(d, rng, prompt_len=300, answer_len=500, close="server")
     it.append(other_syn(d, 1_000_000, fate="drop"))
     d2 = Tcp(d.client, d.server, d.cport, cisn=d.c_nxt + 100_000, sisn=16_000_000)
     streams.append((BASE_TS_US + 900, it + session_items(d2, rng, prompt_len=300,
                                                          answer_len=500)))
+    # F: the client closed first and both FINs are acknowledged (the server socket is CLOSED):
+    # a lower ISN opens a new connection.
+    f = Tcp(v4client(206), server, 54005, cisn=30_000_000, sisn=31_000_000)
+    it = session_items(f, rng, prompt_len=300, answer_len=500, close="client")
+    f2 = Tcp(f.client, f.server, f.cport, cisn=1_000, sisn=32_000_000)
+    streams.append((BASE_TS_US + 1500, it + session_items(f2, rng, prompt_len=300,
+                                                          answer_len=500)))
     # E: after a RST at the exact sequence number, any SYN opens a new connection.
     e = Tcp(v4client(205), server, 54004, cisn=9_000_000, sisn=10_000_000)
     it = e.handshake() + [e.send(True, http_request(rng, 300)), e.send(False),
@@ -1430,8 +1437,9 @@ def case_syn_mismatch() -> Case:
     streams.append((BASE_TS_US + 1200, it + session_items(e2, rng, prompt_len=300,
                                                           answer_len=500)))
     return Case("syn_mismatch", "a SYN the host would ignore is dropped: another ISN while "
-                "half-open or established, a SYN while closing, a lower ISN after a full close; "
-                "a higher ISN after a full close, and any ISN after an exact RST, open a new flow",
+                "half-open or established, a SYN while closing, a lower ISN in TIME-WAIT; a "
+                "higher ISN in TIME-WAIT, any ISN once a client-first close is over, and any ISN "
+                "after an exact RST open a new flow",
                 interleave(streams, rng), counters={"drop_tcp_unacceptable_syn": 4})
 
 

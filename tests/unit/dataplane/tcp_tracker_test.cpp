@@ -447,22 +447,38 @@ TEST_F(TcpTrackerTest, DropsASynWhileOnlyTheClientHasClosed) {
   EXPECT_EQ(consumer_.opened, 1);
 }
 
-TEST_F(TcpTrackerTest, TakesOnlyAHigherIsnAfterBothFinsAreAcknowledged) {
+TEST_F(TcpTrackerTest, AfterTheServerClosedFirstTakesOnlyAHigherIsn) {
   handshake();
-  client_data(0, "req", tcp_flag::kFin);
-  send(false, tcp_flag::kAck | tcp_flag::kFin, server_isn_ + 1, client_isn_ + 5, "resp");
-  // The server's FIN is not acknowledged yet (the server is in LAST-ACK): no new connection.
+  client_data(0, "req");
+  server_data(0, "resp", tcp_flag::kFin);  // the server closes first: it ends in TIME-WAIT
+  send(true, tcp_flag::kAck | tcp_flag::kFin, client_isn_ + 4, server_isn_ + 6, "");
+  // The client's FIN is not acknowledged yet (the server is in CLOSING): no new connection.
   EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ + 100000, 0, "").verdict, TcpVerdict::kDrop);
-  send(true, tcp_flag::kAck, client_isn_ + 5, server_isn_ + 6, "");
-  // TIME-WAIT rules: a lower ISN is no new connection, a higher one is.
+  send(false, tcp_flag::kAck, server_isn_ + 6, client_isn_ + 5, "");
+  // TIME-WAIT: a lower ISN is no new connection, a higher one is.
   EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ - 100000, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ + 4, 0, "").verdict, TcpVerdict::kDrop);
   EXPECT_EQ(consumer_.opened, 1);
   client_isn_ += 100000;
   server_isn_ = 4242;
   handshake();
   EXPECT_EQ(consumer_.opened, 2);
   EXPECT_EQ(consumer_.closed, 1);
-  EXPECT_EQ(count(Counter::drop_tcp_unacceptable_syn), 2u);
+  EXPECT_EQ(count(Counter::drop_tcp_unacceptable_syn), 3u);
+}
+
+TEST_F(TcpTrackerTest, AfterTheClientClosedFirstTakesAnyIsnOnceBothFinsAreAcknowledged) {
+  handshake();
+  client_data(0, "req", tcp_flag::kFin);  // the client closes first: the server ends CLOSED
+  send(false, tcp_flag::kAck | tcp_flag::kFin, server_isn_ + 1, client_isn_ + 5, "resp");
+  // The server's FIN is not acknowledged yet (it is in LAST-ACK): no new connection.
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ - 100000, 0, "").verdict, TcpVerdict::kDrop);
+  send(true, tcp_flag::kAck, client_isn_ + 5, server_isn_ + 6, "");
+  client_isn_ -= 100000;
+  server_isn_ = 4242;
+  handshake();
+  EXPECT_EQ(consumer_.opened, 2);
+  EXPECT_EQ(client_data(0, "new").verdict, TcpVerdict::kForward);
 }
 
 TEST_F(TcpTrackerTest, TakesAnyIsnAfterAnExactRst) {
