@@ -179,7 +179,7 @@ TcpResult TcpTracker::on_killed(const PacketInfo& info, std::span<const uint8_t>
     if ((info.tcp_flags & (kFinAck | tcp_flag::kRst)) == kFinAck) {
       return {TcpVerdict::kAnswer, Counter::tcp_killed_flow_answered};
     }
-    if (payload.empty() && !(info.tcp_flags & tcp_flag::kFin)) {
+    if (payload.empty() && !(info.tcp_flags & (tcp_flag::kFin | tcp_flag::kSyn))) {
       counters_.add(Counter::tcp_killed_flow_absorbed);
       return {TcpVerdict::kDrop, Counter::tcp_killed_flow_absorbed};
     }
