@@ -49,8 +49,9 @@ struct TcpDirectionState {
   std::array<SegmentDigest, kDigestHistory> history{};
 };
 
-// The per-direction budget: 40 bytes of sequence state and 256 of digests; the RST, kDiscard and
-// FIN-order state of issue 12 took 8 (rst_received, discarding and fin_first sit in padding).
+// The per-direction budget: 48 bytes of sequence state and 256 of digests. Issue 12's state
+// took 8 of the 48 (discard_from and its padding; rst_received, discarding and fin_first fill
+// what was padding before).
 static_assert(sizeof(TcpDirectionState) == 304, "a new per-direction field states its bytes");
 
 struct TcpFlowState {
