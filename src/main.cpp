@@ -74,7 +74,7 @@ the pool, 3 when some were not, 1 on a start-up error, 2 on a usage or config er
 constexpr std::string_view kReplayHelp =
     R"(Usage: sluice replay --in CAPTURE.pcap --out-client TO_CLIENT.pcap --out-server TO_SERVER.pcap
                     [--config FILE] [--server-net CIDR]... [--audit FILE] [--prompts FILE]
-                    [--reload-at N[:CONFIG]]... [--quiet]
+                    [--reload-at N[:CONFIG]]... [--arrived-on N:SIDE]... [--quiet]
 
 Runs Sluice's worker pipeline over a capture, in order, on one worker, with time taken from the
 packet timestamps, and writes what Sluice emits toward each side. The same capture and config
@@ -103,6 +103,9 @@ Options:
                           requests whose head was read before packet N are decided under the old
                           policy. A bad file is reported (FILE:LINE:COL) and the running policy
                           stays. Repeatable, N increasing.
+      --arrived-on N:SIDE packet N (1-based) arrived on SIDE (client or server), whatever the
+                          rule below says: how a capture holds a frame whose addresses claim
+                          the other side than the port it came in on (repeatable)
       --quiet             no summary table (and no line per reload done)
   -h, --help              this text
 
@@ -340,6 +343,24 @@ int main_replay(int argc, char** argv) {
       options.prompts = args.value(name, inline_value);
     } else if (name == "--audit") {
       options.audit = args.value(name, inline_value);
+    } else if (name == "--arrived-on") {
+      const std::string text = args.value(name, inline_value);
+      const std::size_t colon = text.find(':');
+      const std::string digits = text.substr(0, colon);
+      const std::string side = colon == std::string::npos ? "" : text.substr(colon + 1);
+      sluice::ReplayArrival arrival;
+      const auto [end, error] =
+          std::from_chars(digits.data(), digits.data() + digits.size(), arrival.packet);
+      if (digits.empty() || error != std::errc() || end != digits.data() + digits.size() ||
+          arrival.packet == 0 || (side != "client" && side != "server")) {
+        usage_error(
+            "--arrived-on: expected N:client or N:server with N a packet number from 1, "
+            "got '" +
+                text + "'",
+            command);
+      }
+      arrival.server = side == "server";
+      options.arrivals.push_back(arrival);
     } else if (name == "--reload-at") {
       sluice::ReplayReload point = parse_reload_at(args.value(name, inline_value), command);
       if (!options.reloads.empty() && point.packet <= options.reloads.back().packet) {

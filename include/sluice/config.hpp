@@ -11,6 +11,9 @@
 namespace sluice {
 
 enum class Policy : uint8_t { kPass, kDrop };
+// A segment of an inspected flow with URG set: Linux takes the byte before the urgent pointer
+// out of the stream, Sluice reads it in-stream. kNormalise clears URG and the urgent pointer.
+enum class UrgentPolicy : uint8_t { kNormalise, kDrop };
 
 struct DataplaneConfig {
   std::string client_port = "net_af_packet0,iface=sl-client,framecnt=4096";
@@ -32,6 +35,7 @@ struct InspectConfig {
   Policy on_flow_table_full = Policy::kDrop;
   Policy fragments = Policy::kDrop;
   Policy bad_checksum = Policy::kDrop;
+  UrgentPolicy urgent_data = UrgentPolicy::kNormalise;
   uint32_t reassembly_bytes = 262144;  // see TcpConfig
   uint32_t reassembly_segments = 256;
   uint32_t reassembly_slots = 8192;

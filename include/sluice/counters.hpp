@@ -38,6 +38,9 @@ namespace sluice {
   X(denials_sent, Traffic)                          \
   X(redistributed_packets, Traffic)                 \
   X(syns_refused_draining, Traffic)                 \
+  X(tcp_urgent_cleared, Traffic)                    \
+  X(tcp_killed_flow_answered, Traffic)              \
+  X(tcp_killed_flow_absorbed, Traffic)              \
   /* drops: malformed frames, by reason */          \
   X(drop_truncated_ethernet, Drop)                  \
   X(drop_too_many_vlan_tags, Drop)                  \
@@ -68,6 +71,13 @@ namespace sluice {
   X(drop_tcp_unverifiable_retransmission, Drop)     \
   X(drop_tcp_killed_flow, Drop)                     \
   X(drop_request_refused, Drop)                     \
+  X(drop_tcp_unacceptable_syn, Drop)                \
+  X(drop_tcp_rst_not_exact, Drop)                   \
+  X(drop_tcp_after_rst, Drop)                       \
+  X(drop_tcp_beyond_fin, Drop)                      \
+  X(drop_tcp_wrong_side, Drop)                      \
+  X(drop_tcp_urgent, Drop)                          \
+  X(drop_data_after_close, Drop)                    \
   /* drops: resources */                            \
   X(drop_tx_full, Drop)                             \
   X(drop_redistribute_full, Drop)                   \

@@ -63,6 +63,10 @@ struct Flow {
   FlowState state = FlowState::kHalfOpen;
   bool in_use = false;
   bool client_is_low = false;  // the SYN sender's endpoint is key.address_low/port_low
+  // The port the SYN arrived on: a frame's direction is the port it arrives on, and one whose
+  // addresses claim the other direction is dropped (a forged ACK from the client port could
+  // otherwise acknowledge bytes the server never got). Fits the padding: no extra byte.
+  Side client_side = Side::kClient;
   TcpFlowState tcp;
 };
 

@@ -53,7 +53,7 @@ class Pipeline {
   void process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketInfo& info,
                          std::span<const uint8_t> frame, uint64_t now_ns);
   bool passes(Policy policy, Counter passed, Counter dropped);
-  Flow* open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_ns);
+  Flow* open_flow(Side arrived_on, const KeyedPacket& keyed, uint64_t hash, uint64_t now_ns);
   void remove_flow(Flow& flow);
   void end_flow(Side arrived_on, const Flow& flow, const PacketInfo& info,
                 std::span<const uint8_t> frame, bool from_client, const TcpResult& result,

@@ -38,11 +38,20 @@ struct ReplayReload {
 using ReplayReloader = std::function<std::shared_ptr<const AdmissionPolicy>(
     const ReplayReload& point, const AdmissionPolicy& running)>;
 
+// `--arrived-on N:client|server`: packet `packet` (1-based) arrived on that side, whatever the
+// side rule says — a frame whose addresses claim the other direction (a forgery) can only be
+// written this way, since the rule derives sides from addresses.
+struct ReplayArrival {
+  uint64_t packet = 0;
+  bool server = false;
+};
+
 struct ReplayOptions {
   std::string input;
   std::string out_client;
   std::string out_server;
   std::vector<Cidr> server_nets;
+  std::vector<ReplayArrival> arrivals;  // sides given by packet, over the side rule
   std::string prompts;  // JSON lines of what the scanner sees per request; empty: none
   std::string audit;    // the audit trail (JSON Lines), as the appliance writes it; empty: none
   std::shared_ptr<const AdmissionPolicy> policy;  // required: what admission enforces

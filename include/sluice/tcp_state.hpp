@@ -33,6 +33,11 @@ struct TcpDirectionState {
   uint32_t fin_held_seq = 0;
   uint32_t held_head = kNoSlot;  // out-of-order pieces held, sorted by seq, disjoint
   uint16_t held_count = 0;
+  bool rst_received = false;  // an in-sequence RST from this direction's sender ended the flow
+  // The consumer answered kDiscard: every payload byte at or after discard_from is dropped (the
+  // receiver waits there and must never be sent what lies beyond). 8 bytes with the padding.
+  bool discarding = false;
+  uint32_t discard_from = 0;
   // Delivered but not yet acknowledged bytes kept for comparison with retransmissions (client
   // to server only): contiguous pieces in sequence order, released as acknowledgements arrive.
   uint32_t retained_head = kNoSlot;
@@ -40,8 +45,14 @@ struct TcpDirectionState {
   uint32_t retained_bytes = 0;
   uint8_t history_next = 0;
   uint8_t history_count = 0;
+  bool fin_first = false;  // this direction's FIN came before the other's (its sender closed first)
   std::array<SegmentDigest, kDigestHistory> history{};
 };
+
+// The per-direction budget: 48 bytes of sequence state and 256 of digests. Issue 12's state
+// took 8 of the 48 (discard_from and its padding; rst_received, discarding and fin_first fill
+// what was padding before).
+static_assert(sizeof(TcpDirectionState) == 304, "a new per-direction field states its bytes");
 
 struct TcpFlowState {
   std::array<TcpDirectionState, 2> direction{};  // indexed by Direction

@@ -5,6 +5,12 @@
 // before the hole is filled, and the segment that fills it passes the consumer first).
 // Retransmissions are compared with what was delivered: identical ones pass, differing ones kill
 // the flow.
+//
+// Sluice's view of each stream must stay the host's (docs/normalisation.md, "TCP"): a segment
+// that could change the state of the connection differently at Sluice and at a Linux host is
+// dropped, never forwarded — a SYN the host would ignore, a RST not exactly at the next expected
+// sequence number (RFC 5961 §3.2), a FIN out of sequence or bytes beyond a held FIN. A dropped
+// segment cannot desynchronise anything: the host never sees it.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +40,10 @@ enum class TcpVerdict : uint8_t {
   kDrop,  // drop this packet, keep the flow
   kKill,  // drop this packet, reset both sides, drop the flow's later packets
   kDeny,  // drop this packet, answer the client with the consumer's denial, reset the server
+  // Drop this packet (a FIN from the client of a flow Sluice ended) and acknowledge it toward
+  // its sender, <SEQ=SEG.ACK><ACK=SEG.SEQ+SEG.LEN><CTL=ACK>, so that its socket, in LAST-ACK,
+  // closes at once instead of retransmitting into a dead flow.
+  kAnswer,
 };
 
 struct TcpResult {
@@ -81,6 +91,14 @@ class TcpTracker {
 
   TcpResult on_syn(Flow& flow, const PacketInfo& info, std::span<const uint8_t> payload,
                    bool from_client, uint64_t now_ns);
+  // A packet of a flow Sluice ended (kKilled) that does not open a new connection.
+  TcpResult on_killed(const PacketInfo& info, std::span<const uint8_t> payload, bool from_client);
+  TcpResult on_rst(Flow& flow, Direction direction, const PacketInfo& info, uint64_t now_ns);
+  // Whether the host would take a client SYN with this ISN as a new connection on the tuple.
+  bool host_accepts_new_syn(const Flow& flow, uint32_t isn) const;
+  // The consumer answered kDiscard for bytes from `from` on: drops the packet.
+  TcpResult discard(TcpDirectionState& state, uint32_t from);
+  TcpResult drop(Counter reason);
   TcpResult on_data(Flow& flow, Direction direction, uint32_t seq, std::span<const uint8_t> payload,
                     bool fin, uint64_t now_ns);
   // Compares bytes [seq, seq + bytes.size()) that lie before next_seq with what was delivered.

@@ -354,7 +354,7 @@ Config parse(const YAML::Node& root, const std::string& source) {
     const Section s = top.child("inspect");
     s.allow_only({"tcp_ports", "other_traffic", "midstream", "on_flow_table_full", "fragments",
                   "bad_checksum", "reassembly_bytes", "reassembly_segments", "reassembly_slots",
-                  "timeouts"});
+                  "timeouts", "urgent_data"});
     InspectConfig& i = config.inspect;
     i.tcp_ports = s.ports("tcp_ports", i.tcp_ports);
     i.other_traffic = s.policy("other_traffic", i.other_traffic);
@@ -362,6 +362,15 @@ Config parse(const YAML::Node& root, const std::string& source) {
     i.on_flow_table_full = s.policy("on_flow_table_full", i.on_flow_table_full);
     i.fragments = s.policy("fragments", i.fragments);
     i.bad_checksum = s.policy("bad_checksum", i.bad_checksum);
+    if (const YAML::Node value = s.get("urgent_data")) {
+      const std::string text = value.IsScalar() ? value.Scalar() : "";
+      if (text == "normalise")
+        i.urgent_data = UrgentPolicy::kNormalise;
+      else if (text == "drop")
+        i.urgent_data = UrgentPolicy::kDrop;
+      else
+        s.fail(value, "inspect.urgent_data: expected normalise or drop, got '" + text + "'");
+    }
     i.reassembly_bytes =
         static_cast<uint32_t>(s.integer("reassembly_bytes", i.reassembly_bytes, 0, 1u << 24));
     i.reassembly_segments =

@@ -23,6 +23,42 @@ TcpConfig tcp_config_of(const InspectConfig& inspect) {
   return {inspect.reassembly_bytes, inspect.reassembly_segments, inspect.reassembly_slots};
 }
 
+// URG (RFC 9293 §3.1): not in tcp_flag because nothing else reads it.
+constexpr uint8_t kTcpUrg = 0x20;
+
+uint16_t load16(const uint8_t* at) {
+  return static_cast<uint16_t>(at[0] << 8 | at[1]);
+}
+void store16(uint8_t* at, uint16_t value) {
+  at[0] = static_cast<uint8_t>(value >> 8);
+  at[1] = static_cast<uint8_t>(value);
+}
+
+// RFC 1624 eqn. 3: the checksum after one 16-bit word of the summed data changes from `old` to
+// `now`, HC' = ~(~HC + ~m + m'), in ones' complement arithmetic.
+uint16_t checksum_update(uint16_t checksum, uint16_t old, uint16_t now) {
+  uint32_t sum =
+      static_cast<uint16_t>(~checksum) + static_cast<uint32_t>(static_cast<uint16_t>(~old)) + now;
+  sum = (sum & 0xFFFF) + (sum >> 16);
+  sum = (sum & 0xFFFF) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+// Clears URG and the urgent pointer of the TCP header at `tcp`, checksum fixed in place.
+void clear_urgent(uint8_t* tcp) {
+  constexpr std::size_t kFlagsWord = 12;  // data offset, reserved bits, flags
+  constexpr std::size_t kChecksum = 16;
+  constexpr std::size_t kUrgentPointer = 18;
+  uint16_t checksum = load16(tcp + kChecksum);
+  const uint16_t flags_word = load16(tcp + kFlagsWord);
+  const auto cleared = static_cast<uint16_t>(flags_word & ~uint16_t{kTcpUrg});
+  checksum = checksum_update(checksum, flags_word, cleared);
+  checksum = checksum_update(checksum, load16(tcp + kUrgentPointer), 0);
+  store16(tcp + kFlagsWord, cleared);
+  store16(tcp + kUrgentPointer, 0);
+  store16(tcp + kChecksum, checksum);
+}
+
 Counter rx_packets(Side side) {
   return side == Side::kClient ? Counter::rx_client_packets : Counter::rx_server_packets;
 }
@@ -140,7 +176,7 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
       return sink_.send(opposite(arrived_on), mbuf);
     }
     if (draining_) return refuse_syn(arrived_on, mbuf, info, frame);
-    flow = open_flow(keyed, hash, now_ns);
+    flow = open_flow(arrived_on, keyed, hash, now_ns);
     if (flow == nullptr) {
       if (!passes(inspect_.on_flow_table_full, Counter::flow_table_full_passed,
                   Counter::drop_flow_table_full)) {
@@ -150,10 +186,29 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
     }
   } else {
     SLUICE_STAGE(kFlow);
+    // The direction is the port the frame arrived on; addresses that claim the other one are a
+    // forgery (or a loop), never read: a "server" ACK from the client port would let the
+    // tracker drop bytes the server never got from its comparisons.
+    if ((keyed.source_is_low == flow->client_is_low) != (arrived_on == flow->client_side)) {
+      counters_.add(Counter::drop_tcp_wrong_side);
+      return drop(mbuf);
+    }
     table_.touch(*flow, now_ns);
   }
+  const bool from_client = arrived_on == flow->client_side;
 
-  const bool from_client = keyed.source_is_low == flow->client_is_low;
+  // Urgent data: Linux (SO_OOBINLINE off, the default) takes the byte before the urgent pointer
+  // out of the stream, Sluice reads it in-stream. One reading: URG cleared, or the segment
+  // dropped (inspect.urgent_data).
+  if (info.tcp_flags & kTcpUrg) {
+    if (inspect_.urgent_data == UrgentPolicy::kDrop) {
+      counters_.add(Counter::drop_tcp_urgent);
+      return drop(mbuf);
+    }
+    clear_urgent(rte_pktmbuf_mtod(mbuf, uint8_t*) + info.l4_offset);
+    counters_.add(Counter::tcp_urgent_cleared);
+  }
+
   const std::span<const uint8_t> payload = frame.subspan(info.payload_offset, info.payload_length);
   const TcpResult result = tracker_.on_packet(*flow, info, payload, from_client, now_ns);
   SLUICE_STAGE(kEnforce);
@@ -169,6 +224,11 @@ void Pipeline::process_inspected(Side arrived_on, rte_mbuf* mbuf, const PacketIn
       end_flow(arrived_on, *flow, info, frame, from_client, result,
                consumer_.denial(table_.index_of(*flow)));
       return drop(mbuf);
+    case TcpVerdict::kAnswer:
+      // RFC 9293 §3.10.7.4: the FIN takes one sequence number past the segment's payload.
+      send_segment(arrived_on, frame, info, true, info.ack, info.seq + info.payload_length + 1,
+                   tcp_flag::kAck, {}, Counter::tcp_killed_flow_answered);
+      return drop(mbuf);
   }
 }
 
@@ -177,7 +237,8 @@ bool Pipeline::passes(Policy policy, Counter passed, Counter dropped) {
   return policy == Policy::kPass;
 }
 
-Flow* Pipeline::open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_ns) {
+Flow* Pipeline::open_flow(Side arrived_on, const KeyedPacket& keyed, uint64_t hash,
+                          uint64_t now_ns) {
   SLUICE_STAGE(kFlow);
   Flow* flow = table_.insert(keyed.key, hash, now_ns);
   if (flow == nullptr) {
@@ -195,6 +256,7 @@ Flow* Pipeline::open_flow(const KeyedPacket& keyed, uint64_t hash, uint64_t now_
     flow = table_.insert(keyed.key, hash, now_ns);
   }
   flow->client_is_low = keyed.source_is_low;
+  flow->client_side = arrived_on;
   counters_.add(Counter::flows_created);
   tracker_.open(*flow);
   return flow;

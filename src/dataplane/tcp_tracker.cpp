@@ -52,30 +52,34 @@ TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
   SLUICE_STAGE(kTcp);
   if (flow.state == FlowState::kKilled) {
     if (from_client && opens_flow(info)) return on_syn(flow, info, payload, from_client, now_ns);
-    counters_.add(Counter::drop_tcp_killed_flow);
-    return {TcpVerdict::kDrop, Counter::drop_tcp_killed_flow};
+    return on_killed(info, payload, from_client);
   }
   if (info.tcp_flags & tcp_flag::kSyn) return on_syn(flow, info, payload, from_client, now_ns);
 
   const Direction direction = from_client ? Direction::kToServer : Direction::kToClient;
   TcpDirectionState& state = flow.tcp.of(direction);
+  TcpDirectionState& reverse = flow.tcp.of(other(direction));
+  // Both ends dropped the connection at the RST: only a new SYN may follow on the tuple.
+  if (state.rst_received || reverse.rst_received) return drop(Counter::drop_tcp_after_rst);
   if (!state.initialized) {
-    counters_.add(Counter::drop_tcp_unexpected);
-    return {TcpVerdict::kDrop, Counter::drop_tcp_unexpected};
+    // The server refuses the SYN (its port is closed): in SYN-SENT a RST is acceptable when it
+    // acknowledges the SYN (RFC 9293 §3.10.7.3), whatever its sequence number.
+    constexpr uint8_t kRstAck = tcp_flag::kRst | tcp_flag::kAck;
+    if (!from_client && (info.tcp_flags & kRstAck) == kRstAck && reverse.initialized &&
+        info.ack == reverse.next_seq) {
+      return on_rst(flow, direction, info, now_ns);
+    }
+    return drop(Counter::drop_tcp_unexpected);
   }
+  if (info.tcp_flags & tcp_flag::kRst) return on_rst(flow, direction, info, now_ns);
   // The acknowledgement tells what the receiver of the reverse direction holds; bytes it has
   // acknowledged cannot be replaced at the receiver any more.
-  TcpDirectionState& reverse = flow.tcp.of(other(direction));
   if ((info.tcp_flags & tcp_flag::kAck) && reverse.initialized &&
       seq_diff(info.ack, reverse.next_seq) <= 0 &&
       (!reverse.acked_valid || seq_diff(info.ack, reverse.acked) > 0)) {
     reverse.acked = info.ack;
     reverse.acked_valid = true;
     release_acknowledged(reverse);
-  }
-  if (info.tcp_flags & tcp_flag::kRst) {
-    if (flow.state != FlowState::kClosing) table_.set_state(flow, FlowState::kClosing, now_ns);
-    return kForward;
   }
   const bool fin = info.tcp_flags & tcp_flag::kFin;
   if (payload.empty() && !fin) return kForward;
@@ -85,16 +89,23 @@ TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
 TcpResult TcpTracker::on_syn(Flow& flow, const PacketInfo& info, std::span<const uint8_t> payload,
                              bool from_client, uint64_t now_ns) {
   const bool ack = info.tcp_flags & tcp_flag::kAck;
-  if (from_client && !ack) {
+  if (from_client && !ack && !(info.tcp_flags & tcp_flag::kRst)) {
     TcpDirectionState& client = flow.tcp.of(Direction::kToServer);
     if (client.initialized) {
-      if (flow.state == FlowState::kHalfOpen && info.seq + 1 == client.next_seq) {
+      if (flow.state == FlowState::kKilled || host_accepts_new_syn(flow, info.seq)) {
+        reset_tracking(flow, now_ns);  // the 5-tuple is reused by a new connection
+      } else if (flow.state != FlowState::kClosing && info.seq + 1 == client.next_seq) {
+        // The same SYN again, nothing delivered since: SYN-RECEIVED answers it with its SYN-ACK,
+        // ESTABLISHED with a challenge ACK (RFC 5961 §4); neither moves the host's stream.
         counters_.add(Counter::tcp_identical_retransmissions);
         return kForward;
+      } else {
+        // Any other SYN leaves the host's connection as it is: Linux in SYN-RECEIVED keeps the
+        // first ISN (an out-of-window SYN is answered with an ACK), ESTABLISHED answers with a
+        // challenge ACK, a closing socket and TIME-WAIT take only what host_accepts_new_syn
+        // says. Re-seeding Sluice on it would read a stream the host never reads: dropped.
+        return drop(Counter::drop_tcp_unacceptable_syn);
       }
-      // A SYN inside an established connection is the receiver's to answer (RFC 5961 §4).
-      if (flow.state == FlowState::kEstablished) return kForward;
-      reset_tracking(flow, now_ns);  // the 5-tuple is being reused by a new connection
     }
     client.initialized = true;
     client.next_seq = info.seq + 1;
@@ -109,8 +120,7 @@ TcpResult TcpTracker::on_syn(Flow& flow, const PacketInfo& info, std::span<const
         counters_.add(Counter::tcp_identical_retransmissions);
         return kForward;
       }
-      counters_.add(Counter::drop_tcp_unexpected);
-      return {TcpVerdict::kDrop, Counter::drop_tcp_unexpected};
+      return drop(Counter::drop_tcp_unexpected);
     }
     server.initialized = true;
     server.next_seq = info.seq + 1;
@@ -119,19 +129,92 @@ TcpResult TcpTracker::on_syn(Flow& flow, const PacketInfo& info, std::span<const
   }
   // Simultaneous open, a SYN-ACK before any SYN, a server-sent SYN: none of these start a flow
   // this tracker can attribute.
-  counters_.add(Counter::drop_tcp_unexpected);
-  return {TcpVerdict::kDrop, Counter::drop_tcp_unexpected};
+  return drop(Counter::drop_tcp_unexpected);
+}
+
+// The host takes a SYN on a tuple it still knows only when its connection there is over:
+// - after a RST in sequence (both ends dropped it; the listener takes any SYN);
+// - after both FINs, each acknowledged. When the client closed first, the server socket went
+//   LAST-ACK → CLOSED and the listener takes any SYN. When the server closed first it is in
+//   TIME-WAIT, which takes a SYN only above everything it received from the client (RFC 9293
+//   §3.6.1; Linux tcp_timewait_state_process: after(seq, tw_rcv_nxt)). Linux also takes a lower
+//   ISN with a newer timestamp (RFC 6191); Sluice keeps no timestamps and drops that SYN: the
+//   client's retries pass once the flow expires. Linux ISNs grow with a clock, so a reused
+//   tuple normally gets a higher one.
+bool TcpTracker::host_accepts_new_syn(const Flow& flow, uint32_t isn) const {
+  const TcpDirectionState& client = flow.tcp.of(Direction::kToServer);
+  const TcpDirectionState& server = flow.tcp.of(Direction::kToClient);
+  if (client.rst_received || server.rst_received) return true;
+  const auto closed = [](const TcpDirectionState& d) {
+    return d.fin_received && d.acked_valid && d.acked == d.next_seq;
+  };
+  if (!closed(client) || !closed(server)) return false;
+  return client.fin_first || seq_diff(isn, client.next_seq) > 0;
+}
+
+// RFC 5961 §3.2 (Linux tcp_validate_incoming): a RST resets the connection only when its
+// sequence number is exactly RCV.NXT; one elsewhere in the window is answered with a challenge
+// ACK, one outside it is ignored. Either way the host keeps its connection, so Sluice must too:
+// the RST is dropped and nothing changes.
+TcpResult TcpTracker::on_rst(Flow& flow, Direction direction, const PacketInfo& info,
+                             uint64_t now_ns) {
+  TcpDirectionState& state = flow.tcp.of(direction);
+  if (state.initialized && info.seq != state.next_seq) return drop(Counter::drop_tcp_rst_not_exact);
+  state.rst_received = true;
+  for (TcpDirectionState& d : flow.tcp.direction) {
+    free_held(d);
+    free_retained(d);
+  }
+  if (flow.state != FlowState::kClosing) table_.set_state(flow, FlowState::kClosing, now_ns);
+  return kForward;
+}
+
+// Sluice answered the client itself (a denial and its FIN, or a RST), so the client's socket
+// closes with Sluice: its ACK of the answer is taken in silence, its FIN acknowledged. Neither
+// is packet loss, so neither is a drop counter. Anything else (payload, server packets) is.
+TcpResult TcpTracker::on_killed(const PacketInfo& info, std::span<const uint8_t> payload,
+                                bool from_client) {
+  if (from_client) {
+    constexpr uint8_t kFinAck = tcp_flag::kFin | tcp_flag::kAck;
+    if ((info.tcp_flags & (kFinAck | tcp_flag::kRst)) == kFinAck) {
+      return {TcpVerdict::kAnswer, Counter::tcp_killed_flow_answered};
+    }
+    if (payload.empty() && !(info.tcp_flags & (tcp_flag::kFin | tcp_flag::kSyn))) {
+      counters_.add(Counter::tcp_killed_flow_absorbed);
+      return {TcpVerdict::kDrop, Counter::tcp_killed_flow_absorbed};
+    }
+  }
+  return drop(Counter::drop_tcp_killed_flow);
+}
+
+TcpResult TcpTracker::drop(Counter reason) {
+  counters_.add(reason);
+  return {TcpVerdict::kDrop, reason};
+}
+
+TcpResult TcpTracker::discard(TcpDirectionState& state, uint32_t from) {
+  state.discarding = true;
+  state.discard_from = from;
+  free_held(state);  // forwarded, but beyond the receiver's wait: it can never read them
+  return drop(Counter::drop_data_after_close);
 }
 
 TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
                               std::span<const uint8_t> payload, bool fin, uint64_t now_ns) {
   TcpDirectionState& state = flow.tcp.of(direction);
   const auto length = static_cast<uint32_t>(payload.size());
+  // After kDiscard the receiver waits at discard_from for ever: no byte from there on is sent.
+  if (state.discarding && length > 0 && seq_diff(seq + length, state.discard_from) > 0)
+    return drop(Counter::drop_data_after_close);
   // After a FIN, nothing may occupy its sequence number or anything beyond it.
   if (state.fin_received && seq_diff(seq + length, state.next_seq - 1) > 0) {
     counters_.add(Counter::drop_tcp_out_of_window);
     return {TcpVerdict::kDrop, Counter::drop_tcp_out_of_window};
   }
+  // Nor beyond a FIN held ahead of a hole: Linux stops reading at a FIN (tcp_ofo_queue ends at
+  // it, and a segment over it is trimmed or dropped), so such bytes would be Sluice's alone.
+  if (state.fin_held && seq_diff(seq + length, state.fin_held_seq) > 0)
+    return drop(Counter::drop_tcp_beyond_fin);
   const int32_t ahead = seq_diff(seq, state.next_seq);
   if (ahead > 0) return hold(flow, direction, seq, payload, fin, now_ns);
   // Bytes before next_seq were delivered already: they must be the same bytes.
@@ -163,6 +246,7 @@ TcpResult TcpTracker::on_data(Flow& flow, Direction direction, uint32_t seq,
   const uint32_t unsent_from = state.next_seq;
   if (!fresh.empty()) {
     const StreamVerdict verdict = deliver(flow, direction, fresh, now_ns);
+    if (verdict == StreamVerdict::kDiscard) return discard(state, unsent_from);
     if (verdict != StreamVerdict::kContinue)
       return end_by_consumer(flow, verdict, now_ns, unsent_from);
   }
@@ -248,6 +332,7 @@ StreamVerdict TcpTracker::deliver(Flow& flow, Direction direction, std::span<con
 
 void TcpTracker::deliver_fin(Flow& flow, Direction direction, uint64_t now_ns) {
   TcpDirectionState& state = flow.tcp.of(direction);
+  state.fin_first = !flow.tcp.of(other(direction)).fin_received;
   state.fin_received = true;
   state.next_seq += 1;  // the FIN occupies one sequence number
   consumer_.on_end(flow_id(flow), direction);
@@ -267,6 +352,13 @@ TcpResult TcpTracker::hold(Flow& flow, Direction direction, uint32_t seq,
   if (ahead + length > config_.reassembly_bytes) return overflow();
   if (fin && state.fin_held && state.fin_held_seq != end) {
     return kill(flow, Counter::drop_tcp_conflicting_retransmission, now_ns);
+  }
+  if (fin) {
+    // A FIN before bytes already held: they would be Sluice's alone (see on_data).
+    for (uint32_t i = state.held_head; i != kNoSlot; i = slots_[i].next) {
+      if (seq_diff(slots_[i].seq + slots_[i].length, end) > 0)
+        return drop(Counter::drop_tcp_beyond_fin);
+    }
   }
 
   // Pass 1: bytes already held must match; count the pieces the uncovered gaps need.
@@ -354,6 +446,7 @@ TcpResult TcpTracker::drain_held(Flow& flow, Direction direction, uint64_t now_n
     state.held_head = held.next;
     --state.held_count;
     free_slot(index);
+    if (verdict == StreamVerdict::kDiscard) return discard(state, unsent_from);
     if (verdict != StreamVerdict::kContinue)
       return end_by_consumer(flow, verdict, now_ns, unsent_from);
   }

@@ -314,7 +314,11 @@ int run_replay(const Config& config, const ReplayOptions& options) {
         ++(reload_policy(*next_reload, options, policy_source) ? reloads_done : reloads_failed);
       admission.refresh();  // once per burst, as a live worker does
       pipeline.expire_flows(now_ns, 64);
-      pipeline.process_burst(sides.side_of(frame), &mbuf, 1, now_ns);
+      Side side = sides.side_of(frame);
+      for (const ReplayArrival& arrival : options.arrivals) {
+        if (arrival.packet == packets) side = arrival.server ? Side::kServer : Side::kClient;
+      }
+      pipeline.process_burst(side, &mbuf, 1, now_ns);
     }
     if (status == PCAP_ERROR) throw StartupError(options.input + ": " + pcap_geterr(input.get()));
   }

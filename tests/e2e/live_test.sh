@@ -220,6 +220,15 @@ if [[ $refusal == *'"code":"json_duplicate_key"'*' 400' ]]; then
 else
   fail "duplicate JSON key: expected Sluice's 400 json_duplicate_key, got '$refusal'"
 fi
+# Sluice acknowledges the client's FIN on the flow it ended, so curl's socket does not sit in
+# LAST-ACK retransmitting its FIN into a dead flow (docs/normalisation.md, "Flows Sluice ended").
+sleep 0.5
+last_ack=$(in_ns "$cli_ns" ss -Htan state last-ack "( dport = :8000 )" | wc -l)
+if ((last_ack == 0)); then
+  pass "the refused client's socket closed at once (none in LAST-ACK)"
+else
+  fail "$last_ack client socket(s) in LAST-ACK after Sluice's answer"
+fi
 
 # With several workers, many short flows: each lands on a kernel-chosen queue that, for about
 # half of them, is not the queue of the worker that owns the flow, so the hand-over path is
@@ -327,6 +336,7 @@ if ((workers > 1)); then
   midstream=$(counter drop_midstream)
   if [[ -z $midstream ]]; then pass "no midstream drops"; else fail "drop_midstream = $midstream, expected none"; fi
 fi
+check_counter tcp_killed_flow_answered ge 1
 check_counter rx_client_packets gt 0
 check_counter tx_server_packets gt 0
 check_counter rx_server_packets gt 0

@@ -247,6 +247,7 @@ class Item:
     fate: str = "fwd"         # fwd | drop
     emits: list = field(default_factory=list)  # [(to_client|to_server, bytes)] emitted at it
     ts: int = 0
+    forwarded: bytes | None = None  # what leaves when Sluice rewrites it (default: data as is)
 
 
 class Tcp:
@@ -318,22 +319,38 @@ class Tcp:
     def handshake(self) -> list[Item]:
         return [self.syn(), self.synack(), self.send(True)]
 
+    def sluice_segment(self, to_server: bool, seq: int, ack: int, flags: str) -> bytes:
+        """A segment Sluice builds itself on this flow (packet_builder.cpp's layout)."""
+        src, dst = (self.client, self.server) if to_server else (self.server, self.client)
+        sp, dp = (self.cport, self.sport) if to_server else (self.sport, self.cport)
+        if src.v6:
+            l3 = IPv6(src=src.ip, dst=dst.ip, tc=0, fl=0, hlim=64)
+        else:
+            l3 = IP(src=src.ip, dst=dst.ip, ihl=5, tos=0, id=0, flags="DF", frag=0, ttl=64)
+        window = 0 if flags == "RA" else 65535
+        return bytes(l2(src, dst.mac, self.tags) / l3
+                     / TCP(sport=sp, dport=dp, seq=seq % MOD32, ack=ack % MOD32, dataofs=5,
+                           flags=flags, window=window, urgptr=0))
+
     def rsts(self, client_next: int, server_next: int) -> list[tuple[str, bytes]]:
         """The two RSTs Sluice emits when it kills this flow: (to_server, to_client)."""
-        out = []
-        for to_server in (True, False):
-            src, dst = (self.client, self.server) if to_server else (self.server, self.client)
-            sp, dp = (self.cport, self.sport) if to_server else (self.sport, self.cport)
-            seq, ack = (client_next, server_next) if to_server else (server_next, client_next)
-            if src.v6:
-                l3 = IPv6(src=src.ip, dst=dst.ip, tc=0, fl=0, hlim=64)
-            else:
-                l3 = IP(src=src.ip, dst=dst.ip, ihl=5, tos=0, id=0, flags="DF", frag=0, ttl=64)
-            pkt = (l2(src, dst.mac, self.tags) / l3
-                   / TCP(sport=sp, dport=dp, seq=seq % MOD32, ack=ack % MOD32, dataofs=5,
-                         flags="RA", window=0, urgptr=0))
-            out.append((TO_SERVER if to_server else TO_CLIENT, bytes(pkt)))
-        return out
+        return [(TO_SERVER, self.sluice_segment(True, client_next, server_next, "RA")),
+                (TO_CLIENT, self.sluice_segment(False, server_next, client_next, "RA"))]
+
+    def answered_fin(self, **kw) -> Item:
+        """The client's FIN on a flow Sluice ended: not forwarded, acknowledged by Sluice
+        (<SEQ=SEG.ACK><ACK=SEG.SEQ+SEG.LEN+1><CTL=ACK>) so the client's socket closes."""
+        seq, ack = self.c_nxt, self.s_nxt
+        item = self.send(True, fin=True, **kw)
+        item.fate = "answered"
+        item.emits.append((TO_CLIENT, self.sluice_segment(False, ack, seq + 1, "A")))
+        return item
+
+    def absorbed_ack(self) -> Item:
+        """The client's ACK on a flow Sluice ended: taken in silence, not a drop."""
+        item = self.send(True)
+        item.fate = "answered"
+        return item
 
 
 def split(data: bytes, sizes) -> list[bytes]:
@@ -764,11 +781,14 @@ def case_conflict() -> Case:
     rst = a.rsts(client_next=a.c_nxt, server_next=a.s_nxt)
     it.append(a.send(True, different(req[1]), seq=p2, fate="drop", emits=rst))
     killed = 0
-    for item in (a.send(False), a.send(True, req[2] if len(req) > 2 else b"tail"),
-                 a.send(True, fin=True), a.send(False, fin=True)):
+    for item in (a.send(False), a.send(True, req[2] if len(req) > 2 else b"tail")):
         item.fate = "drop"
         killed += 1
         it.append(item)
+    it.append(a.answered_fin())                         # acknowledged by Sluice, not a drop
+    item = a.send(False, fin=True, fate="drop")
+    killed += 1
+    it.append(item)
     streams.append((BASE_TS_US, it))
     # A again, 2 s later: a new SYN on the same 5-tuple starts a new flow that passes.
     a2 = Tcp(a.client, a.server, a.cport, cisn=900_000, sisn=800_000)
@@ -788,10 +808,9 @@ def case_conflict() -> Case:
     it.append(c.send(True, ack=r2))                     # the client acknowledges the first only
     rst = c.rsts(client_next=c.c_nxt, server_next=c.s_nxt)
     it.append(c.send(False, different(resp[1]), seq=r2, fate="drop", emits=rst))
-    for item in (c.send(True), c.send(False, resp[2])):
-        item.fate = "drop"
-        killed += 1
-        it.append(item)
+    it.append(c.absorbed_ack())
+    it.append(c.send(False, resp[2], fate="drop"))
+    killed += 1
     streams.append((BASE_TS_US + 500, it))
     # D (IPv6): a retransmission that differs from bytes held out of order.
     d = Tcp(v6client(53), v6server(1), 44003, cisn=50_000, sisn=60_000)
@@ -821,10 +840,7 @@ def case_conflict() -> Case:
     it.append(e.send(True, ack=r2))
     rst = e.rsts(client_next=e.c_nxt, server_next=e.s_nxt)
     it.append(e.send(False, different(resp[1]), seq=r2, fate="drop", emits=rst))
-    item = e.send(True)
-    item.fate = "drop"
-    killed += 1
-    it.append(item)
+    it.append(e.absorbed_ack())
     streams.append((BASE_TS_US + 900, it))
     # F (QinQ, IPv4 options): the RSTs copy both tags and have a plain 20-byte IPv4 header.
     f = Tcp(v4client(55), s2, 44005, cisn=0xFFFFFF00, sisn=0x7FFFFFF0, tags=QINQ, ip_options=True)
@@ -843,6 +859,7 @@ def case_conflict() -> Case:
                 "another flow unaffected", interleave(streams, rng, gap=(100, 900)),
                 counters={"drop_tcp_conflicting_retransmission": 5, "tcp_flows_killed": 5,
                           "rst_sent": 10, "drop_tcp_killed_flow": killed,
+                          "tcp_killed_flow_answered": 1, "tcp_killed_flow_absorbed": 2,
                           "tcp_out_of_order_held": 1},  # D's held segment, never delivered
                 auto_delivered=False)
 
@@ -1365,12 +1382,245 @@ def case_mix10k() -> Case:
                           "tcp_identical_retransmissions": duplicated})
 
 
+# --------------------------------------------------------------------------------------------
+# inspection integrity (docs/normalisation.md, "TCP"): Sluice's stream stays the host's
+# --------------------------------------------------------------------------------------------
+
+def other_syn(t: Tcp, isn: int, **kw) -> Item:
+    """A client SYN on t's 5-tuple with another ISN (t's own numbering untouched)."""
+    return t.send(True, flags="S", seq=isn, ack=0, options=SYN_OPTIONS, **kw)
+
+
+def case_syn_mismatch() -> Case:
+    rng = random.Random(201)
+    server = v4server(1)
+    streams = []
+    # A: half-open, a second SYN with another ISN: SYN-RECEIVED keeps the first ISN. Dropped.
+    a = Tcp(v4client(201), server, 54000, cisn=100_000, sisn=200_000)
+    it = [a.syn(), other_syn(a, 300_000, fate="drop"), a.synack(), a.send(True)]
+    streams.append((BASE_TS_US, it + session_items(a, rng, prompt_len=400, answer_len=600,
+                                                    handshake=False)))
+    # B: established, a SYN with another ISN: the host answers a challenge ACK. Dropped.
+    b = Tcp(v4client(202), server, 54001, cisn=400_000, sisn=500_000)
+    it = b.handshake() + [b.send(True, p) for p in split(http_request(rng, 800), 700)]
+    it.append(other_syn(b, 9_400_000, fate="drop"))
+    streams.append((BASE_TS_US + 300, it + finish(b, rng)))
+    # C: the client's FIN acknowledged, the server still answering (CLOSE-WAIT): a higher SYN is
+    # no new connection yet. Dropped.
+    c = Tcp(v4client(203), server, 54002, cisn=700_000, sisn=800_000)
+    it = c.handshake() + [c.send(True, http_request(rng, 300)), c.send(True, fin=True),
+                          c.send(False)]
+    it.append(other_syn(c, c.c_nxt + 1_000_000, fate="drop"))
+    it += [c.send(False, http_response(rng, 600)), c.send(True), c.send(False, fin=True),
+           c.send(True)]
+    streams.append((BASE_TS_US + 600, it))
+    # D: the server closed first and both FINs are acknowledged (TIME-WAIT): a lower ISN is
+    # dropped, a higher one opens a new connection that passes.
+    d = Tcp(v4client(204), server, 54003, cisn=5_000_000, sisn=6_000_000)
+    it = session_items(d, rng, prompt_len=300, answer_len=500, close="server")
+    it.append(other_syn(d, 1_000_000, fate="drop"))
+    d2 = Tcp(d.client, d.server, d.cport, cisn=d.c_nxt + 100_000, sisn=16_000_000)
+    streams.append((BASE_TS_US + 900, it + session_items(d2, rng, prompt_len=300,
+                                                         answer_len=500)))
+    # F: the client closed first and both FINs are acknowledged (the server socket is CLOSED):
+    # a lower ISN opens a new connection.
+    f = Tcp(v4client(206), server, 54005, cisn=30_000_000, sisn=31_000_000)
+    it = session_items(f, rng, prompt_len=300, answer_len=500, close="client")
+    f2 = Tcp(f.client, f.server, f.cport, cisn=1_000, sisn=32_000_000)
+    streams.append((BASE_TS_US + 1500, it + session_items(f2, rng, prompt_len=300,
+                                                          answer_len=500)))
+    # E: after a RST at the exact sequence number, any SYN opens a new connection.
+    e = Tcp(v4client(205), server, 54004, cisn=9_000_000, sisn=10_000_000)
+    it = e.handshake() + [e.send(True, http_request(rng, 300)), e.send(False),
+                          e.send(True, flags="RA")]
+    e2 = Tcp(e.client, e.server, e.cport, cisn=10, sisn=20_000_000)
+    streams.append((BASE_TS_US + 1200, it + session_items(e2, rng, prompt_len=300,
+                                                          answer_len=500)))
+    return Case("syn_mismatch", "a SYN the host would ignore is dropped: another ISN while "
+                "half-open or established, a SYN while closing, a lower ISN in TIME-WAIT; a "
+                "higher ISN in TIME-WAIT, any ISN once a client-first close is over, and any ISN "
+                "after an exact RST open a new flow",
+                interleave(streams, rng), counters={"drop_tcp_unacceptable_syn": 4})
+
+
+def case_rst_exact() -> Case:
+    rng = random.Random(202)
+    server = v4server(1)
+    streams = []
+    # A: a client RST inside the window but not at RCV.NXT (a challenge ACK at the host): dropped,
+    # the connection carries on.
+    a = Tcp(v4client(210), server, 54100, cisn=1_000_000, sisn=2_000_000)
+    it = a.handshake() + [a.send(True, p) for p in split(http_request(rng, 800), 700)]
+    it.append(a.send(True, flags="RA", seq=a.c_nxt + 100, fate="drop"))
+    streams.append((BASE_TS_US, it + finish(a, rng)))
+    # B: a server RST one below RCV.NXT: dropped.
+    b = Tcp(v4client(211), server, 54101, cisn=3_000_000, sisn=4_000_000)
+    it = b.handshake() + [b.send(True, http_request(rng, 300)),
+                          b.send(False, http_response(rng, 400))]
+    it.append(b.send(False, flags="R", seq=b.s_nxt - 1, fate="drop"))
+    it += [b.send(True), b.send(True, fin=True), b.send(False, fin=True), b.send(True)]
+    streams.append((BASE_TS_US + 300, it))
+    # C: an inexact RST, then a SYN with another ISN: today's desync (the RST closes the flow for
+    # Sluice, the SYN re-seeds it, the host keeps the first connection). Both dropped.
+    c = Tcp(v4client(212), server, 54102, cisn=5_000_000, sisn=6_000_000)
+    it = c.handshake() + [c.send(True, http_request(rng, 300))]
+    it.append(c.send(True, flags="R", seq=c.c_nxt + 1000, fate="drop"))
+    it.append(other_syn(c, c.cisn + 777_777, fate="drop"))
+    streams.append((BASE_TS_US + 600, it + finish(c, rng)))
+    # D: an exact RST is forwarded; what follows on the flow is dropped.
+    d = Tcp(v4client(213), server, 54103, cisn=7_000_000, sisn=8_000_000)
+    it = d.handshake() + [d.send(True, http_request(rng, 300)), d.send(False),
+                          d.send(False, flags="RA"),
+                          d.send(True, b"late bytes after the reset", fate="drop")]
+    streams.append((BASE_TS_US + 900, it))
+    # E: the server refuses the SYN with RST|ACK <SEQ=0><ACK=ISN+1>: forwarded.
+    e = Tcp(v4client(214), server, 54104, cisn=9_000_000, sisn=0)
+    streams.append((BASE_TS_US + 1200, [e.syn(), e.send(False, flags="RA", seq=0)]))
+    return Case("rst_exact", "a RST not at RCV.NXT (in the window or not) is dropped and changes "
+                "nothing, also before a SYN with another ISN; an exact RST is forwarded and the "
+                "flow's later packets dropped; a RST|ACK refusing a SYN is forwarded",
+                interleave(streams, rng),
+                counters={"drop_tcp_rst_not_exact": 3, "drop_tcp_unacceptable_syn": 1,
+                          "drop_tcp_after_rst": 1})
+
+
+def case_fin_sequence() -> Case:
+    rng = random.Random(203)
+    server = v4server(1)
+    streams = []
+    # A: the request's last part with FIN ahead of a hole (held), then bytes over the FIN's
+    # sequence number (dropped), then the hole filled: the FIN ends the request.
+    a = Tcp(v4client(220), server, 54200, cisn=1_000_000, sisn=2_000_000)
+    it = a.handshake()
+    req = http_request(rng, 900)
+    p0, p1, p2 = req[:300], req[300:600], req[600:]
+    base = a.c_nxt
+    it.append(a.send(True, p2, seq=base + 600, flags="FPA"))
+    it.append(a.send(True, b"bytes over the FIN", seq=base + len(req), fate="drop"))
+    it.append(a.send(True, p1, seq=base + 300))
+    it.append(a.send(True, p0, seq=base))
+    a.c_nxt = (base + len(req) + 1) % MOD32
+    it += [a.send(False), a.send(False, http_response(rng, 500)), a.send(True),
+           a.send(False, fin=True), a.send(True)]
+    streams.append((BASE_TS_US, it))
+    # B: a FIN placed before bytes already held: dropped; the part resent without FIN passes.
+    b = Tcp(v4client(221), server, 54201, cisn=3_000_000, sisn=4_000_000)
+    it = b.handshake()
+    req = http_request(rng, 900)
+    p0, p1, p2 = req[:300], req[300:600], req[600:]
+    base = b.c_nxt
+    it.append(b.send(True, p2, seq=base + 600))
+    it.append(b.send(True, p1, seq=base + 300, flags="FPA", fate="drop"))
+    it.append(b.send(True, p0, seq=base))
+    it.append(b.send(True, p1, seq=base + 300))
+    b.c_nxt = (base + len(req)) % MOD32
+    streams.append((BASE_TS_US + 300, it + finish(b, rng)))
+    return Case("fin_sequence", "a FIN takes effect only in sequence: bytes over a FIN held ahead "
+                "of a hole, and a FIN before bytes already held, are dropped",
+                interleave(streams, rng),
+                counters={"drop_tcp_beyond_fin": 2, "tcp_out_of_order_held": 3})
+
+
+def case_wrong_side() -> Case:
+    rng = random.Random(204)
+    server = v4server(1)
+    # A: a frame on the client port with the server's addresses acknowledges the client's
+    # unacknowledged bytes (dropped), so that a retransmission with other bytes would pass
+    # unchecked; it is compared, differs, and the flow is killed.
+    a = Tcp(v4client(230), server, 54300, cisn=1_000_000, sisn=2_000_000)
+    it = a.handshake()
+    req = split(http_request(rng, 900), 600)
+    start = a.c_nxt
+    it.append(a.send(True, req[0]))
+    forged_ack = a.send(False, fate="drop")
+    forged_ack.side = CLIENT
+    it.append(forged_ack)
+    it.append(a.send(True, different(req[0]), seq=start, fate="drop",
+                     emits=a.rsts(client_next=a.c_nxt, server_next=a.s_nxt)))
+    # B: a frame on the server port with the client's addresses (request bytes): dropped; the
+    # session carries on.
+    b = Tcp(v4client(231), server, 54301, cisn=3_000_000, sisn=4_000_000)
+    it2 = b.handshake()
+    forged_data = b.send(True, b"POST /v1/chat/completions HTTP/1.1\r\n", seq=b.c_nxt,
+                         fate="drop")
+    forged_data.side = SERVER
+    it2.append(forged_data)
+    it2 += session_items(b, rng, prompt_len=400, answer_len=600, handshake=False)
+    items = interleave([(BASE_TS_US, it), (BASE_TS_US + 300, it2)], rng)
+    args = []
+    for forged, side in ((forged_ack, CLIENT), (forged_data, SERVER)):
+        args += ["--arrived-on", f"{next(i for i, x in enumerate(items) if x is forged) + 1}:{side}"]
+    return Case("wrong_side", "direction comes from the arrival port: a server-addressed ACK on "
+                "the client port and client-addressed data on the server port are dropped; the "
+                "retransmission the forged ACK meant to let through is compared and kills the flow",
+                items, args=args,
+                counters={"drop_tcp_wrong_side": 2, "drop_tcp_conflicting_retransmission": 1})
+
+
+def without_urgent(data: bytes) -> bytes:
+    """The frame with URG and the urgent pointer cleared, checksum recomputed."""
+    pkt = Ether(data)
+    pkt[TCP].flags = int(pkt[TCP].flags) & ~0x20
+    pkt[TCP].urgptr = 0
+    del pkt[TCP].chksum
+    return bytes(pkt)
+
+
+def urgent_items(dropped: bool) -> list[Item]:
+    rng = random.Random(205)
+    t = Tcp(v4client(240), v4server(1), 54400, cisn=1_000_000, sisn=2_000_000)
+    it = t.handshake()
+    req = split(http_request(rng, 900), 500)
+    # The client's first part with URG and an urgent pointer into it, then the same bytes
+    # again without URG (a retransmission when the first one was dropped).
+    start = t.c_nxt
+    urgent = t.send(True, req[0], flags="PAU", fate="drop" if dropped else "fwd")
+    pkt = Ether(urgent.data)
+    pkt[TCP].urgptr = 7
+    del pkt[TCP].chksum
+    urgent.data = bytes(pkt)
+    urgent.forwarded = without_urgent(urgent.data)
+    it.append(urgent)
+    it.append(t.send(True, req[0], seq=start))
+    it += [t.send(True, p) for p in req[1:]]
+    it.append(t.send(False))
+    resp = split(http_response(rng, 800), 400)
+    start = t.s_nxt
+    urgent = t.send(False, resp[0], flags="PAU", fate="drop" if dropped else "fwd")
+    pkt = Ether(urgent.data)
+    pkt[TCP].urgptr = 1
+    del pkt[TCP].chksum
+    urgent.data = bytes(pkt)
+    urgent.forwarded = without_urgent(urgent.data)
+    it.append(urgent)
+    it.append(t.send(False, resp[0], seq=start))
+    it += [t.send(False, p) for p in resp[1:]]
+    it += [t.send(True), t.send(True, fin=True), t.send(False, fin=True), t.send(True)]
+    return timeline(it)
+
+
+def case_urgent() -> Case:
+    return Case("urgent", "URG on an inspected flow (client and server): URG and the urgent "
+                "pointer cleared, checksum fixed, forwarded (inspect.urgent_data: normalise)",
+                urgent_items(False),
+                counters={"tcp_urgent_cleared": 2, "tcp_identical_retransmissions": 2})
+
+
+def case_urgent_drop() -> Case:
+    return Case("urgent_drop", "URG on an inspected flow with inspect.urgent_data: drop: dropped; "
+                "the same bytes resent without URG pass", urgent_items(True),
+                config={"inspect": {"urgent_data": "drop"}}, counters={"drop_tcp_urgent": 2})
+
+
+
 CASES = [case_basic, case_vlan, case_ipv6, case_bad_checksum, case_bad_checksum_pass,
          case_reorder, case_reorder_limits, case_conflict, case_midstream, case_midstream_pass, case_policy_drop,
          case_fragments, case_fragments_pass, case_table_full, case_table_full_drop,
          case_table_full_pass, case_table_full_expiry, case_timeouts, case_seq_wrap,
          case_port_reuse, case_ports, case_tcp_edges, case_retransmit,
-         case_retransmit_resegmented, case_retransmit_old, case_malformed, case_mix10k]
+         case_retransmit_resegmented, case_retransmit_old, case_malformed, case_mix10k,
+         case_syn_mismatch, case_rst_exact, case_fin_sequence, case_wrong_side, case_urgent,
+         case_urgent_drop]
 CASE_NAMES = [f.__name__[len("case_"):] for f in CASES]
 
 
@@ -1398,14 +1648,29 @@ def server_nets(args: list[str]) -> list[str]:
     return [args[i + 1] for i, a in enumerate(args) if a == "--server-net"]
 
 
+def arrivals(args: list[str]) -> list[tuple[int, str]]:
+    """The --arrived-on N:SIDE arguments: (1-based packet number, side)."""
+    out = []
+    for i, a in enumerate(args):
+        if a == "--arrived-on":
+            number, side = args[i + 1].split(":")
+            out.append((int(number), side))
+    return out
+
+
 def expected_outputs(items: list[Item]) -> dict[str, list[tuple[int, bytes]]]:
     out = {TO_CLIENT: [], TO_SERVER: []}
     for item in items:
         if item.fate == "fwd":
-            out[TO_SERVER if item.side == CLIENT else TO_CLIENT].append((item.ts, item.data))
+            data = item.data if item.forwarded is None else item.forwarded
+            out[TO_SERVER if item.side == CLIENT else TO_CLIENT].append((item.ts, data))
         for where, data in item.emits:
             out[where].append((item.ts, data))
     return out
+
+
+def is_rst(frame: bytes) -> bool:
+    return bool(parse_frame(frame).flags & 0x04)
 
 
 def expected_counters(case: Case, out) -> dict:
@@ -1422,8 +1687,13 @@ def expected_counters(case: Case, out) -> dict:
                  "midstream_passed", "fragments_passed", "bad_checksum_passed",
                  "flow_table_full_passed"):
         counters[name] = 0
-    counters["rst_sent"] = sum(len(i.emits) for i in case.items)
-    counters["tcp_flows_killed"] = sum(1 for i in case.items if i.emits)
+    counters["rst_sent"] = sum(1 for i in case.items for _, d in i.emits if is_rst(d))
+    counters["tcp_flows_killed"] = sum(1 for i in case.items
+                                       if any(is_rst(d) for _, d in i.emits))
+    counters["tcp_killed_flow_answered"] = sum(1 for i in case.items
+                                               for _, d in i.emits if not is_rst(d))
+    counters["tcp_killed_flow_absorbed"] = sum(1 for i in case.items
+                                               if i.fate == "answered" and not i.emits)
     tcp_ports = case.config.get("inspect", {}).get("tcp_ports", [8000])
     other = 0
     ranges: dict[tuple, list] = {}  # per flow direction: [base seq, [(start, end) offsets]]
@@ -1458,6 +1728,8 @@ def expected_counters(case: Case, out) -> dict:
 def write_case(case: Case, outdir: str) -> dict:
     tcp_ports = case.config.get("inspect", {}).get("tcp_ports", [8000])
     sides = replay_sides([i.data for i in case.items], tcp_ports, server_nets(case.args))
+    for number, side in arrivals(case.args):  # --arrived-on N:SIDE overrides the rule
+        sides[number - 1] = side
     for index, (item, side) in enumerate(zip(case.items, sides)):
         if item.side != side:
             raise AssertionError(f"{case.name}: packet {index}: generator says it arrived on the "

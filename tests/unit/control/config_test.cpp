@@ -273,5 +273,20 @@ TEST(Config, MissingFileIsNamed) {
   }
 }
 
+TEST(Config, ReadsTheUrgentDataPolicyNormaliseByDefault) {
+  EXPECT_EQ(load_config_text("", "u.yaml").inspect.urgent_data, UrgentPolicy::kNormalise);
+  EXPECT_EQ(load_config_text("inspect:\n  urgent_data: drop\n", "u.yaml").inspect.urgent_data,
+            UrgentPolicy::kDrop);
+  try {
+    load_config_text("inspect:\n  urgent_data: pass\n", "u.yaml");
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "u.yaml:2:16: inspect.urgent_data: expected normalise or drop, got 'pass'"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace sluice

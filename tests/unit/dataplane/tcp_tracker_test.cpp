@@ -17,6 +17,10 @@ class RecordingConsumer final : public StreamConsumer {
   StreamVerdict on_data(uint32_t, Direction d, std::span<const uint8_t> bytes, uint64_t) override {
     stream[static_cast<int>(d)].append(bytes.begin(), bytes.end());
     ++pieces;
+    if (!discard_marker.empty() &&
+        std::string(bytes.begin(), bytes.end()).find(discard_marker) != std::string::npos) {
+      return StreamVerdict::kDiscard;
+    }
     if (kill_marker.empty() || stream[static_cast<int>(d)].find(kill_marker) == std::string::npos) {
       return StreamVerdict::kContinue;
     }
@@ -31,6 +35,7 @@ class RecordingConsumer final : public StreamConsumer {
   int closed = 0;
   int pieces = 0;
   std::string kill_marker;
+  std::string discard_marker;  // a piece holding it is answered kDiscard
   bool deny = false;
 };
 
@@ -406,6 +411,221 @@ TEST_F(TcpTrackerTest, ReleaseReturnsHeldBlocksAndClosesTheConsumer) {
   tracker_.release(*flow_);
   EXPECT_EQ(tracker_.slots_in_use(), 0u);
   EXPECT_EQ(consumer_.closed, 1);
+}
+
+// --- Sluice's stream stays the host's (docs/normalisation.md, "TCP") ---
+
+TEST_F(TcpTrackerTest, DropsASecondSynWithAnotherIsnWhileHalfOpen) {
+  ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  const TcpResult result = send(true, tcp_flag::kSyn, client_isn_ + 70000, 0, "");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_unacceptable_syn);
+  // The first ISN stands, as at the host (SYN-RECEIVED keeps it).
+  ASSERT_EQ(send(false, tcp_flag::kSyn | tcp_flag::kAck, server_isn_, client_isn_ + 1, "").verdict,
+            TcpVerdict::kForward);
+  EXPECT_EQ(client_data(0, "abc").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abc");
+  EXPECT_EQ(consumer_.opened, 1);
+}
+
+TEST_F(TcpTrackerTest, DropsASynWithAnotherIsnOnAnEstablishedFlow) {
+  handshake();
+  client_data(0, "abc");
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ + 5, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(count(Counter::drop_tcp_unacceptable_syn), 2u);
+  EXPECT_EQ(client_data(3, "def").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcdef");
+}
+
+TEST_F(TcpTrackerTest, DropsASynWhileOnlyTheClientHasClosed) {
+  handshake();
+  client_data(0, "bye", tcp_flag::kFin);
+  server_acks(4);  // the FIN acknowledged: the server is in CLOSE-WAIT
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ + 100000, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(server_data(0, "still answering").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.opened, 1);
+}
+
+TEST_F(TcpTrackerTest, AfterTheServerClosedFirstTakesOnlyAHigherIsn) {
+  handshake();
+  client_data(0, "req");
+  server_data(0, "resp", tcp_flag::kFin);  // the server closes first: it ends in TIME-WAIT
+  send(true, tcp_flag::kAck | tcp_flag::kFin, client_isn_ + 4, server_isn_ + 6, "");
+  // The client's FIN is not acknowledged yet (the server is in CLOSING): no new connection.
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ + 100000, 0, "").verdict, TcpVerdict::kDrop);
+  send(false, tcp_flag::kAck, server_isn_ + 6, client_isn_ + 5, "");
+  // TIME-WAIT: a lower ISN is no new connection, a higher one is.
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ - 100000, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ + 4, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(consumer_.opened, 1);
+  client_isn_ += 100000;
+  server_isn_ = 4242;
+  handshake();
+  EXPECT_EQ(consumer_.opened, 2);
+  EXPECT_EQ(consumer_.closed, 1);
+  EXPECT_EQ(count(Counter::drop_tcp_unacceptable_syn), 3u);
+}
+
+TEST_F(TcpTrackerTest, AfterTheClientClosedFirstTakesAnyIsnOnceBothFinsAreAcknowledged) {
+  handshake();
+  client_data(0, "req", tcp_flag::kFin);  // the client closes first: the server ends CLOSED
+  send(false, tcp_flag::kAck | tcp_flag::kFin, server_isn_ + 1, client_isn_ + 5, "resp");
+  // The server's FIN is not acknowledged yet (it is in LAST-ACK): no new connection.
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ - 100000, 0, "").verdict, TcpVerdict::kDrop);
+  send(true, tcp_flag::kAck, client_isn_ + 5, server_isn_ + 6, "");
+  client_isn_ -= 100000;
+  server_isn_ = 4242;
+  handshake();
+  EXPECT_EQ(consumer_.opened, 2);
+  EXPECT_EQ(client_data(0, "new").verdict, TcpVerdict::kForward);
+}
+
+TEST_F(TcpTrackerTest, TakesAnyIsnAfterAnExactRst) {
+  handshake();
+  client_data(0, "abc");
+  EXPECT_EQ(send(true, tcp_flag::kRst, client_isn_ + 4, 0, "").verdict, TcpVerdict::kForward);
+  client_isn_ = 7;  // lower than before
+  handshake();
+  EXPECT_EQ(consumer_.opened, 2);
+  EXPECT_EQ(client_data(0, "new").verdict, TcpVerdict::kForward);
+}
+
+TEST_F(TcpTrackerTest, DropsARstNotAtTheNextSequenceNumberAndKeepsTheFlow) {
+  handshake();
+  client_data(0, "abc");
+  for (const uint32_t offset : {5u, 3u, 1000u, 1u << 30}) {  // +1, -1, in window, outside
+    const TcpResult result =
+        send(true, tcp_flag::kRst | tcp_flag::kAck, client_isn_ + offset, server_isn_ + 1, "");
+    EXPECT_EQ(result.verdict, TcpVerdict::kDrop) << offset;
+    EXPECT_EQ(result.reason, Counter::drop_tcp_rst_not_exact);
+  }
+  EXPECT_EQ(send(false, tcp_flag::kRst, server_isn_ + 2, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(count(Counter::drop_tcp_rst_not_exact), 5u);
+  EXPECT_EQ(flow_->state, FlowState::kEstablished);
+  EXPECT_EQ(client_data(3, "def").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcdef");
+}
+
+TEST_F(TcpTrackerTest, AnExactRstEndsTheFlowAndLaterPacketsAreDropped) {
+  handshake();
+  client_data(0, "abc");
+  client_data(10, "held");
+  EXPECT_EQ(send(false, tcp_flag::kRst, server_isn_ + 1, 0, "").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(flow_->state, FlowState::kClosing);
+  EXPECT_EQ(tracker_.slots_in_use(), 0u);  // held and kept bytes given back
+  const TcpResult result = client_data(3, "def");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_after_rst);
+  EXPECT_EQ(consumer_.stream[0], "abc");
+}
+
+TEST_F(TcpTrackerTest, ForwardsTheServersRstRefusingTheSyn) {
+  ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(send(false, tcp_flag::kRst | tcp_flag::kAck, 0, client_isn_ + 2, "").verdict,
+            TcpVerdict::kDrop);  // does not acknowledge the SYN
+  EXPECT_EQ(send(false, tcp_flag::kRst | tcp_flag::kAck, 0, client_isn_ + 1, "").verdict,
+            TcpVerdict::kForward);
+  EXPECT_EQ(flow_->state, FlowState::kClosing);
+}
+
+// The hold-and-forward invariant: bytes held ahead of a hole reach the consumer, in order, when
+// the hole is filled, whatever was dropped in between (a RST or SYN the host ignores).
+TEST_F(TcpTrackerTest, HeldBytesStillPassTheConsumerAfterAnIgnoredRstOrSyn) {
+  consumer_.kill_marker = "EVIL";
+  handshake();
+  client_data(0, "abc");
+  EXPECT_EQ(client_data(6, "EVIL").verdict, TcpVerdict::kForward);  // held
+  EXPECT_EQ(send(true, tcp_flag::kRst, client_isn_ + 5, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(send(true, tcp_flag::kSyn, client_isn_ + 9, 0, "").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(client_data(3, "def").verdict, TcpVerdict::kKill);  // the filler is not forwarded
+  EXPECT_EQ(consumer_.stream[0], "abcdefEVIL");
+}
+
+TEST_F(TcpTrackerTest, DropsBytesBeyondAHeldFin) {
+  handshake();
+  EXPECT_EQ(client_data(3, "def", tcp_flag::kFin).verdict, TcpVerdict::kForward);  // held
+  TcpResult result = client_data(6, "xyz");  // over the FIN's own sequence number
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_beyond_fin);
+  EXPECT_EQ(client_data(0, "abcdefgh").verdict, TcpVerdict::kDrop);  // in order, but over it
+  EXPECT_EQ(client_data(0, "abc").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcdef");
+  EXPECT_TRUE(consumer_.ended[0]);
+}
+
+TEST_F(TcpTrackerTest, DropsAFinBeforeBytesAlreadyHeld) {
+  handshake();
+  client_data(6, "ghi");
+  const TcpResult result = client_data(3, "def", tcp_flag::kFin);
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_beyond_fin);
+  client_data(0, "abc");
+  client_data(3, "def");
+  EXPECT_EQ(consumer_.stream[0], "abcdefghi");
+  EXPECT_FALSE(consumer_.ended[0]);
+}
+
+TEST_F(TcpTrackerTest, AcknowledgesTheClientsFinOnAFlowItEnded) {
+  consumer_.kill_marker = "FORBIDDEN";
+  consumer_.deny = true;
+  handshake();
+  ASSERT_EQ(client_data(0, "FORBIDDEN").verdict, TcpVerdict::kDeny);
+  // The client acknowledges the answer, then closes: answered, not dropped.
+  TcpResult result = send(true, tcp_flag::kAck, client_isn_ + 10, server_isn_ + 50, "");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::tcp_killed_flow_absorbed);
+  result = send(true, tcp_flag::kFin | tcp_flag::kAck, client_isn_ + 10, server_isn_ + 50, "");
+  EXPECT_EQ(result.verdict, TcpVerdict::kAnswer);
+  EXPECT_EQ(count(Counter::tcp_killed_flow_absorbed), 1u);
+  EXPECT_EQ(count(Counter::drop_tcp_killed_flow), 0u);
+  // Data from the client and anything from the server are real drops.
+  EXPECT_EQ(client_data(9, "more").reason, Counter::drop_tcp_killed_flow);
+  EXPECT_EQ(server_data(0, "late").reason, Counter::drop_tcp_killed_flow);
+  EXPECT_EQ(count(Counter::drop_tcp_killed_flow), 2u);
+}
+
+TEST_F(TcpTrackerTest, DiscardDropsThePacketKeepsTheFlowAndDropsLaterPayload) {
+  consumer_.discard_marker = "JUNK";
+  handshake();
+  EXPECT_EQ(client_data(0, "GET / HTTP/1.1\r\n").verdict, TcpVerdict::kForward);
+  TcpResult result = client_data(16, "JUNK");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_data_after_close);
+  EXPECT_EQ(flow_->state, FlowState::kEstablished);
+  // The discarded bytes again, differing or not, and anything after them: dropped, not read.
+  EXPECT_EQ(client_data(16, "JUNK").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(client_data(16, "XXXX").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(client_data(14, "\r\nJU").verdict, TcpVerdict::kDrop);  // reaches into them
+  EXPECT_EQ(client_data(20, "more").verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(count(Counter::drop_data_after_close), 5u);
+  EXPECT_EQ(consumer_.stream[0], "GET / HTTP/1.1\r\nJUNK");
+  // Bytes before them, pure ACKs and the FIN pass; the other direction is untouched.
+  EXPECT_EQ(client_data(0, "GET / HTTP/1.1\r\n").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(server_data(0, "HTTP/1.1 200 OK\r\n").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(send(true, tcp_flag::kAck, client_isn_ + 25, server_isn_ + 18, "").verdict,
+            TcpVerdict::kForward);
+  EXPECT_EQ(
+      send(true, tcp_flag::kFin | tcp_flag::kAck, client_isn_ + 25, server_isn_ + 18, "").verdict,
+      TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[1], "HTTP/1.1 200 OK\r\n");
+  EXPECT_EQ(count(Counter::tcp_flows_killed), 0u);
+}
+
+TEST_F(TcpTrackerTest, DiscardOfAHeldPieceDropsTheHoleFillerAndFreesTheRest) {
+  consumer_.discard_marker = "JUNK";
+  handshake();
+  client_data(6, "JUNK");
+  client_data(12, "tail");
+  EXPECT_EQ(tracker_.slots_in_use(), 2u);
+  const TcpResult result = client_data(0, "abcdef");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_data_after_close);
+  // "tail" (held beyond) given back; what remains is kept unacknowledged bytes: the filler's and
+  // the discarded piece's.
+  EXPECT_EQ(tracker_.slots_in_use(), 2u);
+  // The receiver waits at the filler's first byte: the filler itself can never pass now.
+  EXPECT_EQ(client_data(0, "abcdef").verdict, TcpVerdict::kDrop);
 }
 
 // Property: however the stream is cut, reordered (within the reassembly window) and duplicated,
