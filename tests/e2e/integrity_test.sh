@@ -96,6 +96,7 @@ host_log="$work/host.jsonl"
 sluice_pid=""
 host_pid=""
 test_name=integrity_test
+# shellcheck source=tests/e2e/lib.sh
 source "$here/lib.sh"
 dump_log() { dump_logs 60 "sluice log:$log" "host stderr:$work/host.err" "audit log:$audit"; }
 
