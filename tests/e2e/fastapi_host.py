@@ -149,6 +149,24 @@ def chat_events(model: str, text: str, shape: str) -> list:
             events.append(chunk_event(base, 1, {"content": b}))
     elif shape == "sse_reasoning":
         events += [chunk_event(base, 0, {"reasoning_content": c}) for c in text]
+    elif shape == "sse_interleave_fields":
+        # One choice; its content and its reasoning_content one character each in turn: a client
+        # shows the two apart, so only per-field text shows the secret.
+        other = "abcdefghijklmnopqrstuvwxyz" * 4
+        for a, b in zip(text, other):
+            events.append(chunk_event(base, 0, {"content": a}))
+            events.append(chunk_event(base, 0, {"reasoning_content": b}))
+    elif shape == "sse_two_tools":
+        # One choice, two tool calls whose arguments stream one character each in turn.
+        args, other = json.dumps({"key": text}), json.dumps({"q": "abcdefghij" * 10})
+        events.append(chunk_event(base, 0, {"tool_calls": [
+            {"index": 0, "id": "call_si1", "type": "function",
+             "function": {"name": "save_key", "arguments": ""}},
+            {"index": 1, "id": "call_si2", "type": "function",
+             "function": {"name": "search", "arguments": ""}}]}))
+        for a, b in zip(args, other):
+            events.append(chunk_event(base, 0, {"tool_calls": [{"index": 0, "function": {"arguments": a}}]}))
+            events.append(chunk_event(base, 0, {"tool_calls": [{"index": 1, "function": {"arguments": b}}]}))
     elif shape == "sse_tool":
         args = json.dumps({"key": text})
         events.append(chunk_event(base, 0, {"tool_calls": [{
@@ -230,6 +248,10 @@ def answer(request: Request, route: str, model: str) -> Response:
             pieces = [p.replace(b"\n", b"\r\n") for p in pieces]
         elif shape == "sse_multiline":  # each event's JSON over two data lines (joined by LF)
             pieces = [p.replace(b',"choices"', b',\ndata: "choices"', 1) for p in pieces]
+        elif shape == "sse_nospace":  # "data:" without the optional space
+            pieces = [p.replace(b"data: ", b"data:") for p in pieces]
+        elif shape == "sse_named_events":  # every event named, with an id and a comment line
+            pieces = [b": keep-alive\nevent: chunk\nid: %d\n" % n + p for n, p in enumerate(pieces)]
         return StreamingResponse(paced(pieces, request, shape, secret_kind), media_type=media,
                                  headers={"cache-control": "no-cache"})
 
@@ -245,6 +267,8 @@ def answer(request: Request, route: str, model: str) -> Response:
     else:
         doc = chat_json(model, [chat_message(text, "content")])
     body = json.dumps(doc).encode()
+    if shape == "json_escaped":  # every character of the content's secret as a \u escape
+        body = body.replace(text.encode(), "".join("\\u%04x" % ord(c) for c in text).encode())
     status, headers, media = 200, {}, "application/json"
     if shape == "json_text_plain":
         media = "text/plain"

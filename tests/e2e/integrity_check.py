@@ -270,6 +270,8 @@ def strings_of(doc, path=(), out=None):
 
 def readings(body: bytes, headers: str) -> list:
     texts = [body.decode("utf-8", "replace")]
+    # \u escapes decoded in place: a JSON body cut before its end still shows an escaped secret
+    texts.append(re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), texts[0]))
     if re.search(r"(?im)^content-encoding:\s*(x-)?gzip", headers):
         try:
             texts.append(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body)
