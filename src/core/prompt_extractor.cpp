@@ -213,9 +213,9 @@ constexpr KnownKey kToolFunctionKeys[] = {
 };
 
 // Keys excluded in every tracked object (not inside free-form values: a JSON Schema's "type" or
-// "id" is rendered with the schema), when written without escapes. Ids and enums no template
-// renders as text, opaque or binary payloads a host decodes or fetches (images, audio, files,
-// signed or encrypted reasoning). An escaped one is text: scanning more is the safe side.
+// "id" is rendered with the schema): ids and enums no template renders as text, opaque or binary
+// payloads a host decodes or fetches (images, audio, files, signed or encrypted reasoning). As
+// for the known keys, one written with escapes is json_escaped_known_key.
 constexpr KnownKey kExcludedKeys[] = {
     {"role", Role::kExcluded},
     {"type", Role::kExcluded},
@@ -844,9 +844,9 @@ void PromptExtractor::State::end_key() {
     }
     return;
   }
-  if (key_escaped) return;
   for (const KnownKey& excluded : kExcludedKeys) {
     if (excluded.name.size() == key_size && std::memcmp(excluded.padded, key, kKeyBuffer) == 0) {
+      if (key_escaped) return reject(RequestReason::json_escaped_known_key);
       next_role = Role::kExcluded;
       return;
     }
