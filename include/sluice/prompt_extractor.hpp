@@ -21,22 +21,23 @@
 
 namespace sluice {
 
-// Which field a piece of prompt text belongs to.
+// Which field a piece of prompt text belongs to: the nearest known path above the string. A
+// string under a key the path does not know has the field of the object holding it.
 enum class PromptField : uint8_t {
-  kMessageContent,   // messages[].content (string, or parts[].text, or a part's content: the
-                     // Anthropic tool_result, string or parts[].text)
+  kMessageContent,   // messages[]: content in every form (parts of any type, nested tool_result
+                     // content, tool_use input, documents) and a message's other keys
   kMessageName,      // messages[].name
-  kToolArguments,    // messages[].tool_calls[].function.arguments; input[].arguments (Responses
-                     // function_call)
-  kToolDescription,  // tools[].function.description; tools[].description (Anthropic)
+  kToolArguments,    // messages[].tool_calls[]: function name and arguments; input[] items'
+                     // name and arguments (Responses function_call)
+  kToolDescription,  // tools[]: name, description (OpenAI function and Anthropic tool)
   kPrompt,           // prompt (string or array of strings)
-  kInput,            // input (string, array of strings, or items' content / output: a string
-                     // or parts[].text)
+  kInput,            // input (string, array of strings, or items' content, output, summary)
   kInstructions,     // instructions
-  kSystem,           // system (string or blocks[].text)
+  kSystem,           // system (string, blocks or one block)
   kSuffix,           // suffix
   kToolSchema,       // tools[].function.parameters, tools[].input_schema: keys and strings
-  kOther,            // any other string: unknown keys' values, free-form objects' keys and strings
+  kOther,            // any other string: the root's unknown keys (chat_template_kwargs,
+                     // response_format, documents, ...), keys and strings alike
 };
 
 std::string_view field_name(PromptField field);
