@@ -1,7 +1,10 @@
 // Throughput of the streaming prompt extractor on realistic chat-completions bodies of about
 // 1 KB, 4 KB and 32 KB, fed in 1460-byte pieces (one TCP segment's payload each), as the data
 // path feeds it; bytes/s counts body bytes. Variants: prose with the usual escapes (\n, \"),
-// text that is mostly escapes (tool arguments holding JSON), and CJK text (3-byte UTF-8).
+// text that is mostly escapes (tool arguments holding JSON), and CJK text (3-byte UTF-8), each
+// with a tool definition (its name and JSON Schema are prompt text too); and `plain`, the prose
+// without tools, the shape of sluice-bench's chat-1k bodies (system + user turns, model,
+// max_tokens, temperature), whose text is only the message contents.
 //   build/perf/prompt_extractor_bench --benchmark_min_time=0.5
 #include <benchmark/benchmark.h>
 
@@ -28,11 +31,12 @@ class CountingSink : public PromptSink {
   std::size_t fields = 0;
 };
 
-enum class Flavour { kProse, kEscapes, kCjk };
+enum class Flavour { kProse, kEscapes, kCjk, kPlain };
 
 std::string turn_text(Flavour flavour, std::size_t turn) {
   switch (flavour) {
     case Flavour::kProse:
+    case Flavour::kPlain:
       return "Could you look at the quarterly report and tell me which regions grew faster than "
              "last year? Please keep it short.\\nI mainly care about \\\"EMEA\\\" and APAC; turn " +
              std::to_string(turn) + " of the thread.";
@@ -48,14 +52,19 @@ std::string turn_text(Flavour flavour, std::size_t turn) {
 }
 
 // A chat-completions body of at least `target` bytes: model, a system prompt, alternating turns
-// (tool calls carrying arguments in the escapes flavour), a tool definition and scalars.
+// (tool calls carrying arguments in the escapes flavour), a tool definition (not in `plain`) and
+// scalars.
 std::string chat_body(std::size_t target, Flavour flavour) {
   std::string body =
-      R"({"model":"gpt-4o-2024-08-06","temperature":0.7,"stream":true,"max_tokens":1024,)"
-      R"("tools":[{"type":"function","function":{"name":"get_weather","description":"Current )"
-      R"(weather for a city","parameters":{"type":"object","properties":{"city":{"type":)"
-      R"("string"}},"required":["city"]}}}],"messages":[{"role":"system","content":"You are a )"
-      R"(helpful assistant. Answer precisely and cite the sources you use."})";
+      flavour == Flavour::kPlain
+          ? R"({"model":"small-1","max_tokens":256,"temperature":0.7,"messages":[{"role":)"
+            R"("system","content":"You are a helpful assistant. Answer precisely and cite the )"
+            R"(sources you use."})"
+          : R"({"model":"gpt-4o-2024-08-06","temperature":0.7,"stream":true,"max_tokens":1024,)"
+            R"("tools":[{"type":"function","function":{"name":"get_weather","description":"Current )"
+            R"(weather for a city","parameters":{"type":"object","properties":{"city":{"type":)"
+            R"("string"}},"required":["city"]}}}],"messages":[{"role":"system","content":"You are a )"
+            R"(helpful assistant. Answer precisely and cite the sources you use."})";
   for (std::size_t turn = 0; body.size() + 64 < target; ++turn) {
     if (flavour == Flavour::kEscapes && turn % 2 == 1) {
       body += R"(,{"role":"assistant","content":null,"tool_calls":[{"id":"call_)" +
@@ -93,6 +102,7 @@ void BM_Extract(benchmark::State& state, Flavour flavour) {
 BENCHMARK_CAPTURE(BM_Extract, prose, Flavour::kProse)->Arg(1024)->Arg(4096)->Arg(32768);
 BENCHMARK_CAPTURE(BM_Extract, escapes, Flavour::kEscapes)->Arg(1024)->Arg(4096)->Arg(32768);
 BENCHMARK_CAPTURE(BM_Extract, cjk, Flavour::kCjk)->Arg(1024)->Arg(4096)->Arg(32768);
+BENCHMARK_CAPTURE(BM_Extract, plain, Flavour::kPlain)->Arg(1024)->Arg(4096)->Arg(32768);
 
 }  // namespace
 }  // namespace sluice

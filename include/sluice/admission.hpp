@@ -89,6 +89,7 @@ class Admission final : public RequestObserver {
   void on_header_end(uint32_t flow_id) override;
   Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
   void on_prompt_text(uint32_t flow_id, std::string_view canonical) override;
+  void on_prompt_joined_text(uint32_t flow_id, std::string_view canonical) override;
   Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
   bool on_response_head(uint32_t flow_id, const ResponseHead& head) override;
   Refusal on_completion_text(uint32_t flow_id, std::string_view canonical) override;

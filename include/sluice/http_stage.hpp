@@ -77,6 +77,11 @@ class RequestObserver {
   // Canonical prompt text of the current request, in order, in pieces (fields separated by a
   // newline). This is what the scanner sees.
   virtual void on_prompt_text(uint32_t flow_id, std::string_view canonical) = 0;
+  // The prompt's second view, interleaved with on_prompt_text: the parts of each content (an
+  // array under content, system, output, ...) joined with nothing, canonical, one field per
+  // content. A chat template may join parts so; a rule must match whichever way the host joins
+  // them, so both views are scanned. Only requests with parts arrays produce it.
+  virtual void on_prompt_joined_text(uint32_t /*flow_id*/, std::string_view /*canonical*/) {}
   // The request ended: complete (outcome.reason ok), or refused by the assembler with
   // outcome.reason. For a complete request the observer's refusal, if any, is sent; for one the
   // assembler refused the return value is ignored.

@@ -1,5 +1,14 @@
-// Streaming extraction of the text-bearing fields of an OpenAI-compatible or Anthropic-style
-// JSON request body, fed in arbitrary pieces (down to one byte), with bounded state.
+// Streaming extraction of the prompt text of an OpenAI-compatible, Anthropic-style or
+// Responses-API JSON request body, fed in arbitrary pieces (down to one byte), with bounded state.
+//
+// What a host's chat template renders, the model reads; templates render far more than the
+// fields a client library names. So every string value of the body is prompt text — and every
+// key inside a free-form value (a tool's JSON Schema, tool_use input, chat_template_kwargs, any
+// object under a key the extractor does not know) — except a short list of exclusions that no
+// template renders: the structural keys of the known shapes (messages, role, content, ...), the
+// scalars admission reads (model), ids, enum-like values (role, type, tool_choice, ...) and
+// binary payloads (image and audio data, file data, base64 sources). docs/normalisation.md,
+// "JSON request bodies", lists them; src/core/prompt_extractor.cpp holds the tables.
 #pragma once
 
 #include <cstdint>
@@ -12,20 +21,23 @@
 
 namespace sluice {
 
-// Which field a piece of prompt text belongs to.
+// Which field a piece of prompt text belongs to: the nearest known path above the string. A
+// string under a key the path does not know has the field of the object holding it.
 enum class PromptField : uint8_t {
-  kMessageContent,   // messages[].content (string, or parts[].text, or a part's content: the
-                     // Anthropic tool_result, string or parts[].text)
+  kMessageContent,   // messages[]: content in every form (parts of any type, nested tool_result
+                     // content, tool_use input, documents) and a message's other keys
   kMessageName,      // messages[].name
-  kToolArguments,    // messages[].tool_calls[].function.arguments; input[].arguments (Responses
-                     // function_call)
-  kToolDescription,  // tools[].function.description; tools[].description (Anthropic)
+  kToolArguments,    // messages[].tool_calls[]: function name and arguments; input[] items'
+                     // name and arguments (Responses function_call)
+  kToolDescription,  // tools[]: name, description (OpenAI function and Anthropic tool)
   kPrompt,           // prompt (string or array of strings)
-  kInput,            // input (string, array of strings, or items' content / output: a string
-                     // or parts[].text)
+  kInput,            // input (string, array of strings, or items' content, output, summary)
   kInstructions,     // instructions
-  kSystem,           // system (string or blocks[].text)
+  kSystem,           // system (string, blocks or one block)
   kSuffix,           // suffix
+  kToolSchema,       // tools[].function.parameters, tools[].input_schema: keys and strings
+  kOther,            // any other string: the root's unknown keys (chat_template_kwargs,
+                     // response_format, documents, ...), keys and strings alike
 };
 
 std::string_view field_name(PromptField field);
@@ -37,6 +49,11 @@ class PromptSink {
   virtual ~PromptSink() = default;
   virtual void on_text(PromptField field, std::string_view utf8) = 0;
   virtual void on_field_end(PromptField field) = 0;
+  // A content's parts (an array under content, system, output, summary, ... — nested ones too,
+  // each with its own pair) begin and end: the strings between them are what a template may
+  // join with nothing, so that a word split across two parts is one word to the model.
+  virtual void on_parts_begin() {}
+  virtual void on_parts_end() {}
 };
 
 // The scalar fields admission needs.
@@ -71,11 +88,12 @@ class PromptExtractor {
   const RequestFields& fields() const { return fields_; }
 
   // Parser state per flow: the object/array bit stack (128 levels), the roles and seen-key sets
-  // of the at most 7 tracked containers, a 24-byte key buffer (the longest known key is 21), a
-  // held partial UTF-8 character and escape; 112 bytes used. sizeof(PromptExtractor) = 216
-  // bytes on x86-64 (state_, fields_, limits_), plus the model string's heap buffer of
-  // max_scalar_bytes + 1, reserved once by the constructor: feed() and finish() never allocate.
-  static constexpr std::size_t kStateBytes = 112;
+  // of the at most 8 tracked containers, a 24-byte key buffer (the longest known key is 21), a
+  // held partial UTF-8 character and escape, the untracked subtree's kind; 120 bytes used.
+  // sizeof(PromptExtractor) = 224 bytes on x86-64 (state_, fields_, limits_), plus the model
+  // string's heap buffer of max_scalar_bytes + 1, reserved once by the constructor: feed() and
+  // finish() never allocate.
+  static constexpr std::size_t kStateBytes = 120;
 
  private:
   // Implementation state: see src/core/prompt_extractor.cpp.

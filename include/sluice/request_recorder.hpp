@@ -42,6 +42,7 @@ class RequestRecorder final : public RequestObserver {
   void on_flow_open(uint32_t flow_id, const FlowEndpoints& endpoints) override;
   Refusal on_request_head(uint32_t flow_id, const RequestHead& head, uint64_t now_ns) override;
   void on_prompt_text(uint32_t flow_id, std::string_view canonical) override;
+  void on_prompt_joined_text(uint32_t flow_id, std::string_view canonical) override;
   Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
   bool on_header_field(uint32_t flow_id, std::string_view lower_name) override;
   void on_header_value(uint32_t flow_id, std::string_view bytes) override;

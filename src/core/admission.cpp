@@ -26,6 +26,11 @@ struct Admission::Request {
   RuleStream scan;
   enum class Scanning : uint8_t { kNone, kHeader, kPrompt, kCompletion } scanning = Scanning::kNone;
   bool prompt_unscanned = false;  // no prompt rule applies: its text is not looked at
+  // The prompt's second view: each content's parts joined with nothing (a chat template may join
+  // them so), scanned by its own stream with the same rules; its matches join the prompt's
+  // verdict. Begun only by a request whose body has a parts array.
+  RuleStream joined_scan;
+  bool joined_scanning = false;
   bool reads_completion = false;  // a completion rule applies: the policy is kept until the end
   bool header_scan_failed = false;
   std::vector<uint32_t> header_matches;  // rules matched in header fields, in order
@@ -171,6 +176,7 @@ void Admission::refresh() {
   // Idle streams let go of an old database, so it can be freed.
   for (Request* idle : requests_free_) {
     if (idle->scan.database() != policy.rules().get()) idle->scan.release();
+    if (idle->joined_scan.database() != policy.rules().get()) idle->joined_scan.release();
   }
   if (path_scan_.database() != policy.rules().get()) path_scan_.release();
   if (metrics_ != nullptr) metrics_->use_rules(policy.rules());
@@ -240,6 +246,10 @@ void Admission::give_back(Request* request) {
     request->scan.cancel();
     request->scan.set_stop_at_block(true);
     request->scanning = Request::Scanning::kNone;
+  }
+  if (request->joined_scanning) {
+    request->joined_scan.cancel();
+    request->joined_scanning = false;
   }
   request->rules = nullptr;
   release_capture(*request);
@@ -533,10 +543,26 @@ Refusal Admission::on_request_end(uint32_t flow_id, const RequestOutcome& outcom
   }
   if (outcome.reason != RequestReason::ok) return deny(state, Refusal{outcome.reason});
 
-  if (request->scanning == Request::Scanning::kPrompt) {
-    request->scanning = Request::Scanning::kNone;
-    const RuleVerdict verdict = request->scan.end(*scratch_);
-    const Refusal by_rules = apply_rules(*request, *request->policy->policy->rules(), verdict);
+  if (request->scanning == Request::Scanning::kPrompt || request->joined_scanning) {
+    const RuleDatabase& db = *request->policy->policy->rules();
+    RuleVerdict verdict;
+    std::span<const uint32_t> seen;
+    if (request->scanning == Request::Scanning::kPrompt) {
+      request->scanning = Request::Scanning::kNone;
+      verdict = request->scan.end(*scratch_);
+      seen = request->scan.matches();
+    }
+    if (request->joined_scanning) {
+      // A rule matched in either view counts once, as if the prompt were one text.
+      request->joined_scanning = false;
+      const RuleVerdict joined = request->joined_scan.end(*scratch_);
+      verdict.error = verdict.error || joined.error;
+      for (const uint32_t rule : request->joined_scan.matches()) {
+        if (std::find(seen.begin(), seen.end(), rule) == seen.end())
+          add_to_verdict(verdict, db, rule);
+      }
+    }
+    const Refusal by_rules = apply_rules(*request, db, verdict);
     if (by_rules.refused()) return deny(state, by_rules);
   }
 
@@ -658,6 +684,20 @@ void Admission::on_prompt_text(uint32_t flow_id, std::string_view canonical) {
     request->scanning = Request::Scanning::kPrompt;
   }
   request->scan.feed(canonical, *scratch_);
+}
+
+void Admission::on_prompt_joined_text(uint32_t flow_id, std::string_view canonical) {
+  SLUICE_STAGE(kLimit);
+  if (flow_id >= by_flow_.size() || by_flow_[flow_id] == nullptr) return;
+  Request* request = by_flow_[flow_id]->reading;
+  if (request == nullptr || request->rules == nullptr || request->prompt_unscanned) return;
+  if (!request->joined_scanning) {
+    const RuleDatabase& db = *request->policy->policy->rules();
+    if (!db.applies(*request->rules, RuleScope::kPrompt)) return;
+    request->joined_scan.begin(db, *request->rules, RuleScope::kPrompt);
+    request->joined_scanning = true;
+  }
+  request->joined_scan.feed(canonical, *scratch_);
 }
 
 Refusal Admission::apply_rules(Request& request, const RuleDatabase& db,

@@ -25,7 +25,8 @@ struct HttpStage::FlowState final : HttpRequestSink,
         decoder(stage_config->decode),
         extractor(stage_config->json),
         response_decoder(stage_config->decode),
-        completion_path(*this) {}
+        completion_path(*this),
+        joined_path(*this) {}
 
   // The response direction's chain: decoded body → usage scanner and completion extractor →
   // canonicaliser → observer. Its own sinks, apart from the request's.
@@ -79,6 +80,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     now_ns = 0;
     completion = false;
     field_offered = false;
+    joined_path.sequence = UINT64_MAX;  // a reused state: the join restarts with the flow
   }
 
   // The request failed or ended: tells the observer once. A refusal ends the flow: nothing
@@ -161,6 +163,20 @@ struct HttpStage::FlowState final : HttpRequestSink,
     failure = extractor.feed(bytes, *this);
   }
 
+  // The prompt's second view (RequestObserver::on_prompt_joined_text): the text of each
+  // content's parts, nested ones included, fed to a canonicaliser of its own as one field. Costs
+  // nothing for a body without parts arrays; text in parts is canonicalised and scanned twice.
+  struct JoinedPath final : CanonicalSink {
+    explicit JoinedPath(FlowState& flow_state) : state(flow_state) {}
+    void on_canonical(std::string_view utf8) override {
+      state.observer.on_prompt_joined_text(state.flow_id, utf8);
+    }
+    FlowState& state;
+    Canonicalizer canonicalizer;
+    uint64_t sequence = UINT64_MAX;  // of the request it was last reset for
+    uint32_t parts_open = 0;         // nesting of the parts arrays being read
+  };
+
   // PromptSink
   void on_text(PromptField, std::string_view utf8) override {
     if (!field_open) {
@@ -168,11 +184,23 @@ struct HttpStage::FlowState final : HttpRequestSink,
       field_open = true;
     }
     canonicalizer.feed(utf8, *this);
+    if (joined_path.parts_open > 0) joined_path.canonicalizer.feed(utf8, joined_path);
   }
   void on_field_end(PromptField) override {
     if (!field_open) canonicalizer.begin_field(*this);  // an empty string is still a field
     canonicalizer.end_field(*this);
     field_open = false;
+  }
+  void on_parts_begin() override {
+    if (joined_path.sequence != sequence) {  // the first parts of this request
+      joined_path.sequence = sequence;
+      joined_path.canonicalizer.reset();
+      joined_path.parts_open = 0;
+    }
+    if (joined_path.parts_open++ == 0) joined_path.canonicalizer.begin_field(joined_path);
+  }
+  void on_parts_end() override {
+    if (--joined_path.parts_open == 0) joined_path.canonicalizer.end_field(joined_path);
   }
 
   // CanonicalSink
@@ -252,6 +280,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
   ContentDecoder response_decoder;
   CompletionExtractor completion_extractor;
   CompletionPath completion_path;
+  JoinedPath joined_path;
   Refusal response_refusal;  // the response the observer refused (the flow ends with it)
   CompletionExtractor extractor_before;  // as it was before the segment being read
   uint64_t sequence = 0;

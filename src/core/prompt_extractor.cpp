@@ -12,13 +12,16 @@
 //   3. \u escapes: a high surrogate must be followed at once by a \u low surrogate, else
 //      json_lone_surrogate (a malformed hex digit there is json_invalid).
 //   4. Paths: a stack of roles for the prefix of containers whose path is known (the root, the
-//      messages array, a message, ...). Deeper or unknown containers are walked as "skip": only a
-//      bit saying object or array is kept per level.
+//      messages array, a message, a part, ...). Every string is text unless its path excludes
+//      it (the tables below). Deeper or unknown containers are untracked: free-form text (every
+//      key and string in them is text) or excluded (nothing is); only a bit saying object or
+//      array is kept per level, and one flag for the whole untracked subtree.
 //
 // Duplicate detection (json_duplicate_key): each tracked object keeps a 16-bit set of the known
 // keys it has seen (tables below); a second occurrence of a known key in the same tracked object
-// is rejected. Duplicates of unknown keys, and any duplicate inside untracked (skipped) values,
-// are not detected: that would need memory proportional to the object.
+// is rejected. Duplicates of unknown keys, and any duplicate inside untracked values, are not
+// detected: that would need memory proportional to the object — and both of their values are
+// text, scanned whichever one a host keeps.
 //
 // Scalars: `model` must be a string or null; `stream` true, false or null; `max_tokens`,
 // `max_completion_tokens` and `max_output_tokens` a non-negative integer that fits in 64 bits or
@@ -43,8 +46,10 @@ namespace {
 
 // Deepest nesting the object/array bit stack can hold; JsonLimits::max_depth is clamped to it.
 constexpr uint32_t kMaxDepth = 128;
-// Deepest path that has a role: root > messages > message > content > part > content > part.
-constexpr uint32_t kMaxTracked = 7;
+// Deepest path that has a role: root > messages > message > content > part > content > part >
+// content. A container that would be tracked deeper is read as free text (everything in it is
+// text): the bound costs inspection nothing, only exclusions.
+constexpr uint32_t kMaxTracked = 8;
 
 enum class Mode : uint8_t {
   kStart,        // before the top-level value
@@ -69,34 +74,35 @@ enum class StringStep : uint8_t {
   kAfterHighBackslash,  // ... then 'u'
 };
 
+// kKey: a key of a tracked object, or the value of source.type, read into the key buffer.
 enum class Dest : uint8_t { kDiscard, kEmit, kKey, kModel };
 
 enum class NumberStep : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };
 
-// What a value is, from its path; a container with a role other than kSkip is tracked.
+// What a value is, from its path; a container with a role other than kText and kExcluded is
+// tracked. The default is text: every string is emitted, except under kExcluded.
 enum class Role : uint8_t {
-  kSkip,
+  kText,              // strings are text; a container is free-form: its keys are text too
+  kExcluded,          // nothing in it is text (a documented exclusion: ids, enums, binary)
   kRoot,              // the top-level object
   kMessages,          // messages: array of kMessage
   kMessage,           // messages[i]
-  kContent,           // string (text) or array of kPart
-  kParts,             // array of kPart
-  kPart,              // {"type", "text", "content"}
-  kNestedContent,     // content of a part (Anthropic tool_result): string or array of kNestedPart
-  kNestedParts,       // array of kNestedPart
-  kNestedPart,        // {"type", "text"}
-  kText,              // string: text; anything else skipped
+  kContent,           // string (text), array of kContent (parts: kParts), or object (kPart)
+  kParts,             // array of kContent: a content's parts, which a template may join
+  kPart,              // {"type", "text", "content", "source", ...}: one content part or block
+  kSource,            // a part's source (Anthropic image/document): {"type", "data", ...}
+  kSourceType,        // source.type: read, to tell base64 data (binary) from text data
   kTextOrList,        // prompt, input: string or array of kTextListItem
   kTextList,          // array of kTextListItem
   kTextListItem,      // string (text), number (token id), array (kTokenIds), object (input item)
   kTokenIds,          // array of kTokenId
   kTokenId,           // number: token id
-  kInputItem,         // input[i] object: {"type", "role", "content", "output", "arguments"}
+  kInputItem,         // input[i] object (Responses API): a message, a tool call or its output, ...
   kToolCalls,         // array of kToolCall
   kToolCall,          // {"id", "type", "function"}
   kToolCallFunction,  // {"name", "arguments"}
   kTools,             // array of kTool
-  kTool,              // {"type", "name", "function", "description"} (OpenAI and Anthropic)
+  kTool,              // {"type", "name", "function", "description", "input_schema"}
   kToolFunction,      // {"name", "parameters", "description"}
   kModel,
   kStream,
@@ -119,16 +125,19 @@ struct KnownKey {
   std::string_view name;
   Role role;
   PromptField field;
-  bool inherit_field;  // the value's field is the enclosing part's field
+  bool inherit_field;  // the value's field is the enclosing object's field
   char padded[kKeyBuffer] = {};
 };
 
-// Known keys per tracked object. The index of a key is its bit in Level::seen. Keys whose value
-// is not extracted (role, type, id, ...) are listed so that their duplicates are still caught:
-// they decide how a server reads the text next to them.
+// Known keys per tracked object. The index of a key is its bit in Level::seen; a second
+// occurrence is json_duplicate_key. Keys whose value is not extracted (role, type, id, ...) are
+// listed so that their duplicates are still caught: they decide how a server reads the text next
+// to them. A key no table lists is text (kText), with the object's field, unless it is one of
+// kExcludedKeys; its duplicates are not detected (that would need memory proportional to the
+// object), which costs nothing: both of its values are scanned.
 constexpr KnownKey kRootKeys[] = {
-    {"messages", Role::kMessages},
-    {"tools", Role::kTools},
+    {"messages", Role::kMessages, PromptField::kMessageContent},
+    {"tools", Role::kTools, PromptField::kToolDescription},
     {"prompt", Role::kTextOrList, PromptField::kPrompt},
     {"input", Role::kTextOrList, PromptField::kInput},
     {"instructions", Role::kText, PromptField::kInstructions},
@@ -139,51 +148,108 @@ constexpr KnownKey kRootKeys[] = {
     {"max_tokens", Role::kMaxTokens},
     {"max_completion_tokens", Role::kMaxCompletionTokens},
     {"max_output_tokens", Role::kMaxOutputTokens},
+    // Never rendered: who asks, how it is billed, which tool must be called (the tool itself is
+    // in `tools`).
+    {"user", Role::kExcluded},
+    {"service_tier", Role::kExcluded},
+    {"tool_choice", Role::kExcluded},
 };
 constexpr KnownKey kMessageKeys[] = {
-    {"role", Role::kSkip},
+    {"role", Role::kExcluded},
     {"content", Role::kContent, PromptField::kMessageContent},
     {"name", Role::kText, PromptField::kMessageName},
-    {"tool_calls", Role::kToolCalls},
+    {"tool_calls", Role::kToolCalls, PromptField::kToolArguments},
 };
 constexpr KnownKey kPartKeys[] = {
-    {"type", Role::kSkip},
+    {"type", Role::kExcluded},
     {"text", Role::kText, PromptField{}, true},
-    {"content", Role::kNestedContent, PromptField{}, true},
+    {"content", Role::kContent, PromptField{}, true},
+    {"source", Role::kSource, PromptField{}, true},
+    {"file", Role::kPart, PromptField{}, true},  // {"file_data", "file_id", "filename"}
 };
-constexpr KnownKey kNestedPartKeys[] = {
-    {"type", Role::kSkip},
-    {"text", Role::kText, PromptField{}, true},
+// Anthropic sources: base64 data (an image, a PDF) is binary, decoded by the host, never text;
+// text data (a plain-text document) is text. Only a `type` of "base64" read before `data` makes
+// data binary: whatever the order, data that could be text is scanned.
+constexpr KnownKey kSourceKeys[] = {
+    {"type", Role::kSourceType},
+    {"media_type", Role::kExcluded},
+    {"data", Role::kText, PromptField{}, true},
+    {"url", Role::kExcluded},
+    {"content", Role::kContent, PromptField{}, true},
 };
-// Responses API items: messages (content), and the tool traffic the client replays —
-// function_call (arguments) and function_call_output (output, a string or parts).
+constexpr uint16_t kBase64Bit = 1u << 15;  // in a kSource level's seen: type was "base64"
+// Responses API items: messages (content), the tool traffic the client replays —
+// function_call (name, arguments) and function_call_output (output, a string or parts) — and
+// reasoning items (summary and content parts).
 constexpr KnownKey kInputItemKeys[] = {
-    {"type", Role::kSkip},
-    {"role", Role::kSkip},
+    {"type", Role::kExcluded},
+    {"role", Role::kExcluded},
     {"content", Role::kContent, PromptField::kInput},
     {"output", Role::kContent, PromptField::kInput},
     {"arguments", Role::kText, PromptField::kToolArguments},
+    {"name", Role::kText, PromptField::kToolArguments},
+    {"summary", Role::kContent, PromptField::kInput},
 };
 constexpr KnownKey kToolCallKeys[] = {
-    {"id", Role::kSkip},
-    {"type", Role::kSkip},
-    {"function", Role::kToolCallFunction},
+    {"id", Role::kExcluded},
+    {"type", Role::kExcluded},
+    {"function", Role::kToolCallFunction, PromptField::kToolArguments},
 };
 constexpr KnownKey kToolCallFunctionKeys[] = {
-    {"name", Role::kSkip},
+    {"name", Role::kText, PromptField::kToolArguments},
     {"arguments", Role::kText, PromptField::kToolArguments},
 };
 constexpr KnownKey kToolKeys[] = {
-    {"type", Role::kSkip},
-    {"name", Role::kSkip},
-    {"function", Role::kToolFunction},
+    {"type", Role::kExcluded},
+    {"name", Role::kText, PromptField::kToolDescription},
+    {"function", Role::kToolFunction, PromptField::kToolDescription},
     {"description", Role::kText, PromptField::kToolDescription},
+    {"input_schema", Role::kText, PromptField::kToolSchema},
 };
 constexpr KnownKey kToolFunctionKeys[] = {
-    {"name", Role::kSkip},
-    {"parameters", Role::kSkip},
+    {"name", Role::kText, PromptField::kToolDescription},
+    {"parameters", Role::kText, PromptField::kToolSchema},
     {"description", Role::kText, PromptField::kToolDescription},
 };
+
+// Keys excluded in every tracked object (not inside free-form values: a JSON Schema's "type" or
+// "id" is rendered with the schema): ids and enums no template renders as text, opaque or binary
+// payloads a host decodes or fetches (images, audio, files, signed or encrypted reasoning). As
+// for the known keys, one written with escapes is json_escaped_known_key.
+constexpr KnownKey kExcludedKeys[] = {
+    {"role", Role::kExcluded},
+    {"type", Role::kExcluded},
+    {"id", Role::kExcluded},
+    {"call_id", Role::kExcluded},
+    {"tool_call_id", Role::kExcluded},
+    {"tool_use_id", Role::kExcluded},
+    {"file_id", Role::kExcluded},
+    {"status", Role::kExcluded},
+    {"cache_control", Role::kExcluded},
+    {"signature", Role::kExcluded},
+    {"encrypted_content", Role::kExcluded},
+    {"image_url", Role::kExcluded},
+    {"input_audio", Role::kExcluded},
+    {"file_data", Role::kExcluded},
+    {"video_url", Role::kExcluded},
+    {"audio_url", Role::kExcluded},
+};
+
+// A one-word filter in front of kExcludedKeys, so that an unknown key costs a few instructions,
+// not a walk of the table: one bit per (length, first byte, last byte). The multipliers keep
+// the common unknown keys (temperature, seed, stop, metadata, stream_options, ...) off the
+// excluded keys' bits; a collision only costs the walk.
+constexpr unsigned key_filter_bit(const char* key, std::size_t size) {
+  return (static_cast<unsigned>(size) * 2u + static_cast<unsigned char>(key[0]) * 26u +
+          static_cast<unsigned char>(key[size == 0 ? 0 : size - 1])) %
+         64u;
+}
+constexpr uint64_t kExcludedFilter = [] {
+  uint64_t bits = 0;
+  for (const KnownKey& excluded : kExcludedKeys)
+    bits |= uint64_t{1} << key_filter_bit(excluded.padded, excluded.name.size());
+  return bits;
+}();
 
 constexpr std::span<const KnownKey> keys_of(Role object) {
   switch (object) {
@@ -193,8 +259,8 @@ constexpr std::span<const KnownKey> keys_of(Role object) {
       return kMessageKeys;
     case Role::kPart:
       return kPartKeys;
-    case Role::kNestedPart:
-      return kNestedPartKeys;
+    case Role::kSource:
+      return kSourceKeys;
     case Role::kInputItem:
       return kInputItemKeys;
     case Role::kToolCall:
@@ -210,11 +276,11 @@ constexpr std::span<const KnownKey> keys_of(Role object) {
   }
 }
 
-// Every table fits Level::seen.
+// Every table fits Level::seen (kSource keeps its top bit for kBase64Bit).
 static_assert([] {
-  for (Role role : {Role::kRoot, Role::kMessage, Role::kPart, Role::kNestedPart, Role::kInputItem,
+  for (Role role : {Role::kRoot, Role::kMessage, Role::kPart, Role::kSource, Role::kInputItem,
                     Role::kToolCall, Role::kToolCallFunction, Role::kTool, Role::kToolFunction}) {
-    if (keys_of(role).size() > 16) return false;
+    if (keys_of(role).size() > 15) return false;
   }
   return true;
 }());
@@ -226,9 +292,7 @@ constexpr Role element_role(Role array) {
     case Role::kMessages:
       return Role::kMessage;
     case Role::kParts:
-      return Role::kPart;
-    case Role::kNestedParts:
-      return Role::kNestedPart;
+      return Role::kContent;
     case Role::kTextList:
       return Role::kTextListItem;
     case Role::kTokenIds:
@@ -238,44 +302,44 @@ constexpr Role element_role(Role array) {
     case Role::kTools:
       return Role::kTool;
     default:
-      return Role::kSkip;
+      return Role::kText;
   }
 }
 
-// The role a container gets when a value of `role` turns out to be an object or an array.
+// The role a container gets when a value of `role` turns out to be an object or an array:
+// kText (free-form, everything is text) unless the path knows better.
 constexpr Role container_role(Role role, PromptField field, bool object) {
   switch (role) {
+    case Role::kExcluded:
+      return Role::kExcluded;
     case Role::kRoot:
     case Role::kMessage:
     case Role::kPart:
-    case Role::kNestedPart:
+    case Role::kSource:
     case Role::kInputItem:
     case Role::kToolCall:
     case Role::kToolCallFunction:
     case Role::kTool:
     case Role::kToolFunction:
-      return object ? role : Role::kSkip;
+      return object ? role : Role::kText;
     case Role::kMessages:
     case Role::kToolCalls:
     case Role::kTools:
-      return object ? Role::kSkip : role;
+      return object ? Role::kText : role;
     case Role::kContent:
-      return object ? Role::kSkip : Role::kParts;
-    case Role::kNestedContent:
-      return object ? Role::kSkip : Role::kNestedParts;
+      return object ? Role::kPart : Role::kParts;
     case Role::kTextOrList:
-      return object ? Role::kSkip : Role::kTextList;
+      return object ? Role::kText : Role::kTextList;
     case Role::kTextListItem:
-      if (object) return field == PromptField::kInput ? Role::kInputItem : Role::kSkip;
+      if (object) return field == PromptField::kInput ? Role::kInputItem : Role::kText;
       return Role::kTokenIds;
     default:
-      return Role::kSkip;
+      return Role::kText;
   }
 }
 
-constexpr bool is_text_role(Role role) {
-  return role == Role::kText || role == Role::kContent || role == Role::kNestedContent ||
-         role == Role::kTextOrList || role == Role::kTextListItem;
+constexpr bool is_tracked_role(Role role) {
+  return role != Role::kText && role != Role::kExcluded;
 }
 
 constexpr bool is_max_role(Role role) {
@@ -438,6 +502,10 @@ class Emitter {
     sink_.on_field_end(field);
   }
 
+  // Between strings: nothing is buffered.
+  void parts_begin() { sink_.on_parts_begin(); }
+  void parts_end() { sink_.on_parts_end(); }
+
  private:
   static constexpr std::size_t kCapacity = 2048;
   PromptSink& sink_;
@@ -473,6 +541,10 @@ std::string_view field_name(PromptField field) {
       return "system";
     case PromptField::kSuffix:
       return "suffix";
+    case PromptField::kToolSchema:
+      return "tools[].function.parameters";
+    case PromptField::kOther:
+      return "other";
   }
   return "unknown";
 }
@@ -499,10 +571,11 @@ struct PromptExtractor::State {
   const uint8_t* literal_bytes(const uint8_t* p, const uint8_t* end, Context& cx);
 
   void start_value(uint8_t c, Context& cx);
-  void open(bool object, Role role, PromptField slot_field);
-  void close(bool object);
+  void open(bool object, Role role, PromptField slot_field, Context& cx);
+  void close(bool object, Context& cx);
   void begin_string(Dest to, PromptField text_field, bool is_key);
   void end_key();
+  void end_source_type();
   void end_number(Context& cx);
   template <Dest kTo>
   bool append(const uint8_t* bytes, std::size_t size, Context& cx);
@@ -533,6 +606,10 @@ struct PromptExtractor::State {
   bool key_escaped = false;
   uint8_t depth = 0;          // open containers
   uint8_t tracked_depth = 0;  // how many of the outermost are tracked (always a prefix)
+  // Below tracked_depth: whether the untracked subtree is free-form text (keys and strings) or
+  // excluded, and the field of its text.
+  bool untracked_text = false;
+  PromptField untracked_field = PromptField::kOther;
   uint8_t max_depth = 0;
   uint8_t hex_digits = 0;
   uint8_t utf8_pending = 0;  // continuation bytes still due
@@ -540,9 +617,9 @@ struct PromptExtractor::State {
   uint8_t utf8_high = 0;
   uint8_t held_size = 0;
   uint8_t held[4] = {};          // a multi-byte character cut by a piece boundary
-  Role next_role = Role::kSkip;  // of the value after the key just read
+  Role next_role = Role::kText;  // of the value after the key just read
   PromptField next_field = PromptField::kMessageContent;
-  Role scalar_role = Role::kSkip;  // of the number or literal being read
+  Role scalar_role = Role::kText;  // of the number or literal being read
   NumberStep number_step = NumberStep::kInt;
   uint8_t literal = 0;  // index into kLiterals
   uint8_t literal_size = 0;
@@ -587,7 +664,7 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
     switch (mode) {
       case Mode::kArrayFirst:
         if (c == ']') {
-          close(false);
+          close(false, cx);
           break;
         }
         [[fallthrough]];
@@ -598,7 +675,7 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
         break;
       case Mode::kObjectFirst:
         if (c == '}') {
-          close(true);
+          close(true, cx);
           break;
         }
         [[fallthrough]];
@@ -607,7 +684,12 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
           reject(unexpected(c));
           return p;
         }
-        begin_string(depth == tracked_depth ? Dest::kKey : Dest::kDiscard, field, true);
+        // Keys of a tracked object are matched; those of a free-form value are text.
+        if (depth == tracked_depth) {
+          begin_string(Dest::kKey, field, true);
+        } else {
+          begin_string(untracked_text ? Dest::kEmit : Dest::kDiscard, untracked_field, true);
+        }
         return p + 1;
       case Mode::kColon:
         if (c != ':') {
@@ -620,7 +702,7 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
         if (c == ',') {
           mode = is_object(depth) ? Mode::kKey : Mode::kValue;
         } else if (c == '}' || c == ']') {
-          close(c == '}');
+          close(c == '}', cx);
         } else {
           reject(unexpected(c));
         }
@@ -638,8 +720,8 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
 }
 
 void PromptExtractor::State::start_value(uint8_t c, Context& cx) {
-  Role role = Role::kSkip;
-  PromptField slot_field = PromptField::kMessageContent;
+  Role role = Role::kText;
+  PromptField slot_field = PromptField::kOther;
   if (depth == 0) {
     role = Role::kRoot;
   } else if (depth == tracked_depth) {
@@ -650,6 +732,9 @@ void PromptExtractor::State::start_value(uint8_t c, Context& cx) {
       role = element_role(tracked[tracked_depth - 1].role);
       slot_field = tracked[tracked_depth - 1].field;
     }
+  } else {
+    role = untracked_text ? Role::kText : Role::kExcluded;
+    slot_field = untracked_field;
   }
   if (role == Role::kRoot && c != '{') return reject(unexpected(c));
   const bool is_scalar_role = role == Role::kModel || role == Role::kStream || is_max_role(role);
@@ -657,11 +742,14 @@ void PromptExtractor::State::start_value(uint8_t c, Context& cx) {
     case '{':
     case '[':
       if (is_scalar_role) return reject(RequestReason::json_invalid);
-      return open(c == '{', role, slot_field);
+      return open(c == '{', role, slot_field, cx);
     case '"':
       if (role == Role::kModel) return begin_string(Dest::kModel, slot_field, false);
       if (is_scalar_role) return reject(RequestReason::json_invalid);
-      return begin_string(is_text_role(role) ? Dest::kEmit : Dest::kDiscard, slot_field, false);
+      if (role == Role::kSourceType) return begin_string(Dest::kKey, slot_field, false);
+      // Every string is text unless its path excludes it.
+      return begin_string(role == Role::kExcluded ? Dest::kDiscard : Dest::kEmit, slot_field,
+                          false);
     case 't':
     case 'f':
     case 'n':
@@ -700,7 +788,7 @@ void PromptExtractor::State::start_value(uint8_t c, Context& cx) {
   }
 }
 
-void PromptExtractor::State::open(bool object, Role role, PromptField slot_field) {
+void PromptExtractor::State::open(bool object, Role role, PromptField slot_field, Context& cx) {
   if (depth >= max_depth) return reject(RequestReason::json_too_deep);
   const uint64_t bit = uint64_t{1} << (depth % 64);
   if (object) {
@@ -708,18 +796,28 @@ void PromptExtractor::State::open(bool object, Role role, PromptField slot_field
   } else {
     object_bits[depth / 64] &= ~bit;
   }
-  const Role tracked_role = container_role(role, slot_field, object);
-  if (tracked_role != Role::kSkip) {
-    assert(depth == tracked_depth && tracked_depth < kMaxTracked);
-    tracked[tracked_depth++] = {tracked_role, slot_field, 0};
+  if (depth == tracked_depth) {
+    const Role tracked_role = container_role(role, slot_field, object);
+    if (is_tracked_role(tracked_role) && tracked_depth < kMaxTracked) {
+      tracked[tracked_depth++] = {tracked_role, slot_field, 0};
+      if (tracked_role == Role::kParts) cx.out.parts_begin();
+    } else {
+      // The first untracked level: the whole subtree is text, or excluded. Deeper than
+      // kMaxTracked, a path that would be tracked is text.
+      untracked_text = tracked_role != Role::kExcluded;
+      untracked_field = slot_field;
+    }
   }
   ++depth;
   mode = object ? Mode::kObjectFirst : Mode::kArrayFirst;
 }
 
-void PromptExtractor::State::close(bool object) {
+void PromptExtractor::State::close(bool object, Context& cx) {
   if (depth == 0 || is_object(depth) != object) return reject(RequestReason::json_invalid);
-  if (depth == tracked_depth) --tracked_depth;
+  if (depth == tracked_depth) {
+    if (tracked[tracked_depth - 1].role == Role::kParts) cx.out.parts_end();
+    --tracked_depth;
+  }
   --depth;
   mode = depth == 0 ? Mode::kDone : Mode::kAfterValue;
 }
@@ -738,10 +836,12 @@ void PromptExtractor::State::begin_string(Dest to, PromptField text_field, bool 
 }
 
 void PromptExtractor::State::end_key() {
-  next_role = Role::kSkip;
   mode = Mode::kColon;
-  if (dest != Dest::kKey || key_size == kKeyTooLong) return;
+  if (dest != Dest::kKey) return;  // a key of a free-form or excluded value
   Level& level = tracked[tracked_depth - 1];
+  next_role = Role::kText;  // unknown keys: text, in the object's field
+  next_field = level.field;
+  if (key_size == kKeyTooLong) return;
   const std::span<const KnownKey> keys = keys_of(level.role);
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (keys[i].name.size() != key_size || std::memcmp(keys[i].padded, key, kKeyBuffer) != 0) {
@@ -753,7 +853,28 @@ void PromptExtractor::State::end_key() {
     level.seen |= bit;
     next_role = keys[i].role;
     next_field = keys[i].inherit_field ? level.field : keys[i].field;
+    // Data after a "base64" type is binary (see kSourceKeys).
+    if (level.role == Role::kSource && next_role == Role::kText && keys[i].name == "data" &&
+        (level.seen & kBase64Bit)) {
+      next_role = Role::kExcluded;
+    }
     return;
+  }
+  if (((kExcludedFilter >> key_filter_bit(key, key_size)) & 1) == 0) return;
+  for (const KnownKey& excluded : kExcludedKeys) {
+    if (excluded.name.size() == key_size && std::memcmp(excluded.padded, key, kKeyBuffer) == 0) {
+      if (key_escaped) return reject(RequestReason::json_escaped_known_key);
+      next_role = Role::kExcluded;
+      return;
+    }
+  }
+}
+
+// The end of source.type's value, read into the key buffer.
+void PromptExtractor::State::end_source_type() {
+  constexpr std::string_view kBase64 = "base64";
+  if (key_size == kBase64.size() && std::memcmp(key, kBase64.data(), kBase64.size()) == 0) {
+    tracked[tracked_depth - 1].seen |= kBase64Bit;
   }
 }
 
@@ -970,13 +1091,12 @@ const uint8_t* PromptExtractor::State::plain_bytes(const uint8_t* p, const uint8
     }
     if (!append<kTo>(run, static_cast<std::size_t>(p - run), cx)) return p;
     if (c == '"') {
-      if constexpr (kTo == Dest::kKey || kTo == Dest::kDiscard) {
-        if (in_key) {
-          end_key();
-          return p + 1;
-        }
-      }
       if constexpr (kTo == Dest::kEmit) cx.out.end_field(field);
+      if (in_key) {
+        end_key();
+        return p + 1;
+      }
+      if constexpr (kTo == Dest::kKey) end_source_type();
       mode = Mode::kAfterValue;
       return p + 1;
     }

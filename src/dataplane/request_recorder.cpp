@@ -71,6 +71,11 @@ void RequestRecorder::on_prompt_text(uint32_t flow_id, std::string_view canonica
   if (prompts_ != nullptr) pending_[flow_id].text += canonical;
 }
 
+// Scanned, not recorded: --prompts writes the prompt as the first view has it.
+void RequestRecorder::on_prompt_joined_text(uint32_t flow_id, std::string_view canonical) {
+  if (next_ != nullptr) next_->on_prompt_joined_text(flow_id, canonical);
+}
+
 Refusal RequestRecorder::on_request_end(uint32_t flow_id, const RequestOutcome& outcome,
                                         uint64_t now_ns) {
   const uint64_t started = decisions_ != nullptr ? rte_rdtsc() : 0;

@@ -4,7 +4,8 @@
 // input, and (when short) byte by byte, under the default limits and under tight ones. Every way
 // must give the same reason and, when accepted, the same texts and fields. On the way the sink
 // contract is checked: no empty piece, every piece whole UTF-8 characters, pieces of one string
-// all of one field, nothing emitted after a rejection, a rejection that sticks. An accepted body
+// all of one field, nothing emitted after a rejection, a rejection that sticks, part bounds
+// between strings and balanced. An accepted body
 // must be valid UTF-8 as a whole and start (after whitespace) with '{'. Build with
 // -fsanitize=fuzzer,address,undefined; seeds are in tests/fuzz/corpus/prompt_extractor/.
 #include <cstdint>
@@ -77,9 +78,23 @@ class Recorder : public PromptSink {
     require(texts.back().field == field, "on_field_end names the string's field");
     open_ = false;
   }
+  void on_parts_begin() override {
+    require(!closed, "nothing is emitted after a rejection");
+    require(!open_, "parts begin between strings");
+    ++parts_open;
+    texts.push_back({PromptField::kOther, "[\x01"});  // compared like a text: same place every way
+  }
+  void on_parts_end() override {
+    require(!closed, "nothing is emitted after a rejection");
+    require(!open_, "parts end between strings");
+    require(parts_open > 0, "parts end only after they begin");
+    --parts_open;
+    texts.push_back({PromptField::kOther, "]\x01"});
+  }
 
   std::vector<Text> texts;
   bool closed = false;
+  int parts_open = 0;
 
  private:
   bool open_ = false;
@@ -107,6 +122,7 @@ Outcome run(std::span<const uint8_t> body, std::span<const std::size_t> cuts, Js
   feed(body.size());
   const RequestReason finished = extractor.finish(recorder);
   if (reason != RequestReason::ok) require(finished == reason, "finish keeps the rejection");
+  if (finished == RequestReason::ok) require(recorder.parts_open == 0, "every parts begin ends");
   return {finished, recorder.texts, extractor.fields()};
 }
 

@@ -34,7 +34,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import admission_test as at  # noqa: E402
 import make_integrity_http_captures as mih  # noqa: E402
-from admission_test import RST, Checks, flow_of, frames  # noqa: E402
+from admission_test import Checks, flow_of, frames  # noqa: E402
 
 
 def split_discarded(expected: dict, inputs: list, to_client: list, to_server: list,

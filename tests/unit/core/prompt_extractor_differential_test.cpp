@@ -1,4 +1,6 @@
-// Differential test of the streaming prompt extractor against nlohmann::json.
+// Differential test of the streaming prompt extractor against nlohmann::json: the extractor must
+// emit every string of the document — and every key of a free-form value — minus the documented
+// exclusions (docs/normalisation.md, "JSON request bodies"), in document order.
 //
 // Random request-shaped documents (seeded, reproducible) are serialised four ways: nlohmann's
 // compact dump, its indented dump, its ASCII-only dump (every non-ASCII character as \u escapes,
@@ -31,6 +33,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -104,7 +107,60 @@ Outcome extract(std::string_view body, std::vector<std::size_t> cuts) {
   return {reason, recorder.texts, extractor.fields()};
 }
 
-// ---- the oracle: nlohmann's DOM walked along the API paths, in document order ----------------
+// ---- the oracle: every string in nlohmann's DOM, minus the documented exclusions -----------
+//
+// Written from the specification (docs/normalisation.md, "JSON request bodies"), not from the
+// extractor's tables: every string value is text, and every key of a free-form value; nothing
+// under an excluded key is; the structural keys of the known shapes are not. The field of a text
+// is that of the nearest known path.
+
+constexpr uint32_t kMaxTracked = 8;  // the extractor's bound on known paths, as documented
+
+enum class Shape {
+  kText,      // free-form: every key and string is text
+  kExcluded,  // nothing is text
+  kRoot,
+  kMessages,
+  kMessage,
+  kContent,
+  kPart,
+  kSource,
+  kTextOrList,
+  kTextListItem,
+  kTokenIds,
+  kInputItem,
+  kToolCalls,
+  kToolCall,
+  kToolCallFunction,
+  kTools,
+  kTool,
+  kToolFunction,
+  kModel,
+  kStream,
+  kMax,
+};
+
+struct Member {
+  Shape shape;
+  std::optional<PromptField> field;  // unset: the enclosing object's
+};
+
+const std::set<std::string> kExcluded = {"role",
+                                         "type",
+                                         "id",
+                                         "call_id",
+                                         "tool_call_id",
+                                         "tool_use_id",
+                                         "file_id",
+                                         "status",
+                                         "cache_control",
+                                         "signature",
+                                         "encrypted_content",
+                                         "image_url",
+                                         "input_audio",
+                                         "file_data",
+                                         "video_url",
+                                         "audio_url"};
 
 class Oracle {
  public:
@@ -112,7 +168,7 @@ class Oracle {
     if (!root.is_object()) {
       fail(R::json_invalid);
     } else {
-      walk_root(root);
+      value(root, Shape::kRoot, F::kOther, 1);
     }
     return outcome_;
   }
@@ -126,180 +182,212 @@ class Oracle {
     if (depth > kMaxDepth) fail(R::json_too_deep);
     return !failed();
   }
-  void emit(PromptField field, const json& s) {
-    outcome_.texts.push_back({field, s.get<std::string>()});
-  }
+  void emit(PromptField field, const std::string& s) { outcome_.texts.push_back({field, s}); }
 
-  // A value no path names: only its depth matters.
-  void skip(const json& v, uint32_t depth) {
+  // A free-form (text) or excluded value at `depth` (its own, if it is a container).
+  void untracked(const json& v, bool text, PromptField field, uint32_t depth) {
+    if (v.is_string()) {
+      if (text) emit(field, v.get<std::string>());
+      return;
+    }
     if (!v.is_structured() || !enter(depth)) return;
-    for (const auto& child : v) {
-      skip(child, depth + 1);
-      if (failed()) return;
-    }
-  }
-
-  void walk_root(const json& root) {
-    if (!enter(1)) return;
-    for (const auto& [key, v] : root.items()) {
-      if (key == "messages") {
-        array_of(v, 2, [&](const json& m, uint32_t d) { message(m, d); });
-      } else if (key == "tools") {
-        array_of(v, 2, [&](const json& t, uint32_t d) { tool(t, d); });
-      } else if (key == "prompt") {
-        text_or_list(v, 2, F::kPrompt);
-      } else if (key == "input") {
-        text_or_list(v, 2, F::kInput);
-      } else if (key == "instructions") {
-        text(v, 2, F::kInstructions);
-      } else if (key == "suffix") {
-        text(v, 2, F::kSuffix);
-      } else if (key == "system") {
-        content(v, 2, F::kSystem);
-      } else if (key == "model") {
-        if (v.is_string() && v.get_ref<const std::string&>().size() > kMaxModelBytes) {
-          fail(R::json_field_too_long);
-        } else if (v.is_string()) {
-          outcome_.fields.model = v.get<std::string>();
-        } else if (!v.is_null()) {
-          fail(R::json_invalid);
-        }
-      } else if (key == "stream") {
-        if (v.is_boolean()) {
-          outcome_.fields.stream = v.get<bool>();
-        } else if (!v.is_null()) {
-          fail(R::json_invalid);
-        }
-      } else if (key == "max_tokens" || key == "max_completion_tokens" ||
-                 key == "max_output_tokens") {
-        std::optional<uint64_t>& target = key == "max_tokens" ? outcome_.fields.max_tokens
-                                          : key == "max_completion_tokens"
-                                              ? outcome_.fields.max_completion_tokens
-                                              : outcome_.fields.max_output_tokens;
-        if (v.is_number_unsigned()) {
-          target = v.get<uint64_t>();
-        } else if (!v.is_null()) {
-          fail(R::json_invalid);
-        }
-      } else {
-        skip(v, 2);
+    if (v.is_object()) {
+      for (const auto& [key, child] : v.items()) {
+        if (text) emit(field, key);
+        untracked(child, text, field, depth + 1);
+        if (failed()) return;
       }
-      if (failed()) return;
+    } else {
+      for (const auto& child : v) {
+        untracked(child, text, field, depth + 1);
+        if (failed()) return;
+      }
     }
   }
 
-  // An array whose object elements `each` reads; anything else is skipped.
-  template <typename Each>
-  void array_of(const json& v, uint32_t depth, Each each) {
-    if (!v.is_array()) return skip(v, depth);
+  // A value on a known path, of `shape`, at `depth`.
+  void value(const json& v, Shape shape, PromptField field, uint32_t depth) {
+    if (shape == Shape::kModel) return model(v);
+    if (shape == Shape::kStream) {
+      if (v.is_boolean()) {
+        outcome_.fields.stream = v.get<bool>();
+      } else if (!v.is_null()) {
+        fail(R::json_invalid);
+      }
+      return;
+    }
+    if (shape == Shape::kExcluded || shape == Shape::kText) {
+      return untracked(v, shape == Shape::kText, field, depth);
+    }
+    if (v.is_number() && (shape == Shape::kTextListItem || shape == Shape::kTokenIds)) {
+      outcome_.fields.prompt_token_ids = true;
+      return;
+    }
+    if (!v.is_structured()) return untracked(v, true, field, depth);
+    // What a container of this shape is; deeper than the known paths, free-form text.
+    Shape container = Shape::kText;
+    const bool object = v.is_object();
+    switch (shape) {
+      case Shape::kRoot:
+      case Shape::kMessage:
+      case Shape::kPart:
+      case Shape::kSource:
+      case Shape::kInputItem:
+      case Shape::kToolCall:
+      case Shape::kToolCallFunction:
+      case Shape::kTool:
+      case Shape::kToolFunction:
+        container = object ? shape : Shape::kText;
+        break;
+      case Shape::kMessages:
+      case Shape::kToolCalls:
+      case Shape::kTools:
+      case Shape::kTokenIds:
+        container = object ? Shape::kText : shape;
+        break;
+      case Shape::kContent:
+        container = object ? Shape::kPart : Shape::kContent;
+        break;
+      case Shape::kTextOrList:
+        container = object ? Shape::kText : Shape::kTextOrList;
+        break;
+      case Shape::kTextListItem:
+        container =
+            object ? (field == F::kInput ? Shape::kInputItem : Shape::kText) : Shape::kTokenIds;
+        break;
+      default:
+        break;
+    }
+    if (container == Shape::kText || depth > kMaxTracked) {
+      return untracked(v, true, field, depth);
+    }
     if (!enter(depth)) return;
-    for (const auto& item : v) {
-      if (item.is_object()) {
-        each(item, depth + 1);
-      } else {
-        skip(item, depth + 1);
-      }
-      if (failed()) return;
-    }
-  }
-
-  // Calls `on(key, value, depth)` for each member of an object at `depth`.
-  template <typename On>
-  void members(const json& o, uint32_t depth, On on) {
-    if (!enter(depth)) return;
-    for (const auto& [key, v] : o.items()) {
-      on(key, v, depth + 1);
-      if (failed()) return;
-    }
-  }
-
-  void text(const json& v, uint32_t depth, PromptField field) {
-    if (v.is_string()) return emit(field, v);
-    skip(v, depth);
-  }
-
-  void message(const json& m, uint32_t depth) {
-    members(m, depth, [&](const std::string& key, const json& v, uint32_t d) {
-      if (key == "content") {
-        content(v, d, F::kMessageContent);
-      } else if (key == "name") {
-        text(v, d, F::kMessageName);
-      } else if (key == "tool_calls") {
-        array_of(v, d, [&](const json& call, uint32_t cd) { tool_call(call, cd); });
-      } else {
-        skip(v, d);
-      }
-    });
-  }
-
-  // A string, or parts whose "text" is the text; `nested`: parts of a tool_result's content.
-  void content(const json& v, uint32_t depth, PromptField field, bool nested = false) {
-    if (v.is_string()) return emit(field, v);
-    array_of(v, depth, [&](const json& part, uint32_t pd) {
-      members(part, pd, [&](const std::string& key, const json& pv, uint32_t d) {
-        if (key == "text") {
-          text(pv, d, field);
-        } else if (key == "content" && !nested) {
-          content(pv, d, field, true);
+    if (!object) {
+      const Shape element = container == Shape::kMessages     ? Shape::kMessage
+                            : container == Shape::kToolCalls  ? Shape::kToolCall
+                            : container == Shape::kTools      ? Shape::kTool
+                            : container == Shape::kContent    ? Shape::kContent
+                            : container == Shape::kTextOrList ? Shape::kTextListItem
+                            : container == Shape::kTokenIds   ? Shape::kTokenIds
+                                                              : Shape::kText;
+      for (const auto& child : v) {
+        // Inside an array of token ids, numbers are token ids and anything else is text.
+        if (container == Shape::kTokenIds && !child.is_number()) {
+          untracked(child, true, field, depth + 1);
         } else {
-          skip(pv, d);
+          value(child, element, field, depth + 1);
         }
-      });
-    });
-  }
-
-  void text_or_list(const json& v, uint32_t depth, PromptField field) {
-    if (v.is_string()) return emit(field, v);
-    if (!v.is_array()) return skip(v, depth);
-    if (!enter(depth)) return;
-    for (const auto& item : v) {
-      if (item.is_string()) {
-        emit(field, item);
-      } else if (item.is_number()) {
-        outcome_.fields.prompt_token_ids = true;
-      } else if (item.is_array()) {
-        if (!enter(depth + 1)) return;
-        for (const auto& id : item) {
-          if (id.is_number()) outcome_.fields.prompt_token_ids = true;
-          skip(id, depth + 2);
-          if (failed()) return;
-        }
-      } else if (item.is_object() && field == F::kInput) {
-        members(item, depth + 1, [&](const std::string& key, const json& iv, uint32_t d) {
-          if (key == "content" || key == "output") {
-            content(iv, d, F::kInput);
-          } else if (key == "arguments") {
-            text(iv, d, F::kToolArguments);
-          } else {
-            skip(iv, d);
-          }
-        });
+        if (failed()) return;
+      }
+      return;
+    }
+    const std::map<std::string, Member>& known = members_of(container);
+    bool base64 = false;
+    for (const auto& [key, child] : v.items()) {
+      Member m{Shape::kText, std::nullopt};
+      if (auto it = known.find(key); it != known.end()) {
+        m = it->second;
+      } else if (kExcluded.count(key) != 0) {
+        m = {Shape::kExcluded, std::nullopt};
+      }
+      if (container == Shape::kSource && key == "type") {
+        base64 = child == json("base64");
+        m = {child.is_string() ? Shape::kExcluded : Shape::kText, std::nullopt};
+      }
+      if (container == Shape::kSource && key == "data" && base64) m = {Shape::kExcluded, {}};
+      if (m.shape == Shape::kMax) {
+        max(key, child);
       } else {
-        skip(item, depth + 1);
+        value(child, m.shape, m.field.value_or(field), depth + 1);
       }
       if (failed()) return;
     }
   }
 
-  void tool_call(const json& call, uint32_t depth) {
-    members(call, depth, [&](const std::string& key, const json& v, uint32_t d) {
-      if (key != "function" || !v.is_object()) return skip(v, d);
-      members(v, d, [&](const std::string& fkey, const json& fv, uint32_t fd) {
-        if (fkey == "arguments") return text(fv, fd, F::kToolArguments);
-        skip(fv, fd);
-      });
-    });
+  void max(const std::string& key, const json& v) {
+    std::optional<uint64_t>& target = key == "max_tokens" ? outcome_.fields.max_tokens
+                                      : key == "max_completion_tokens"
+                                          ? outcome_.fields.max_completion_tokens
+                                          : outcome_.fields.max_output_tokens;
+    if (v.is_number_unsigned()) {
+      target = v.get<uint64_t>();
+    } else if (!v.is_null()) {
+      fail(R::json_invalid);
+    }
   }
 
-  void tool(const json& t, uint32_t depth) {
-    members(t, depth, [&](const std::string& key, const json& v, uint32_t d) {
-      if (key == "description") return text(v, d, F::kToolDescription);
-      if (key != "function" || !v.is_object()) return skip(v, d);
-      members(v, d, [&](const std::string& fkey, const json& fv, uint32_t fd) {
-        if (fkey == "description") return text(fv, fd, F::kToolDescription);
-        skip(fv, fd);
-      });
-    });
+  void model(const json& v) {
+    if (v.is_string() && v.get_ref<const std::string&>().size() > kMaxModelBytes) {
+      fail(R::json_field_too_long);
+    } else if (v.is_string()) {
+      outcome_.fields.model = v.get<std::string>();
+    } else if (!v.is_null()) {
+      fail(R::json_invalid);
+    }
+  }
+
+  static const std::map<std::string, Member>& members_of(Shape object) {
+    static const std::map<std::string, Member> kNone;
+    static const std::map<std::string, Member> kRoot = {
+        {"messages", {Shape::kMessages, F::kMessageContent}},
+        {"tools", {Shape::kTools, F::kToolDescription}},
+        {"prompt", {Shape::kTextOrList, F::kPrompt}},
+        {"input", {Shape::kTextOrList, F::kInput}},
+        {"instructions", {Shape::kText, F::kInstructions}},
+        {"system", {Shape::kContent, F::kSystem}},
+        {"suffix", {Shape::kText, F::kSuffix}},
+        {"model", {Shape::kModel, {}}},
+        {"stream", {Shape::kStream, {}}},
+        {"max_tokens", {Shape::kMax, {}}},
+        {"max_completion_tokens", {Shape::kMax, {}}},
+        {"max_output_tokens", {Shape::kMax, {}}},
+        {"user", {Shape::kExcluded, {}}},
+        {"service_tier", {Shape::kExcluded, {}}},
+        {"tool_choice", {Shape::kExcluded, {}}}};
+    static const std::map<std::string, Member> kMessage = {
+        {"content", {Shape::kContent, F::kMessageContent}},
+        {"name", {Shape::kText, F::kMessageName}},
+        {"tool_calls", {Shape::kToolCalls, F::kToolArguments}}};
+    static const std::map<std::string, Member> kPart = {{"text", {Shape::kText, {}}},
+                                                        {"content", {Shape::kContent, {}}},
+                                                        {"source", {Shape::kSource, {}}},
+                                                        {"file", {Shape::kPart, {}}}};
+    static const std::map<std::string, Member> kSource = {{"media_type", {Shape::kExcluded, {}}},
+                                                          {"url", {Shape::kExcluded, {}}},
+                                                          {"content", {Shape::kContent, {}}}};
+    static const std::map<std::string, Member> kInputItem = {
+        {"content", {Shape::kContent, F::kInput}},
+        {"output", {Shape::kContent, F::kInput}},
+        {"summary", {Shape::kContent, F::kInput}},
+        {"arguments", {Shape::kText, F::kToolArguments}},
+        {"name", {Shape::kText, F::kToolArguments}}};
+    static const std::map<std::string, Member> kToolCall = {
+        {"function", {Shape::kToolCallFunction, F::kToolArguments}}};
+    static const std::map<std::string, Member> kTool = {
+        {"function", {Shape::kToolFunction, F::kToolDescription}},
+        {"input_schema", {Shape::kText, F::kToolSchema}}};
+    static const std::map<std::string, Member> kToolFunction = {
+        {"parameters", {Shape::kText, F::kToolSchema}}};
+    switch (object) {
+      case Shape::kRoot:
+        return kRoot;
+      case Shape::kMessage:
+        return kMessage;
+      case Shape::kPart:
+        return kPart;
+      case Shape::kSource:
+        return kSource;
+      case Shape::kInputItem:
+        return kInputItem;
+      case Shape::kToolCall:
+        return kToolCall;
+      case Shape::kTool:
+        return kTool;
+      case Shape::kToolFunction:
+        return kToolFunction;
+      default:
+        return kNone;
+    }
   }
 
   Outcome outcome_;
@@ -375,7 +463,30 @@ constexpr std::string_view kKnownNames[] = {"messages",
                                             "arguments",
                                             "description",
                                             "parameters",
-                                            "output"};
+                                            "output",
+                                            "user",
+                                            "service_tier",
+                                            "tool_choice",
+                                            "source",
+                                            "file",
+                                            "media_type",
+                                            "data",
+                                            "url",
+                                            "summary",
+                                            "input_schema",
+                                            "call_id",
+                                            "tool_call_id",
+                                            "tool_use_id",
+                                            "file_id",
+                                            "status",
+                                            "cache_control",
+                                            "signature",
+                                            "encrypted_content",
+                                            "image_url",
+                                            "input_audio",
+                                            "file_data",
+                                            "video_url",
+                                            "audio_url"};
 
 bool is_known_name(std::string_view key) {
   for (std::string_view name : kKnownNames) {
@@ -424,6 +535,10 @@ class Generator {
           break;
         case 11:
           root[pick({"max_tokens", "max_completion_tokens", "max_output_tokens"})] = limit();
+          break;
+        case 12:
+          root[pick({"user", "service_tier", "tool_choice", "chat_template_kwargs",
+                     "response_format"})] = chance(0.5) ? json(string()) : value(3);
           break;
         default:
           root[key()] = value(3);
@@ -592,8 +707,29 @@ class Generator {
     json a = json::array();
     for (std::size_t n = below(4); n > 0; --n) {
       json part = json::object();
-      const std::size_t kind = below(5);
-      if (kind <= 1) {
+      const std::size_t kind = below(9);
+      if (kind == 5) {
+        a.push_back(string());  // a bare string part
+        continue;
+      }
+      if (kind == 6) {
+        part["type"] = pick({"thinking", "refusal", "input_text", "made_up"});
+        part[pick({"thinking", "refusal", "text", "body"})] = maybe_wrong(string());
+        if (chance(0.3)) part["signature"] = string();
+      } else if (kind == 7) {
+        json source = json::object();
+        const bool type_first = chance(0.5);
+        if (type_first) source["type"] = pick({"base64", "text", "content"});
+        source["media_type"] = "text/plain";
+        source["data"] = string();
+        if (!type_first) source["type"] = pick({"base64", "text"});
+        part["type"] = pick({"document", "image"});
+        part["source"] = std::move(source);
+        if (chance(0.3)) part["title"] = string();
+      } else if (kind == 8) {
+        part["type"] = "file";
+        part["file"] = json{{"file_data", string()}, {"filename", string()}, {"file_id", "f"}};
+      } else if (kind <= 1) {
         part["type"] = "text";
         part["text"] = maybe_wrong(string());
       } else if (kind == 2) {
@@ -702,7 +838,12 @@ class Generator {
         json a = json::array();
         for (std::size_t n = below(4); n > 0; --n) {
           json item = json::object();
-          if (chance(0.2)) {
+          if (chance(0.1)) {
+            item["type"] = "reasoning";
+            item["id"] = "rs_1";
+            item["summary"] = parts(false);
+            if (chance(0.5)) item["encrypted_content"] = string();
+          } else if (chance(0.2)) {
             item["type"] = "function_call";
             item["name"] = "f";
             item["arguments"] = maybe_wrong(string());

@@ -221,53 +221,79 @@ TEST(PromptExtractor, ExtractsChatMessagesInEveryRole) {
         {F::kMessageContent, "Hello"},
         {F::kMessageContent, "Dev note"}},
        scalars("gpt-4o", true, 64)},
-      {"content parts: text of each part, other parts ignored but validated",
+      {"content parts: text of each part; image and audio payloads are not text",
        R"({"messages":[{"role":"user","content":[{"type":"text","text":"What is"},)"
        R"({"type":"image_url","image_url":{"url":"https://example.com/a.png","text":"no"}},)"
        R"({"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}},)"
        R"({"type":"text","text":" this?"}]}]})",
        R::ok,
        {{F::kMessageContent, "What is"}, {F::kMessageContent, " this?"}}},
-      {"tool calls: arguments extracted as text, not parsed",
+      {"tool calls: function name and arguments extracted as text, not parsed; ids are not",
        R"({"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"call_1",)"
        R"("type":"function","function":{"name":"get_weather",)"
        R"("arguments":"{\"city\":\"Paris\",\"unit\":\"C\"}"}},{"id":"call_2","type":"function",)"
        R"("function":{"name":"f","arguments":"{}"}}]},)"
        R"({"role":"tool","tool_call_id":"call_1","content":"18 C"}]})",
        R::ok,
-       {{F::kToolArguments, R"({"city":"Paris","unit":"C"})"},
+       {{F::kToolArguments, "get_weather"},
+        {F::kToolArguments, R"({"city":"Paris","unit":"C"})"},
+        {F::kToolArguments, "f"},
         {F::kToolArguments, "{}"},
         {F::kMessageContent, "18 C"}}},
       {"empty strings are fields too",
        R"({"messages":[{"role":"user","content":"","name":""}]})",
        R::ok,
        {{F::kMessageContent, ""}, {F::kMessageName, ""}}},
-      {"content of other types is skipped",
-       R"({"messages":[{"content":null},{"content":42},{"content":{"text":"no"}},)"
-       R"({"content":[["no"],"no",1,null]},{"name":5},"no",7,null]})",
+      {"content of every other form is text too: a single part, nested and bare strings",
+       R"({"messages":[{"content":null},{"content":42},{"content":{"text":"a"}},)"
+       R"({"content":[["b"],"c",1,null]},{"name":5},"d",7,null]})",
        R::ok,
-       {}},
-      {"messages that is not an array is skipped",
-       R"({"messages":{"content":"no"},"tools":"no","system":{"text":"no"}})",
+       {{F::kMessageContent, "a"},
+        {F::kMessageContent, "b"},
+        {F::kMessageContent, "c"},
+        {F::kMessageContent, "d"}}},
+      {"messages that is not an array is free-form text, keys included",
+       R"({"messages":{"content":"a"},"tools":"b","system":{"text":"c"}})",
        R::ok,
-       {}},
+       {{F::kMessageContent, "content"},
+        {F::kMessageContent, "a"},
+        {F::kToolDescription, "b"},
+        {F::kSystem, "c"}}},
   });
 }
 
 TEST(PromptExtractor, ExtractsToolDescriptions) {
   check_all({
-      {"OpenAI tools: function.description, not parameter descriptions",
+      {"OpenAI tools: name, description and the whole parameters schema, keys included",
        R"({"tools":[{"type":"function","function":{"name":"get_weather",)"
        R"("description":"Get the weather","parameters":{"type":"object","properties":)"
        R"({"city":{"type":"string","description":"no"}}}}},)"
        R"({"type":"function","function":{"name":"g","description":"Second"}}]})",
        R::ok,
-       {{F::kToolDescription, "Get the weather"}, {F::kToolDescription, "Second"}}},
-      {"Anthropic tools: description beside input_schema",
+       {{F::kToolDescription, "get_weather"},
+        {F::kToolDescription, "Get the weather"},
+        {F::kToolSchema, "type"},
+        {F::kToolSchema, "object"},
+        {F::kToolSchema, "properties"},
+        {F::kToolSchema, "city"},
+        {F::kToolSchema, "type"},
+        {F::kToolSchema, "string"},
+        {F::kToolSchema, "description"},
+        {F::kToolSchema, "no"},
+        {F::kToolDescription, "g"},
+        {F::kToolDescription, "Second"}}},
+      {"Anthropic tools: name, description and input_schema",
        R"({"tools":[{"name":"lookup","description":"Looks things up",)"
-       R"("input_schema":{"type":"object","description":"no"}}]})",
+       R"("input_schema":{"type":"object","description":"d","enum":["e"]}}]})",
        R::ok,
-       {{F::kToolDescription, "Looks things up"}}},
+       {{F::kToolDescription, "lookup"},
+        {F::kToolDescription, "Looks things up"},
+        {F::kToolSchema, "type"},
+        {F::kToolSchema, "object"},
+        {F::kToolSchema, "description"},
+        {F::kToolSchema, "d"},
+        {F::kToolSchema, "enum"},
+        {F::kToolSchema, "e"}}},
   });
 }
 
@@ -290,7 +316,11 @@ TEST(PromptExtractor, ExtractsLegacyCompletionPrompts) {
        R::ok,
        {{F::kPrompt, "a"}},
        token_ids()},
-      {"strings inside a token array are not prompt text", R"({"prompt":[["no"]]})", R::ok, {}},
+      {"strings inside a token array are prompt text too",
+       R"({"prompt":[["a",1]]})",
+       R::ok,
+       {{F::kPrompt, "a"}},
+       token_ids()},
   });
 }
 
@@ -314,6 +344,7 @@ TEST(PromptExtractor, ExtractsResponsesApiInput) {
        R::ok,
        {{F::kInput, "hi"},
         {F::kInput, "look at"},
+        {F::kToolArguments, "f"},
         {F::kToolArguments, R"({"q":1})"},
         {F::kInput, "42 results"},
         {F::kInput, "parts"}}},
@@ -336,35 +367,173 @@ TEST(PromptExtractor, ExtractsAnthropicSystemAndToolResults) {
        R"({"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1",)"
        R"("content":[{"type":"text","text":"result text"}]},)"
        R"({"type":"tool_result","tool_use_id":"t2","content":"plain result"},)"
-       R"({"type":"tool_use","id":"t3","name":"x","input":{"text":"no"}}]}]})",
+       R"({"type":"tool_use","id":"t3","name":"x","input":{"text":"in"}}]}]})",
        R::ok,
-       {{F::kMessageContent, "result text"}, {F::kMessageContent, "plain result"}}},
+       {{F::kMessageContent, "result text"},
+        {F::kMessageContent, "plain result"},
+        {F::kMessageContent, "x"},
+        {F::kMessageContent, "text"},
+        {F::kMessageContent, "in"}}},
   });
 }
 
-TEST(PromptExtractor, IgnoresKnownNamesOutsideTheirPaths) {
+TEST(PromptExtractor, ReadsKnownNamesOutsideTheirPathsAsText) {
   check_all({
-      {"content, prompt and messages nested under other keys",
-       R"({"metadata":{"content":"no","prompt":"no","messages":[{"content":"no"}]},)"
-       R"("messages":[{"role":"user","content":"yes","extra":{"content":"no","name":"no"}}],)"
-       R"("user":"no","response_format":{"type":"json_schema","schema":{"system":"no"}}})",
+      {"content, prompt and messages nested under other keys: free-form, keys included",
+       R"({"metadata":{"content":"a","prompt":"b","messages":[{"content":"c"}]},)"
+       R"("messages":[{"role":"user","content":"yes","extra":{"content":"d","name":"e"}}],)"
+       R"("user":"no","response_format":{"type":"json_schema","schema":{"system":"f"}}})",
        R::ok,
-       {{F::kMessageContent, "yes"}}},
+       {{F::kOther, "content"},
+        {F::kOther, "a"},
+        {F::kOther, "prompt"},
+        {F::kOther, "b"},
+        {F::kOther, "messages"},
+        {F::kOther, "content"},
+        {F::kOther, "c"},
+        {F::kMessageContent, "yes"},
+        {F::kMessageContent, "content"},
+        {F::kMessageContent, "d"},
+        {F::kMessageContent, "name"},
+        {F::kMessageContent, "e"},
+        {F::kOther, "type"},
+        {F::kOther, "json_schema"},
+        {F::kOther, "schema"},
+        {F::kOther, "system"},
+        {F::kOther, "f"}}},
       {"top-level keys only at the top level",
-       R"({"x":{"prompt":"no","input":"no","suffix":"no"}})",
+       R"({"x":{"prompt":"a","input":"b","suffix":"c"}})",
        R::ok,
-       {}},
-      {"message keys only in messages", R"({"content":"no","name":"no","text":"no"})", R::ok, {}},
-      {"a part's nested content only one level down",
-       R"({"messages":[{"content":[{"content":[{"content":"no","text":"yes"}]}]}]})",
+       {{F::kOther, "prompt"},
+        {F::kOther, "a"},
+        {F::kOther, "input"},
+        {F::kOther, "b"},
+        {F::kOther, "suffix"},
+        {F::kOther, "c"}}},
+      {"message keys at the top level are other keys",
+       R"({"content":"a","name":"b","text":"c"})",
        R::ok,
-       {{F::kMessageContent, "yes"}}},
-      {"unknown keys hold every kind of value",
+       {{F::kOther, "a"}, {F::kOther, "b"}, {F::kOther, "c"}}},
+      {"a part's content nests, each level's parts text",
+       R"({"messages":[{"content":[{"content":[{"content":"a","text":"b"}]}]}]})",
+       R::ok,
+       {{F::kMessageContent, "a"}, {F::kMessageContent, "b"}}},
+      {"unknown keys hold every kind of value; only strings are text",
        R"({"a":-0,"b":1.5e-3,"c":2E+10,"d":[true,false,null,{}],"e":{"f":[[]]},"g":"\u0000",)"
        R"("prompt":"p"})",
        R::ok,
-       {{F::kPrompt, "p"}}},
+       {{F::kOther, "f"}, {F::kOther, std::string(1, '\0')}, {F::kPrompt, "p"}}},
   });
+}
+
+TEST(PromptExtractor, ExtractsEveryStringAHostCanRender) {
+  check_all({
+      {"parts of any type, bare string parts, a single-object content",
+       R"({"messages":[{"role":"user","content":[{"type":"input_text","text":"a"},)"
+       R"({"type":"refusal","refusal":"b"},{"type":"thinking","thinking":"c","signature":"s"},)"
+       R"({"type":"unknown_kind","body":{"k":"d"}},"e"]},)"
+       R"({"role":"assistant","content":{"type":"text","text":"f"},"reasoning_content":"g"}]})",
+       R::ok,
+       {{F::kMessageContent, "a"},
+        {F::kMessageContent, "b"},
+        {F::kMessageContent, "c"},
+        {F::kMessageContent, "k"},
+        {F::kMessageContent, "d"},
+        {F::kMessageContent, "e"},
+        {F::kMessageContent, "f"},
+        {F::kMessageContent, "g"}}},
+      {"Anthropic tool_use input and documents; base64 sources are binary",
+       R"({"system":{"type":"text","text":"sys"},"messages":[{"role":"user","content":[)"
+       R"({"type":"tool_use","id":"t1","name":"lookup","input":{"query":"q","n":2}},)"
+       R"({"type":"document","source":{"type":"text","media_type":"text/plain","data":"doc"},)"
+       R"("title":"T","context":"C"},)"
+       R"({"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBOR"}},)"
+       R"({"type":"document","source":{"data":"late","type":"base64"}},)"
+       R"({"type":"document","source":{"type":"content","content":[{"type":"text","text":"x"}]}}]}]})",
+       R::ok,
+       {{F::kSystem, "sys"},
+        {F::kMessageContent, "lookup"},
+        {F::kMessageContent, "query"},
+        {F::kMessageContent, "q"},
+        {F::kMessageContent, "n"},
+        {F::kMessageContent, "doc"},
+        {F::kMessageContent, "T"},
+        {F::kMessageContent, "C"},
+        {F::kMessageContent, "late"},
+        {F::kMessageContent, "x"}}},
+      {"Responses API: instructions and every item type",
+       R"({"instructions":"i","input":[{"type":"reasoning","id":"rs_1","summary":)"
+       R"([{"type":"summary_text","text":"r"}],"encrypted_content":"gAAA"},)"
+       R"({"type":"function_call_output","call_id":"c","output":"o","status":"completed"},)"
+       R"({"type":"custom_item","payload":"p"}]})",
+       R::ok,
+       {{F::kInstructions, "i"}, {F::kInput, "r"}, {F::kInput, "o"}, {F::kInput, "p"}}},
+      {"server extensions: templates, kwargs, documents, schemas, guided decoding",
+       R"({"chat_template":"{{ x }}","chat_template_kwargs":{"persona":"pirate"},)"
+       R"("documents":[{"title":"t","text":"u"}],"guided_choice":["yes"],)"
+       R"("response_format":{"type":"json_schema","json_schema":{"schema":{"enum":["v"]}}}})",
+       R::ok,
+       {{F::kOther, "{{ x }}"},
+        {F::kOther, "persona"},
+        {F::kOther, "pirate"},
+        {F::kOther, "title"},
+        {F::kOther, "t"},
+        {F::kOther, "text"},
+        {F::kOther, "u"},
+        {F::kOther, "yes"},
+        {F::kOther, "type"},
+        {F::kOther, "json_schema"},
+        {F::kOther, "json_schema"},
+        {F::kOther, "schema"},
+        {F::kOther, "enum"},
+        {F::kOther, "v"}}},
+      {"the documented exclusions",
+       R"({"model":"m","user":"u","service_tier":"auto","tool_choice":{"type":"function",)"
+       R"("function":{"name":"f"}},"messages":[{"role":"user","tool_call_id":"c","id":"i",)"
+       R"("content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA"}},)"
+       R"({"type":"input_audio","input_audio":{"data":"AA","format":"wav"}},)"
+       R"({"type":"file","file":{"file_data":"AA","file_id":"f","filename":"n.pdf"}},)"
+       R"({"type":"text","text":"t","cache_control":{"type":"ephemeral"}}]}]})",
+       R::ok,
+       {{F::kMessageContent, "n.pdf"}, {F::kMessageContent, "t"}},
+       scalars("m")},
+      {"an escaped excluded key is refused like a known one",
+       R"({"messages":[{"\u0069d":"i"}]})",
+       R::json_escaped_known_key},
+      {"deeper than the tracked paths, everything is text",
+       R"({"messages":[{"content":[{"content":[{"content":[{"type":"t","id":"i"}]}]}]}]})",
+       R::ok,
+       {{F::kMessageContent, "type"},
+        {F::kMessageContent, "t"},
+        {F::kMessageContent, "id"},
+        {F::kMessageContent, "i"}}},
+  });
+}
+
+// Records the part boundaries as "[" and "]" between the texts.
+class PartsRecorder : public PromptSink {
+ public:
+  void on_text(PromptField, std::string_view utf8) override { log.append(utf8); }
+  void on_field_end(PromptField) override { log += '|'; }
+  void on_parts_begin() override { log += '['; }
+  void on_parts_end() override { log += ']'; }
+  std::string log;
+};
+
+TEST(PromptExtractor, MarksTheBoundsOfEveryContentsParts) {
+  const std::string body =
+      R"({"system":[{"type":"text","text":"s1"},{"type":"text","text":"s2"}],)"
+      R"("messages":[{"role":"user","content":"one"},{"role":"user","content":[)"
+      R"({"type":"text","text":"for"},"bid",{"type":"tool_result","content":[{"text":"den"}]}]}]})";
+  for (std::size_t cut = 0; cut <= body.size(); ++cut) {
+    PromptExtractor extractor;
+    PartsRecorder recorder;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(body.data());
+    ASSERT_EQ(extractor.feed({bytes, cut}, recorder), R::ok);
+    ASSERT_EQ(extractor.feed({bytes + cut, body.size() - cut}, recorder), R::ok);
+    ASSERT_EQ(extractor.finish(recorder), R::ok);
+    EXPECT_EQ(recorder.log, "[s1|s2|]one|[for|bid|[den|]]") << "split at " << cut;
+  }
 }
 
 // ---- text decoding ---------------------------------------------------------------------------
@@ -579,7 +748,10 @@ TEST(PromptExtractor, RejectsDuplicateKnownKeys) {
        {{F::kMessageContent, "a"}, {F::kMessageContent, "b"}}},
       // Documented limits of bounded state: unknown keys and untracked objects are not checked.
       {"unknown keys are not checked", R"({"temperature":1,"temperature":2})", R::ok},
-      {"untracked objects are not checked", R"({"metadata":{"prompt":1,"prompt":2}})", R::ok},
+      {"untracked objects are not checked: both keys are text",
+       R"({"metadata":{"prompt":1,"prompt":2}})",
+       R::ok,
+       {{F::kOther, "prompt"}, {F::kOther, "prompt"}}},
   });
 }
 
@@ -593,11 +765,22 @@ TEST(PromptExtractor, RejectsEscapedKnownKeys) {
       {"part text", R"({"system":[{"t\u0065xt":"x"}]})", R::json_escaped_known_key},
       {"tool arguments", R"({"messages":[{"tool_calls":[{"function":{"\u0061rguments":"x"}}]}]})",
        R::json_escaped_known_key},
-      {"escaped unknown key is fine", R"({"\u0070rompts":"x","\u00e9":1})", R::ok},
-      {"known name of another level is fine", R"({"messages":[{"\u0070rompt":"x"}]})", R::ok},
-      {"untracked level is fine", R"({"metadata":{"\u0070rompt":"x"}})", R::ok},
+      {"escaped unknown key is fine",
+       R"({"\u0070rompts":"x","\u00e9":1})",
+       R::ok,
+       {{F::kOther, "x"}}},
+      {"known name of another level is fine",
+       R"({"messages":[{"\u0070rompt":"x"}]})",
+       R::ok,
+       {{F::kMessageContent, "x"}}},
+      {"untracked level is fine",
+       R"({"metadata":{"\u0070rompt":"x"}})",
+       R::ok,
+       {{F::kOther, "prompt"}, {F::kOther, "x"}}},
       {"escaped key decoding past the longest known key",
-       R"({"\u0070rompt_and_more_than_twenty_four":"x"})", R::ok},
+       R"({"\u0070rompt_and_more_than_twenty_four":"x"})",
+       R::ok,
+       {{F::kOther, "x"}}},
   });
 }
 
@@ -611,7 +794,12 @@ TEST(PromptExtractor, RejectsNestingDeeperThanTheLimit) {
        {},
        std::nullopt,
        JsonLimits{3, 256}},
-      {"at a configured limit", R"({"a":{"b":{}}})", R::ok, {}, std::nullopt, JsonLimits{3, 256}},
+      {"at a configured limit",
+       R"({"a":{"b":{}}})",
+       R::ok,
+       {{F::kOther, "b"}},
+       std::nullopt,
+       JsonLimits{3, 256}},
       {"limit above the cap is clamped to 128",
        nested_arrays(128),
        R::json_too_deep,
