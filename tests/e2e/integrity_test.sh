@@ -448,6 +448,11 @@ if grep -q 'mbufs_in_use_at_exit' "$log"; then
   echo "integrity_test: sluice's summary (request counters):"
   grep -E '^ *(requests_|answers_|completion|drop_)' "$log" | grep -vE ' 0$' | sed 's/^/  /' || true
 fi
+if grep -qE '^ *mbufs_in_use_at_exit +0$' "$log"; then
+  pass "sluice stopped with every mbuf returned"
+else
+  fail "sluice's summary: $(grep -E 'mbufs_in_use_at_exit' "$log" || echo 'no summary')"
+fi
 if ((failures > 0)); then
   echo "integrity_test: FAILED ($failures check(s))"
   exit 1
