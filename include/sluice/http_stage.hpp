@@ -88,6 +88,11 @@ class RequestObserver {
   // carried the text: a streamed one ends with an SSE error event and a FIN to the client, any
   // other is reset both ways; the server is reset. No on_response_end follows it.
   virtual Refusal on_completion_text(uint32_t, std::string_view) { return {}; }
+  // The end of each segment while completion text is read: `held` is the text the canonicaliser
+  // still holds back (Canonicalizer::flush_copy), so that the scan decides on everything the
+  // client holds as if the text ended here — no byte that completes a match is forwarded. A
+  // refusal cuts the response at this segment, as on_completion_text's does.
+  virtual Refusal on_completion_segment_end(uint32_t, std::string_view /*held*/) { return {}; }
   // The completion text ended with the body (readable), or cannot be read (a coding Sluice does
   // not decode, or one that fails to decode). A refusal cuts the response at its last segment.
   virtual Refusal on_completion_end(uint32_t, bool /*readable*/) { return {}; }

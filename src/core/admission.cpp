@@ -363,6 +363,14 @@ Refusal Admission::on_completion_text(uint32_t flow_id, std::string_view canonic
   return on_completion_end(flow_id, true);
 }
 
+Refusal Admission::on_completion_segment_end(uint32_t flow_id, std::string_view held) {
+  SLUICE_STAGE(kLimit);
+  Request* request = flow(flow_id)->oldest;
+  if (request == nullptr || request->scanning != Request::Scanning::kCompletion) return {};
+  if (!request->scan.probe_end(held, *scratch_) && !request->scan.verdict().error) return {};
+  return on_completion_end(flow_id, true);
+}
+
 Refusal Admission::on_completion_end(uint32_t flow_id, bool readable) {
   SLUICE_STAGE(kLimit);
   FlowState& state = *flow(flow_id);

@@ -220,6 +220,22 @@ struct HttpStage::FlowState final : HttpRequestSink,
       refuse_response(observer.on_completion_text(flow_id, batch));
     batch.clear();
   }
+  // The text handed out so far is judged as if it ended with this segment (see
+  // on_completion_segment_end): what the canonicaliser holds back goes to the scan's copy only.
+  void probe_completion() {
+    struct Held final : CanonicalSink {
+      // Held back: ≤ kMaxHeldCodePoints code points, composed, each folded to ≤ a few bytes.
+      std::array<char, 1024> bytes;
+      std::size_t size = 0;
+      void on_canonical(std::string_view utf8) override {
+        const std::size_t n = std::min(utf8.size(), bytes.size() - size);
+        std::copy_n(utf8.data(), n, bytes.data() + size);
+        size += n;
+      }
+    } held;
+    if (completion_path.field_open) completion_path.canonicalizer.flush_copy(held);
+    refuse_response(observer.on_completion_segment_end(flow_id, {held.bytes.data(), held.size}));
+  }
   void end_completion(bool readable) {
     if (completion_path.field_open) {
       completion_path.canonicalizer.end_field(completion_path);
@@ -318,6 +334,8 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
     if (snapshot) state.extractor_before = state.completion_extractor;
     state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
     state.flush_completion();
+    // No byte that completes a match is forwarded: the segment is judged as the text's end.
+    if (state.completion && !state.response_refused()) state.probe_completion();
     if (!state.response_refused()) return StreamVerdict::kContinue;
     stream_denial_length_ = 0;
     if (state.event_stream && state.identity_coded) {

@@ -132,6 +132,13 @@ Refusal RequestRecorder::on_completion_text(uint32_t flow_id, std::string_view c
   return refusal;
 }
 
+Refusal RequestRecorder::on_completion_segment_end(uint32_t flow_id, std::string_view held) {
+  const Refusal refusal =
+      next_ != nullptr ? next_->on_completion_segment_end(flow_id, held) : Refusal{};
+  if (refusal.refused()) counts_.add(refusal.reason);
+  return refusal;
+}
+
 Refusal RequestRecorder::on_completion_end(uint32_t flow_id, bool readable) {
   const Refusal refusal =
       next_ != nullptr ? next_->on_completion_end(flow_id, readable) : Refusal{};

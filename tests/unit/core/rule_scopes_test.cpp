@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,12 @@ rules:
     action: flag
     tiers: [verified]
     examples: { match: ["a nerve agent"], no_match: ["nervous"] }
+  - id: out.launch-code
+    description: A launch code (its end is decided by the byte after it)
+    pattern: 'launch code [0-9]+\b'
+    scope: completion
+    action: block
+    examples: { match: ["the launch code 1234."], no_match: ["launch code"] }
 )";
 
 class Records final : public AuditSink {
@@ -289,6 +297,143 @@ rules:
   ASSERT_EQ(records_.records.size(), 2u);
   EXPECT_EQ(records_.records[0].reason.view(), "completion_policy_violation");
   EXPECT_EQ(records_.records[1].reason.view(), "ok");
+}
+
+// ---- No byte that completes a match reaches the client ---------------------------------------
+
+// What a client shows from the bytes it got: the text fields (content, text, delta, …) of the
+// complete events of a stream, or of the whole body of a plain answer when it parses — as an SDK
+// would, from what it holds when the connection ends.
+void collect_text(const nlohmann::json& value, std::string_view key, std::string& out) {
+  if (value.is_string()) {
+    for (std::string_view shown :
+         {"content", "text", "delta", "partial_json", "arguments", "reasoning_content", "thinking"})
+      if (key == shown) out += value.get<std::string>();
+  } else if (value.is_object()) {
+    for (const auto& [name, member] : value.items()) collect_text(member, name, out);
+  } else if (value.is_array()) {
+    for (const auto& element : value) collect_text(element, key, out);
+  }
+}
+
+std::string displayed(const std::string& bytes) {
+  const std::size_t head_end = bytes.find("\r\n\r\n");
+  if (head_end == std::string::npos) return {};
+  const std::string head = bytes.substr(0, head_end);
+  std::string body = bytes.substr(head_end + 4);
+  if (head.find("Transfer-Encoding: chunked") != std::string::npos) {
+    std::string data;
+    std::size_t pos = 0;
+    while (true) {
+      const std::size_t eol = body.find("\r\n", pos);
+      if (eol == std::string::npos) break;
+      const std::size_t size = std::stoul(body.substr(pos, eol - pos), nullptr, 16);
+      if (size == 0) break;
+      data += body.substr(eol + 2, size);  // what arrived of it
+      pos = eol + 2 + size + 2;
+      if (pos > body.size()) break;
+    }
+    body = data;
+  }
+  std::string out;
+  if (head.find("text/event-stream") == std::string::npos) {
+    const nlohmann::json document = nlohmann::json::parse(body, nullptr, false);
+    if (!document.is_discarded()) collect_text(document, "", out);
+    return out;
+  }
+  std::size_t pos = 0;
+  while (true) {
+    const std::size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;  // an event not ended is not dispatched
+    std::string data;
+    std::size_t line = pos;
+    while (line < end) {
+      const std::size_t eol = std::min(body.find('\n', line), end);
+      const std::string text = body.substr(line, eol - line);
+      if (text.starts_with("data:")) data += text.substr(text.starts_with("data: ") ? 6 : 5);
+      line = eol + 1;
+    }
+    const nlohmann::json document = nlohmann::json::parse(data, nullptr, false);
+    if (!document.is_discarded()) collect_text(document, "", out);
+    pos = end + 2;
+  }
+  return out;
+}
+
+std::string event(std::string_view json) {
+  return chunk("data: " + std::string(json) + "\n\n");
+}
+
+struct Shape {
+  const char* name;
+  std::string response;
+};
+
+// The same forbidden texts in the four answer shapes a client reads.
+std::vector<Shape> leaking_shapes() {
+  const std::string chat_head = kStreamHead;
+  std::vector<Shape> shapes;
+  shapes.push_back({"sse_chat", chat_head + delta("Here: -----BEGIN RSA ") + delta("PRIVATE") +
+                                    delta(" KEY-----") + delta("\\nMIIE") + "0\r\n\r\n"});
+  shapes.push_back({"sse_chat_word_end", chat_head + delta("the launch code ") + delta("12") +
+                                             delta("34") + delta(" is secret") + "0\r\n\r\n"});
+  shapes.push_back({"json", json_response("Here: -----BEGIN RSA PRIVATE KEY-----\\nMIIE")});
+  shapes.push_back({"json_word_end", json_response("the launch code 1234")});
+  const auto anthropic = [](std::string_view text) {
+    return event(
+        R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":")" +
+        std::string(text) + R"("}})");
+  };
+  shapes.push_back(
+      {"anthropic", chat_head +
+                        event(R"({"type":"message_start","message":{"id":"msg_1","type":"message",)"
+                              R"("role":"assistant","content":[],"model":"m"}})") +
+                        event(R"({"type":"content_block_start","index":0,"content_block":)"
+                              R"({"type":"text","text":""}})") +
+                        anthropic("Here: -----BEGIN EC ") + anthropic("PRIVATE KE") +
+                        anthropic("Y-----") + event(R"({"type":"message_stop"})") + "0\r\n\r\n"});
+  const auto responses = [](std::string_view text) {
+    return event(R"({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,)"
+                 R"("content_index":0,"delta":")" +
+                 std::string(text) + R"("})");
+  };
+  shapes.push_back({"responses", chat_head + responses("Here: -----BEGIN") +
+                                     responses(" RSA PRIVATE") + responses(" KEY-----") +
+                                     event(R"({"type":"response.completed"})") + "0\r\n\r\n"});
+  return shapes;
+}
+
+const std::regex kForbidden("BEGIN (RSA |EC )?PRIVATE KEY|launch code [0-9]+\\b");
+
+TEST_F(RuleScopesTest, NoSegmentBoundaryLetsTheClientShowAMatch) {
+  uint32_t flow = 1000;
+  for (const Shape& shape : leaking_shapes()) {
+    const std::string& wire = shape.response;
+    ASSERT_TRUE(std::regex_search(displayed(wire), kForbidden)) << shape.name;
+    // Split in two at every byte, and one byte per segment.
+    std::vector<std::vector<std::string>> splits;
+    for (std::size_t cut = 1; cut < wire.size(); ++cut)
+      splits.push_back({wire.substr(0, cut), wire.substr(cut)});
+    std::vector<std::string> bytes;
+    for (const char c : wire) bytes.emplace_back(1, c);
+    splits.push_back(bytes);
+    for (const std::vector<std::string>& pieces : splits) {
+      now_ += kSecond;  // within the tier's request and token rates
+      ASSERT_EQ(send_request(flow, request("k-acme")), StreamVerdict::kContinue);
+      denial_.clear();
+      const std::vector<StreamVerdict> verdicts = send(flow, Direction::kToClient, pieces);
+      std::string forwarded;
+      for (std::size_t i = 0; i < verdicts.size(); ++i)
+        if (verdicts[i] == StreamVerdict::kContinue) forwarded += pieces[i];
+      const std::string shown = displayed(forwarded + denial_);
+      EXPECT_NE(verdicts.back(), StreamVerdict::kContinue)
+          << shape.name << ": not cut, first piece " << pieces[0].size() << " bytes";
+      EXPECT_FALSE(std::regex_search(shown, kForbidden))
+          << shape.name << ", first piece " << pieces[0].size() << " bytes: the client shows "
+          << shown;
+      close(flow++);
+    }
+  }
 }
 
 // ---- Graduated response: flags demote, then suspend -------------------------------------------
