@@ -42,7 +42,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     // A stream's deltas are pieces of one text (a word may be cut between two): only a plain
     // body's fields are separate. What a delta ends with is scanned before the next comes.
     void on_completion_field_end() override {
-      if (state.event_stream) {
+      if (state.completion_extractor.streamed()) {
         if (field_open) canonicalizer.flush(*this);
         return;
       }
@@ -79,6 +79,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     now_ns = 0;
     completion = false;
     field_offered = false;
+    framing_failed = false;
   }
 
   // The request failed or ended: tells the observer once. A refusal ends the flow: nothing
@@ -183,7 +184,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     response_decoder.begin(head.encoding);
     completion = observer.on_response_head(flow_id, head);
     if (!completion) return;
-    completion_extractor.begin(head.event_stream);
+    completion_extractor.begin(head.event_stream, head.ndjson);
     completion_path.canonicalizer.reset();
     completion_path.field_open = false;
     if (!body_readable) end_completion(false);
@@ -200,7 +201,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     if (body_readable && response_decoder.finish() != RequestReason::ok) body_readable = false;
     if (completion) {
       if (body_readable) completion_extractor.finish(completion_path);
-      end_completion(body_readable);
+      end_completion(body_readable && !completion_extractor.malformed());
       if (response_refused()) return;  // cut at its last segment: no response end
     }
     ResponseOutcome outcome;
@@ -212,7 +213,23 @@ struct HttpStage::FlowState final : HttpRequestSink,
   void on_response_text(std::span<const uint8_t> bytes) {
     if (bytes.empty()) return;
     usage.feed(bytes);
-    if (completion && !response_refused()) completion_extractor.feed(bytes, completion_path);
+    if (!completion || response_refused()) return;
+    completion_extractor.feed(bytes, completion_path);
+    event_stream = completion_extractor.event_stream();  // as the body's first byte said
+    // What cannot be read is not forwarded: cut at the segment that showed it.
+    if (completion_extractor.malformed()) end_completion(false);
+  }
+  // The response framing failed: the completion being read is cut as unreadable, and so is the
+  // next response when its head is what failed and its request reads completions.
+  void unframeable() {
+    if (framing_failed) return;
+    framing_failed = true;
+    if (!completion) {
+      event_stream = false;
+      completion = observer.on_response_head(flow_id, ResponseHead{});
+      if (!completion) return;
+    }
+    end_completion(false);
   }
   // The completion text batched during this segment goes to the observer.
   void flush_completion() {
@@ -275,6 +292,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
   bool identity_coded = false;  // and is sent as is (an SSE error event can follow it)
   bool event_stream = false;
   bool completion = false;  // the observer reads this response's completion text
+  bool framing_failed = false;
   bool field_offered = false;
   bool in_body = false;
   bool reported = false;
@@ -332,7 +350,8 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
     const BodyPosition position = state.response.body_position();
     const bool snapshot = state.completion && state.event_stream && state.identity_coded;
     if (snapshot) state.extractor_before = state.completion_extractor;
-    state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
+    // A response it cannot frame is no longer followed: cut when its completion is read.
+    if (!state.response.feed(bytes, state) && !state.response_refused()) state.unframeable();
     state.flush_completion();
     // No byte that completes a match is forwarded: the segment is judged as the text's end.
     if (state.completion && !state.response_refused()) state.probe_completion();

@@ -436,6 +436,98 @@ TEST_F(RuleScopesTest, NoSegmentBoundaryLetsTheClientShowAMatch) {
   }
 }
 
+// ---- What Sluice cannot read is not forwarded -------------------------------------------------
+
+std::string plain_response(std::string_view head_fields, std::string_view body) {
+  return "HTTP/1.1 200 OK\r\n" + std::string(head_fields) +
+         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);
+}
+
+TEST_F(RuleScopesTest, AnAnswerThatCannotBeReadIsCutAndOneReadOtherwiseIsScanned) {
+  const std::string json = "Content-Type: application/json\r\n";
+  const std::string key = R"({"choices":[{"message":{"content":"BEGIN RSA PRIVATE KEY"}}]})";
+  const std::string ok = R"({"choices":[{"message":{"content":"fine"}}]})";
+  const std::string utf16 = std::string("{\0\"\0a\0\"\0:\0\"\0b\0\"\0}\0", 18);
+  const std::string sse_as_json =
+      "data: " + std::string(R"({"choices":[{"delta":{"content":"BEGIN RSA "}}]})") +
+      "\n\ndata: " + R"({"choices":[{"delta":{"content":"PRIVATE KEY"}}]})" + "\n\n";
+  const std::string ndjson_body =
+      R"({"model":"m","message":{"role":"assistant","content":"BEGIN EC "},"done":false})"
+      "\n"
+      R"({"model":"m","message":{"role":"assistant","content":"PRIVATE KEY"},"done":false})"
+      "\n";
+  struct Case {
+    const char* name;
+    std::string response;
+    const char* reason;
+  };
+  const std::vector<Case> cases = {
+      {"NaN", plain_response(json, R"({"choices":[],"x":NaN})" + ok), "completion_unreadable"},
+      {"ByteOrderMark", plain_response(json, "\xEF\xBB\xBF" + ok), "completion_unreadable"},
+      {"Utf16", plain_response(json, utf16), "completion_unreadable"},
+      {"NestedTooDeep",
+       plain_response(json, "{\"x\":" + std::string(70, '[') + std::string(70, ']') + "}"),
+       "completion_unreadable"},
+      {"TwoObjects", plain_response(json, ok + ok), "completion_unreadable"},
+      {"PlainText", plain_response("Content-Type: text/plain\r\n", "Internal Server Error"),
+       "completion_unreadable"},
+      {"SecondContentType", plain_response(json + "Content-Type: text/plain\r\n", ok),
+       "completion_unreadable"},
+      {"HeadNotHttp", "HTTX/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", "completion_unreadable"},
+      {"ChunkSizeOf21Digits",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(19, '0') + "2f\r\n" +
+           ok.substr(0, 47) + "\r\n0\r\n\r\n",
+       "completion_unreadable"},
+      {"ChunkSizeWithGarbage",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2f x\r\n" + ok + "\r\n0\r\n\r\n",
+       "completion_unreadable"},
+      {"ChunkSizeOf20DigitsIsRead",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(18, '0') +
+           chunk(key).substr(0, 2) + chunk(key).substr(2) + "0\r\n\r\n",
+       "completion_policy_violation"},
+      {"EventStreamWithoutItsTypeIsReadAsOne", plain_response(json, sse_as_json),
+       "completion_policy_violation"},
+      {"JsonLabelledAsEventStreamIsReadAsJson",
+       plain_response("Content-Type: text/event-stream\r\n", key), "completion_policy_violation"},
+      {"OllamaNdjsonIsReadLineByLine",
+       plain_response("Content-Type: application/x-ndjson\r\n", ndjson_body),
+       "completion_policy_violation"},
+  };
+  uint32_t flow = 500;
+  for (const Case& c : cases) {
+    now_ += kSecond;
+    ASSERT_EQ(send_request(flow, request("k-acme")), StreamVerdict::kContinue) << c.name;
+    const std::vector<StreamVerdict> verdicts = send(flow, Direction::kToClient, {c.response});
+    EXPECT_NE(verdicts.back(), StreamVerdict::kContinue) << c.name;
+    close(flow++);
+    ASSERT_FALSE(records_.records.empty());
+    EXPECT_EQ(records_.records.back().reason.view(), c.reason) << c.name;
+  }
+  EXPECT_EQ(admission_.stats().responses_cut, cases.size());
+}
+
+TEST_F(RuleScopesTest, AnAnswerThatCannotBeReadIsForwardedWhenNoCompletionRuleApplies) {
+  // A tier without completion rules: nothing reads the answer, nothing is cut.
+  source_.publish(make_policy(store_, compile(R"(
+ruleset: other
+version: "2"
+rules:
+  - id: p.other
+    description: something else
+    pattern: 'zebrafinch'
+    scope: prompt
+    action: block
+    examples: { match: ["zebrafinch"], no_match: ["finch"] }
+)"),
+                              source_.current().get()));
+  admission_.refresh();
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  EXPECT_EQ(send(1, Direction::kToClient,
+                 {plain_response("Content-Type: application/json\r\n", "{\"x\":NaN}")}),
+            std::vector<StreamVerdict>{StreamVerdict::kContinue});
+  close(1);
+}
+
 // ---- Graduated response: flags demote, then suspend -------------------------------------------
 
 class EscalationTest : public RuleScopesTest {
