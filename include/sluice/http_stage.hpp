@@ -12,9 +12,10 @@
 // bodies are inflated for that. When the observer asks (a completion rule applies), the
 // completion text is extracted and canonicalised like a prompt and handed over as it streams;
 // a response the observer refuses is cut at the segment that decided it (see on_completion_text).
-// Per-flow state (≈ 3 KiB without zlib, see kFlowStateBytes) is allocated the first time a flow
-// carries data and recycled through a free list when the flow closes, so memory follows the
-// number of concurrently active flows and the steady state allocates nothing.
+// Per-flow state (≈ 4 KiB without zlib, see flow_state_bytes; 4 completion canonicalisers) is
+// allocated the first time a flow carries data and recycled through a free list when the flow
+// closes, so memory follows the number of concurrently active flows and the steady state allocates
+// nothing.
 #pragma once
 
 #include <array>
@@ -88,6 +89,10 @@ class RequestObserver {
   // carried the text: a streamed one ends with an SSE error event and a FIN to the client, any
   // other is reset both ways; the server is reset. No on_response_end follows it.
   virtual Refusal on_completion_text(uint32_t, std::string_view) { return {}; }
+  // The completion text that follows (on_completion_text, on_completion_segment_end) is text
+  // `text`'s (0 .. CompletionExtractor::kMaxTexts-1): each choice, content block or output item
+  // of a stream is scanned as its own text. Text 0 is current after on_response_head.
+  virtual void on_completion_select(uint32_t, uint8_t /*text*/) {}
   // The end of each segment while completion text is read: `held` is the text the canonicaliser
   // still holds back (Canonicalizer::flush_copy), so that the scan decides on everything the
   // client holds as if the text ended here — no byte that completes a match is forwarded. A

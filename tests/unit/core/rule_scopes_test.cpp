@@ -436,6 +436,81 @@ TEST_F(RuleScopesTest, NoSegmentBoundaryLetsTheClientShowAMatch) {
   }
 }
 
+// ---- Each choice of a stream is its own text ---------------------------------------------------
+
+std::string choice_delta(int index, std::string_view content) {
+  return event(R"({"choices":[{"index":)" + std::to_string(index) + R"(,"delta":{"content":")" +
+               std::string(content) + R"("}}]})");
+}
+
+TEST_F(RuleScopesTest, InterleavedChoicesAreScannedAsTextsOfTheirOwn) {
+  struct Case {
+    const char* name;
+    std::string body;
+    const char* reason;  // of the record
+  };
+  std::string blocks;  // Anthropic: seven blocks one after another, the last holds the key
+  for (int i = 0; i < 6; ++i)
+    blocks +=
+        event(R"({"type":"content_block_delta","index":)" + std::to_string(i) +
+              R"(,"delta":{"type":"text_delta","text":"block )" + std::to_string(i) + R"("}})");
+  const auto block = [](std::string_view text) {
+    return event(
+        R"({"type":"content_block_delta","index":6,"delta":{"type":"text_delta","text":")" +
+        std::string(text) + R"("}})");
+  };
+  std::string five;  // five choices interleaved: more than the texts read at once
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 5; ++i) five += choice_delta(i, "word ");
+  const std::vector<Case> cases = {
+      {"TwoChoices",
+       choice_delta(0, "BEGIN RSA ") + choice_delta(1, "Sure, ") + choice_delta(0, "PRIVATE") +
+           choice_delta(1, "here") + choice_delta(0, " KEY") + choice_delta(1, " it is"),
+       "completion_policy_violation"},
+      {"ChoicesInOneEvent",
+       event(R"({"choices":[{"index":0,"delta":{"content":"BEGIN EC "}},)"
+             R"({"index":1,"delta":{"content":"no "}}]})") +
+           event(R"({"choices":[{"index":1,"delta":{"content":"no"}},)"
+                 R"({"index":0,"delta":{"content":"PRIVATE KEY"}}]})"),
+       "completion_policy_violation"},
+      {"ResponsesItems",
+       event(R"({"type":"response.output_text.delta","output_index":1,"delta":"BEGIN RSA "})") +
+           event(R"({"type":"response.function_call_arguments.delta","output_index":2,)"
+                 R"("delta":"{\"a\":1"})") +
+           event(R"({"type":"response.output_text.delta","output_index":1,"delta":"PRIVATE KEY"})"),
+       "completion_policy_violation"},
+      {"SequentialBlocksBeyondTheTextsReadAtOnce",
+       blocks + block("BEGIN RSA PRIV") + block("ATE KEY"), "completion_policy_violation"},
+      {"FiveChoicesInterleavedAreUnreadable", five, "completion_unreadable"},
+      {"AnIndexAfterTheTextOfAnotherPositionIsUnreadable",
+       event(R"({"choices":[{"delta":{"content":"x"}},{"delta":{"content":"y"},"index":0}]})"),
+       "completion_unreadable"},
+  };
+  uint32_t flow = 700;
+  for (const Case& c : cases) {
+    now_ += kSecond;
+    ASSERT_EQ(send_request(flow, request("k-acme")), StreamVerdict::kContinue) << c.name;
+    const std::vector<StreamVerdict> verdicts =
+        send(flow, Direction::kToClient, {kStreamHead + c.body + "0\r\n\r\n"});
+    EXPECT_NE(verdicts.back(), StreamVerdict::kContinue) << c.name;
+    close(flow++);
+    ASSERT_FALSE(records_.records.empty());
+    EXPECT_EQ(records_.records.back().reason.view(), c.reason) << c.name;
+  }
+}
+
+TEST_F(RuleScopesTest, FlagsOfEveryChoiceAreRecorded) {
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  EXPECT_EQ(send(1, Direction::kToClient,
+                 {kStreamHead + choice_delta(0, "fine") + choice_delta(1, "a nerve") +
+                  choice_delta(0, " text") + choice_delta(1, " agent") + "0\r\n\r\n"}),
+            std::vector<StreamVerdict>{StreamVerdict::kContinue});
+  close(1);
+  ASSERT_EQ(records_.records.size(), 1u);
+  EXPECT_EQ(records_.records[0].verdict, AuditVerdict::admit);
+  EXPECT_EQ(rule_ids(records_.records[0]), std::vector<std::string>{"out.weapons-flag"});
+}
+
 // ---- What Sluice cannot read is not forwarded -------------------------------------------------
 
 std::string plain_response(std::string_view head_fields, std::string_view body) {
