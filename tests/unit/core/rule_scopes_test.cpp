@@ -59,6 +59,12 @@ rules:
     scope: completion
     action: block
     examples: { match: ["the launch code 1234."], no_match: ["launch code"] }
+  - id: out.key-header
+    description: The shipped private key header rule (rules/secrets.yaml)
+    pattern: '-----BEGIN\s([A-Z0-9]+\s){0,3}PRIVATE\sKEY(\sBLOCK)?-----'
+    scope: completion
+    action: block
+    examples: { match: ["-----BEGIN OPENSSH PRIVATE KEY-----"], no_match: ["-----BEGIN KEY-----"] }
 )";
 
 class Records final : public AuditSink {
@@ -377,6 +383,10 @@ std::vector<Shape> leaking_shapes() {
                                     delta(" KEY-----") + delta("\\nMIIE") + "0\r\n\r\n"});
   shapes.push_back({"sse_chat_word_end", chat_head + delta("the launch code ") + delta("12") +
                                              delta("34") + delta(" is secret") + "0\r\n\r\n"});
+  shapes.push_back({"sse_chat_key_header", chat_head + delta("Here:\\n") +
+                                               delta("-----BEGIN OPENSSH") + delta(" PRIVATE") +
+                                               delta(" KEY") + delta("-----") + delta("\\nb3Bl") +
+                                               "0\r\n\r\n"});
   shapes.push_back({"json", json_response("Here: -----BEGIN RSA PRIVATE KEY-----\\nMIIE")});
   shapes.push_back({"json_word_end", json_response("the launch code 1234")});
   const auto anthropic = [](std::string_view text) {
@@ -403,7 +413,8 @@ std::vector<Shape> leaking_shapes() {
   return shapes;
 }
 
-const std::regex kForbidden("BEGIN (RSA |EC )?PRIVATE KEY|launch code [0-9]+\\b");
+const std::regex kForbidden(
+    "BEGIN (RSA |EC )?PRIVATE KEY|launch code [0-9]+\\b|-----BEGIN\\s([A-Z0-9]+\\s){0,3}PRIVATE\\sKEY(\\sBLOCK)?-----");
 
 TEST_F(RuleScopesTest, NoSegmentBoundaryLetsTheClientShowAMatch) {
   uint32_t flow = 1000;
