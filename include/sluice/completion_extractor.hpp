@@ -3,34 +3,25 @@
 // one byte; state is bounded and feed() never allocates. The decoded text of each completion
 // field goes to a CompletionSink, in document order, in pieces.
 //
-// Fields (each a JSON string value; any other value is skipped, containers included):
-//   OpenAI chat         choices[*].message.content          (a string, or parts: content[*].text)
-//                       choices[*].message.refusal
-//                       choices[*].message.tool_calls[*].function.arguments
-//                       choices[*].delta.…                  (streamed: the same paths as message,
-//                                                            content parts included)
-//   OpenAI completions  choices[*].text
-//   OpenAI Responses    output[*].content[*].text
-//                       output[*].arguments                 (a function_call item: the Responses
-//                                                            form of tool_calls' arguments)
-//                       delta                               (streamed events; see below)
-//   Anthropic           content[*].text                     (a message)
-//                       delta.text                          (streamed content_block_delta)
-// Paths are exact: `content` anywhere else (a message inside a tool call, a nested object, a
-// choice's `content`) is not a field. Keys are compared as written: a key holding a backslash
-// escape never matches (as in usage_scanner.hpp; hosts do not escape these ASCII keys). Not
-// fields either: Anthropic tool_use input (an object, streamed as delta.partial_json), reasoning
-// and thinking text, and the Responses events that repeat text already streamed
-// (response.output_text.done, response.completed's output).
+// Fields: every JSON string value of the answer is completion text — what a client shows is not
+// a fixed list of paths (reasoning_content, thinking, tool_use input, custom tool input, audio
+// transcripts, annotations … all reach users), so Sluice reads them all — except:
+//   - the value of a key on kExcludedKeys (completion_extractor.cpp): identifiers, enumerations
+//     and timestamps no client shows as text (id, object, model, role, type, status,
+//     finish_reason, stop_reason, index, created, system_fingerprint, obfuscation padding, …) and
+//     opaque blobs (data, b64_json, encrypted_content, signature);
+//   - anything under usage, logprobs and top_logprobs (token accounting; per-token copies of
+//     the text that is scanned, which would interleave with it).
+// docs/normalisation.md ("Responses") has the list. Keys are compared as written: an escaped key
+// (`"\u0069d"`) or one longer than kBufferBytes is never excluded — its value is text. Array
+// elements are text unless inside an excluded tree.
 //
-// The top-level `delta` string of a Responses API event is emitted unless the latest top-level
-// `type` before it is a plain string (no backslash escape) other than response.output_text.delta,
-// response.refusal.delta and response.function_call_arguments.delta. An object's members can come
-// in any order and the extractor keeps no text, so the type cannot be waited for: emitting when
-// the type is absent, comes later or is not a plain string may scan a little more text (an audio
-// or reasoning delta from a host that writes `type` last), never less; the one thing that
-// suppresses a delta is a type that says, before it, that the delta is something else. (A second
-// `type` after the delta cannot undo that; hosts write one.)
+// Texts of a stream: in an event stream or NDJSON, the strings of one choice (root.choices[*],
+// named by its `index`, else its position), one content block (root `index`, Anthropic) or one
+// output item (root `output_index`, Responses) are deltas of one text; each such text is told to
+// the sink with on_completion_select so that it is scanned on its own (n > 1 choices interleave).
+// An index that comes after text it names and differs from what the text was given to (its
+// position, or an earlier index) is malformed: that text went to the wrong scan.
 //
 // Decoding: every escape, \uXXXX included, surrogate pairs combined; a lone surrogate escape
 // becomes U+FFFD, and so does each maximal ill-formed subsequence of raw bytes (WHATWG Encoding

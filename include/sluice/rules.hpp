@@ -305,7 +305,8 @@ class RuleStream {
   // stream itself goes on unchanged. A block found this way is the verdict's (the caller cuts the
   // text there); flag, log, shadow and prefilter rules are not looked for in the copy (they are
   // decided on the whole text). Cost: one copy of the stream state (stream_state_bytes()) and the
-  // end-of-data pass, ≈ 0.1–0.3 µs with the shipped rules (perf note in rules.cpp).
+  // end-of-data pass: ≈ 0.3 µs with the shipped rules (441-byte state; g++ 12 -O2, AMD EPYC VM,
+  // 200k calls after 1000 bytes fed), once per segment that carried completion text.
   bool probe_end(std::string_view tail, RuleScratch& scratch);
   // Delivers end-of-data matches and returns the verdict; the stream is ready for begin().
   RuleVerdict end(RuleScratch& scratch);
