@@ -683,6 +683,126 @@ TEST(CompletionExtractor, FeedNeverAllocates) {
   EXPECT_EQ(sink.bytes, 200u * (4 + 4 + 1 + 2 + 3) + 1 + 2);
 }
 
+// ---- Texts of a stream: each choice, block and item is its own ------------------------------
+
+// Records each field with the text it was selected into ("1:abc"), and every selection.
+class TextRecorder : public Recorder {
+ public:
+  void on_completion_select(uint8_t text, bool fresh) override {
+    EXPECT_LT(text, CompletionExtractor::kMaxTexts);
+    text_ = text;
+    selections.push_back(std::to_string(text) + (fresh ? "!" : ""));
+  }
+  void on_completion_field_end() override {
+    Recorder::on_completion_field_end();
+    tagged.push_back(std::to_string(text_));
+  }
+  std::vector<std::string> selections, tagged;
+
+ private:
+  uint8_t text_ = 0;
+};
+
+struct Texts {
+  std::vector<std::string> fields;  // "text:field"
+  std::vector<std::string> selections;
+  bool malformed = false;
+  bool operator==(const Texts&) const = default;
+};
+
+Texts texts_of(const std::vector<std::string_view>& pieces, bool event_stream = true,
+               bool ndjson = false) {
+  CompletionExtractor extractor;
+  TextRecorder sink;
+  extractor.begin(event_stream, ndjson);
+  for (std::string_view piece : pieces) extractor.feed(bytes_of(piece), sink);
+  extractor.finish(sink);
+  Texts texts{{}, sink.selections, extractor.malformed()};
+  const std::vector<std::string> fields = sink.take_fields();
+  for (std::size_t i = 0; i < fields.size(); ++i)
+    texts.fields.push_back(sink.tagged[i] + ":" + fields[i]);
+  return texts;
+}
+
+Texts texts_every_way(std::string_view input, bool event_stream = true, bool ndjson = false) {
+  const Texts whole = texts_of({input}, event_stream, ndjson);
+  for (std::size_t cut = 1; cut < input.size(); ++cut)
+    EXPECT_EQ(texts_of({input.substr(0, cut), input.substr(cut)}, event_stream, ndjson), whole)
+        << "cut " << cut;
+  return whole;
+}
+
+std::string choice_event(std::string_view choices) {
+  return "data: {\"choices\":[" + std::string(choices) + "]}\n\n";
+}
+
+TEST(CompletionExtractorTexts, InterleavedChoicesAreTextsOfTheirOwn) {
+  const Texts texts = texts_every_way(
+      choice_event(R"({"index":0,"delta":{"content":"a"}})") +
+      choice_event(R"({"index":1,"delta":{"content":"b"}})") +
+      choice_event(R"({"index":1,"delta":{"content":"c"}},{"index":0,"delta":{"content":"d"}})"));
+  EXPECT_EQ(texts, (Texts{{"0:a", "1:b", "1:c", "0:d"}, {"1", "0"}, false}));
+}
+
+TEST(CompletionExtractorTexts, AChoiceWithoutIndexIsItsPosition) {
+  EXPECT_EQ(texts_every_way(choice_event(R"({"delta":{"content":"a"}},{"delta":{"content":"b"}})")),
+            (Texts{{"0:a", "1:b"}, {"1"}, false}));
+}
+
+TEST(CompletionExtractorTexts, BlocksAndItemsAreNamedByTheirRootIndex) {
+  const Texts texts = texts_every_way(
+      "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"text\":\"a\"}}\n\n"
+      "data: {\"type\":\"response.output_text.delta\",\"output_index\":1,\"delta\":\"b\"}\n\n"
+      "data: {\"type\":\"error\",\"error\":{\"message\":\"c\"}}\n\n");
+  EXPECT_EQ(texts, (Texts{{"0:a", "1:b", "2:c"}, {"1", "2"}, false}));
+}
+
+TEST(CompletionExtractorTexts, SequentialBlocksBeyondTheSlotsTakeTheOldestSlot) {
+  std::string stream;
+  for (int i = 0; i < 6; ++i)
+    stream += "data: {\"index\":" + std::to_string(i) + ",\"delta\":{\"text\":\"t\"}}\n\n";
+  const Texts texts = texts_every_way(stream);
+  EXPECT_EQ(texts.fields, (std::vector<std::string>{"0:t", "1:t", "2:t", "3:t", "0:t", "1:t"}));
+  EXPECT_EQ(texts.selections, (std::vector<std::string>{"1", "2", "3", "0!", "1!"}));
+  EXPECT_FALSE(texts.malformed);
+}
+
+TEST(CompletionExtractorTexts, WhatCannotBeToldApartIsMalformed) {
+  std::string five;  // a text whose slot was given up comes back
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 5; ++i)
+      five += choice_event("{\"index\":" + std::to_string(i) + ",\"delta\":{\"content\":\"w\"}}");
+  for (const std::string& stream :
+       {five, choice_event(R"({"delta":{"content":"x"}},{"delta":{"content":"y"},"index":0})"),
+        choice_event(R"({"index":64,"delta":{"content":"x"}})"),
+        choice_event(R"({"index":-1,"delta":{"content":"x"}})"),
+        choice_event(R"({"index":1.5,"delta":{"content":"x"}})"),
+        std::string("data: {\"delta\":\"x\",\"index\":3}\n\n")}) {
+    EXPECT_TRUE(texts_every_way(stream).malformed) << stream;
+  }
+  // An index that agrees with the position the text went to, or one before any text, is fine.
+  EXPECT_FALSE(texts_every_way(choice_event(R"({"delta":{"content":"x"},"index":0})")).malformed);
+}
+
+TEST(CompletionExtractorTexts, APlainBodyIsOneTextAndItsIndexesAreNotRead) {
+  const Texts texts = texts_every_way(
+      R"({"choices":[{"index":1.5,"message":{"content":"a"}},{"index":99,"text":"b"}]})", false);
+  EXPECT_EQ(texts, (Texts{{"0:a", "0:b"}, {}, false}));
+}
+
+TEST(CompletionExtractorTexts, OllamaNdjsonLinesAreDeltasOfOneText) {
+  CompletionExtractor extractor;
+  extractor.begin(false, true);
+  EXPECT_TRUE(extractor.streamed());
+  const Texts texts = texts_every_way(
+      "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"He\"},\"done\":false}\n"
+      "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"llo\"},\"done\":true,"
+      "\"done_reason\":\"stop\",\"total_duration\":5}\n",
+      false, true);
+  EXPECT_EQ(texts, (Texts{{"0:He", "0:llo"}, {}, false}));
+  EXPECT_TRUE(texts_every_way("{\"a\":\"x\"}\nnot json\n", false, true).malformed);
+}
+
 // ---- Differential test against nlohmann::json ---------------------------------------------
 
 using Json = nlohmann::ordered_json;  // members keep the order they are written in
