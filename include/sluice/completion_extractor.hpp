@@ -72,10 +72,10 @@ class CompletionExtractor {
 
   // A new response body; event_stream: its Content-Type is text/event-stream; ndjson: it is
   // application/x-ndjson (Ollama's /api/ streams: one JSON object per line, each a delta).
-  // The body's first byte that is not whitespace decides how it is read, as a client that asked
-  // for a stream reads it whatever the Content-Type says: `{` a JSON text (or NDJSON), a byte that
-  // starts an event-stream line (`d`ata, `e`vent, `i`d, `r`etry, `:` comment) an event stream;
-  // anything else is read as the Content-Type says (a BOM before `{` is then malformed).
+  // The body's first bytes decide how it is read, as a client that asked for a stream reads it
+  // whatever the Content-Type says: `{` after any whitespace a JSON text (or NDJSON); a first
+  // byte that starts an event-stream line (`d`ata, `e`vent, `i`d, `r`etry, `:` comment) an event
+  // stream; anything else is read as the Content-Type says (a BOM before `{` is then malformed).
   void begin(bool event_stream, bool ndjson = false);
   // The next body bytes (de-chunked), split anywhere. Ignored after finish() until begin().
   void feed(std::span<const uint8_t> bytes, CompletionSink& sink);
@@ -194,7 +194,7 @@ class CompletionExtractor {
   EventStreamReader events_;  // event stream framing
   bool event_stream_;
   bool ndjson_;
-  bool sniffed_;  // the first byte that is not whitespace has been seen
+  uint8_t sniff_;  // how far the body's first bytes have said how it is read (sniff())
   bool finished_;
   bool malformed_;
 };

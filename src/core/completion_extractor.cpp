@@ -122,7 +122,10 @@ namespace {
 constexpr uint8_t kNotKept = CompletionExtractor::kBufferBytes + 1;
 constexpr uint8_t kEscaped = CompletionExtractor::kBufferBytes + 2;
 constexpr std::size_t kTrackedDepth = 4;  // roles_ entries: depth 0 (unused) .. 3
-constexpr uint32_t kMaxTextKey = 63;      // a stream's choice / block / item index
+constexpr uint32_t kMaxTextKey = 63;
+// sniff_: nothing of the body yet; only whitespace so far; decided.
+constexpr uint8_t kSniffStart = 0, kSniffAfterWhitespace = 1,
+                  kSniffDone = 2;  // a stream's choice / block / item index
 // [DONE] ends an OpenAI stream; it is read as a literal, only as an event's whole data.
 constexpr std::string_view kLiterals[] = {"true", "false", "null", "[DONE]"};
 constexpr uint8_t kDoneLiteral = 3;
@@ -446,7 +449,7 @@ void CompletionExtractor::begin(bool event_stream, bool ndjson) {
   events_ = {};
   event_stream_ = event_stream && !ndjson;
   ndjson_ = ndjson;
-  sniffed_ = false;
+  sniff_ = kSniffStart;
   std::memset(slot_keys_, 0, sizeof(slot_keys_));
   slots_used_ = 0;
   next_evict_ = 0;
@@ -485,7 +488,7 @@ void CompletionExtractor::reset_document() {
 
 void CompletionExtractor::feed(std::span<const uint8_t> bytes, CompletionSink& sink) {
   if (finished_ || bytes.empty()) return;
-  if (!sniffed_) sniff(bytes);
+  if (sniff_ != kSniffDone) sniff(bytes);
   Output out(sink);
   if (event_stream_) {
     events_.feed(
@@ -512,17 +515,23 @@ void CompletionExtractor::finish(CompletionSink& sink) {
   out.flush();
 }
 
-// The first byte that is not whitespace says how the body is read (see begin()). Whitespace
-// before it means the same in both readings (blank lines, JSON whitespace).
+// The body's first bytes say how it is read (see begin()): `{` after any whitespace a JSON text;
+// an event-stream line start as the very first byte an event stream (after whitespace it would
+// be another line: a JSON reading fails on it, which cuts). Whitespace means the same in both
+// readings up to there (blank lines, JSON whitespace).
 void CompletionExtractor::sniff(std::span<const uint8_t> bytes) {
   for (const uint8_t c : bytes) {
-    if (is_whitespace(c)) continue;
-    sniffed_ = true;
+    if (is_whitespace(c)) {
+      sniff_ = kSniffAfterWhitespace;
+      continue;
+    }
     if (c == '{') {
       event_stream_ = false;
-    } else if (!ndjson_ && (c == 'd' || c == 'e' || c == 'i' || c == 'r' || c == ':')) {
+    } else if (sniff_ == kSniffStart && !ndjson_ &&
+               (c == 'd' || c == 'e' || c == 'i' || c == 'r' || c == ':')) {
       event_stream_ = true;
     }
+    sniff_ = kSniffDone;
     return;
   }
 }
