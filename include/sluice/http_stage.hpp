@@ -99,7 +99,8 @@ class RequestObserver {
   // refusal cuts the response at this segment, as on_completion_text's does.
   virtual Refusal on_completion_segment_end(uint32_t, std::string_view /*held*/) { return {}; }
   // The completion text ended with the body (readable), or cannot be read (a coding Sluice does
-  // not decode, or one that fails to decode). A refusal cuts the response at its last segment.
+  // not decode, one that fails to decode, framing the parser refuses, JSON the extractor calls
+  // malformed): then at the segment that showed it. A refusal cuts the response there.
   virtual Refusal on_completion_end(uint32_t, bool /*readable*/) { return {}; }
   // The response to the oldest open request ended.
   virtual void on_response_end(uint32_t flow_id, const ResponseOutcome& response,
