@@ -12,6 +12,10 @@
 // bodies are inflated for that. When the observer asks (a completion rule applies), the
 // completion text is extracted and canonicalised like a prompt and handed over as it streams;
 // a response the observer refuses is cut at the segment that decided it (see on_completion_text).
+// Every string a client shows is text (completion_extractor.hpp); each choice, block or item of a
+// stream is a text of its own (on_completion_select); each segment's text is judged as if it
+// ended there (on_completion_segment_end); an answer that cannot be read is cut
+// (on_completion_end). docs/normalisation.md, "Responses", lists what Sluice reads and refuses.
 // Per-flow state (≈ 4 KiB without zlib, see flow_state_bytes; 4 completion canonicalisers) is
 // allocated the first time a flow carries data and recycled through a free list when the flow
 // closes, so memory follows the number of concurrently active flows and the steady state allocates

@@ -414,7 +414,8 @@ std::vector<Shape> leaking_shapes() {
 }
 
 const std::regex kForbidden(
-    "BEGIN (RSA |EC )?PRIVATE KEY|launch code [0-9]+\\b|-----BEGIN\\s([A-Z0-9]+\\s){0,3}PRIVATE\\sKEY(\\sBLOCK)?-----");
+    "BEGIN (RSA |EC )?PRIVATE KEY|launch code "
+    "[0-9]+\\b|-----BEGIN\\s([A-Z0-9]+\\s){0,3}PRIVATE\\sKEY(\\sBLOCK)?-----");
 
 TEST_F(RuleScopesTest, NoSegmentBoundaryLetsTheClientShowAMatch) {
   uint32_t flow = 1000;
