@@ -19,6 +19,8 @@ normalisation.md, "Responses"). Per class of the issue:
   a JSON body with `NaN` before the content (cut as completion_unreadable at the segment holding
   the `N`); chunk sizes written with 17 hex digits (read: cut at the last `-`); two Content-Type
   fields, JSON and event stream (cut as completion_unreadable at the head's last segment).
+  Ollama's /api/chat NDJSON stream (allowed for the tier), the header spelt across lines: read,
+  cut at the last `-`.
 - hold-back: a TCP segment that ends right after the header's last `-` (before the closing
   quote), in a stream and in a plain JSON answer: that segment is the one cut.
 Other boundaries are random (seeded). After a cut the host's remaining segments and the client's
@@ -188,6 +190,21 @@ def two_content_types(rng, usage):
         cut_case("two_content_types", "reset", "completion_unreadable")
 
 
+def ollama_ndjson(rng, usage):
+    """Ollama's /api/chat stream: one JSON object per line, each a delta of the message."""
+    lines = [json.dumps({"model": MODEL, "created_at": "2026-12-07T10:00:00Z",
+                         "message": {"role": "assistant", "content": d}, "done": False},
+                        separators=(",", ":")).encode() + b"\n"
+             for d in ["Here", " it is:\n"] + HEADER_DELTAS + ["\nMIIEfake"]]
+    lines.append(json.dumps({"model": MODEL, "created_at": "2026-12-07T10:00:01Z",
+                             "message": {"role": "assistant", "content": ""}, "done": True,
+                             "done_reason": "stop", "prompt_eval_count": 14, "eval_count": 30},
+                            separators=(",", ":")).encode() + b"\n")
+    wire = response_head(b"Content-Type: application/x-ndjson\r\n", True) + chunked(lines)
+    stop = last_dash(wire, b'"content":"-----"')
+    return wire, msc.random_cuts(rng, 0, len(wire)), stop, cut_case("ollama_ndjson", "reset")
+
+
 def held_back_stream(rng, usage):
     sid = "chatcmpl-%012x" % rng.getrandbits(48)
     events = [delta_event(sid, 0, {"role": "assistant", "content": ""})]
@@ -214,6 +231,7 @@ SESSIONS = [
     ("choices", lambda rng, usage: interleaved_choices(rng, usage, False)),
     ("unreadable", stream_sent_as_json), ("unreadable", nan_before_content),
     ("unreadable", long_chunk_sizes), ("unreadable", two_content_types),
+    ("unreadable", ollama_ndjson),
     ("hold_back", held_back_stream), ("hold_back", held_back_json),
 ]
 
@@ -231,11 +249,13 @@ def build(base_us: int) -> tuple:
         host, port, t = host + 1, port + 1, t + 100 * mac.MS
         body = msc.chat_body("Show me how keys look.", "stream" in case.name or
                              "choices" in case.name or "reasoning" in case.name)
-        req = Request(s.name, "POST", "/v1/chat/completions",
-                      msc.http_request(body, [("User-Agent", "sluice-integrity-test/1.0"),
-                                              ("Authorization",
-                                               f"Bearer {keys[mrc.TIER_KEY[TIER]]}")]),
-                      "ok", mrc.TIER_IDENTITY[TIER], mrc.TIER_KEY[TIER], MODEL, 64)
+        path = "/api/chat" if "ollama" in case.name else "/v1/chat/completions"
+        wire_request = msc.http_request(body, [("User-Agent", "sluice-integrity-test/1.0"),
+                                               ("Authorization",
+                                                f"Bearer {keys[mrc.TIER_KEY[TIER]]}")])
+        wire_request = wire_request.replace(b"/v1/chat/completions", path.encode(), 1)
+        req = Request(s.name, "POST", path, wire_request, "ok", mrc.TIER_IDENTITY[TIER],
+                      mrc.TIER_KEY[TIER], MODEL, 64)
         s.request(req, at=s.now + 2 * mac.MS)
         s.ack()
         cuts = sorted(c for c in set(cuts) if 0 < c < len(wire))
@@ -288,8 +308,11 @@ def generate(outdir: str, base_us: int = mc.BASE_TS_US) -> dict:
                 "sessions": out_sessions, "requests": requests}
     mc.write_pcap(os.path.join(outdir, "in.pcap"), [(i.ts, i.data) for i in items])
     with open(os.path.join(outdir, "config.yaml"), "w") as f:
+        # The free tier also allows Ollama's /api/chat (its answers are NDJSON).
         f.write(msc.CONFIG_YAML.replace("make_scopes_captures.py",
-                                        "make_integrity_response_captures.py"))
+                                        "make_integrity_response_captures.py")
+                .replace("  free:      { ", "  free:      { paths: [/v1/chat/completions, /api/chat],\n"
+                         "               ", 1))
     with open(os.path.join(outdir, "extra", "scanner.yaml"), "w") as f:
         f.write(msc.SCANNER_YAML)
     with open(os.path.join(outdir, "identities.yaml"), "w") as f:
