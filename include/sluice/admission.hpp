@@ -19,8 +19,10 @@
 //                   a later limit's denial gives back what the earlier ones took (429)
 //   response      → with a completion rule in the tier: the completion text scanned as it
 //                   streams; a block cuts the response (the stage ends it), recorded as a denial
-//                   with reason completion_policy_violation and the host's status — so is a body
-//                   whose coding cannot be read (completion_unreadable: fail closed)
+//                   with reason completion_policy_violation and the host's status — so is an
+//                   answer that cannot be read: its coding, framing or JSON, or more texts
+//                   interleaved than are read at once (completion_unreadable: fail closed;
+//                   docs/normalisation.md, "Responses")
 //   response end  → tokens reconciled with the reported `usage` (refund or charge), in-flight
 //                   slot released, the admitted request's audit record written (as an access log
 //                   is: with the host's status and the usage)
@@ -93,6 +95,8 @@ class Admission final : public RequestObserver {
   Refusal on_request_end(uint32_t flow_id, const RequestOutcome& outcome, uint64_t now_ns) override;
   bool on_response_head(uint32_t flow_id, const ResponseHead& head) override;
   Refusal on_completion_text(uint32_t flow_id, std::string_view canonical) override;
+  void on_completion_select(uint32_t flow_id, uint8_t text) override;
+  Refusal on_completion_segment_end(uint32_t flow_id, std::string_view held) override;
   Refusal on_completion_end(uint32_t flow_id, bool readable) override;
   void on_response_end(uint32_t flow_id, const ResponseOutcome& response, uint64_t now_ns) override;
   void on_flow_close(uint32_t flow_id) override;

@@ -61,6 +61,10 @@ class Canonicalizer {
   // whose scan must not wait for the next delta. Only combining marks at the start of the next
   // piece then come out differently from the whole text (they no longer reach their base).
   void flush(CanonicalSink& sink);
+  // Hands over what flush() would, from a copy of the state: this one is unchanged. What the
+  // text scans as if it were cut here, for a scan that must decide on the text handed out so far
+  // (a response cut at a segment's end) without changing what the text becomes when it goes on.
+  void flush_copy(CanonicalSink& sink) const;
 
   // Tokens estimated over everything fed since reset() (the raw text, as the model's tokenizer
   // sees it); see docs/token-estimate.md for the method and its error on the corpora.

@@ -3,34 +3,25 @@
 // one byte; state is bounded and feed() never allocates. The decoded text of each completion
 // field goes to a CompletionSink, in document order, in pieces.
 //
-// Fields (each a JSON string value; any other value is skipped, containers included):
-//   OpenAI chat         choices[*].message.content          (a string, or parts: content[*].text)
-//                       choices[*].message.refusal
-//                       choices[*].message.tool_calls[*].function.arguments
-//                       choices[*].delta.…                  (streamed: the same paths as message,
-//                                                            content parts included)
-//   OpenAI completions  choices[*].text
-//   OpenAI Responses    output[*].content[*].text
-//                       output[*].arguments                 (a function_call item: the Responses
-//                                                            form of tool_calls' arguments)
-//                       delta                               (streamed events; see below)
-//   Anthropic           content[*].text                     (a message)
-//                       delta.text                          (streamed content_block_delta)
-// Paths are exact: `content` anywhere else (a message inside a tool call, a nested object, a
-// choice's `content`) is not a field. Keys are compared as written: a key holding a backslash
-// escape never matches (as in usage_scanner.hpp; hosts do not escape these ASCII keys). Not
-// fields either: Anthropic tool_use input (an object, streamed as delta.partial_json), reasoning
-// and thinking text, and the Responses events that repeat text already streamed
-// (response.output_text.done, response.completed's output).
+// Fields: every JSON string value of the answer is completion text — what a client shows is not
+// a fixed list of paths (reasoning_content, thinking, tool_use input, custom tool input, audio
+// transcripts, annotations … all reach users), so Sluice reads them all — except:
+//   - the value of a key on kExcludedKeys (completion_extractor.cpp): identifiers, enumerations
+//     and timestamps no client shows as text (id, object, model, role, type, status,
+//     finish_reason, stop_reason, index, created, system_fingerprint, obfuscation padding, …) and
+//     opaque blobs (data, b64_json, encrypted_content, signature);
+//   - anything under usage, logprobs and top_logprobs (token accounting; per-token copies of
+//     the text that is scanned, which would interleave with it).
+// docs/normalisation.md ("Responses") has the list. Keys are compared as written: an escaped key
+// (`"\u0069d"`) or one longer than kBufferBytes is never excluded — its value is text. Array
+// elements are text unless inside an excluded tree.
 //
-// The top-level `delta` string of a Responses API event is emitted unless the latest top-level
-// `type` before it is a plain string (no backslash escape) other than response.output_text.delta,
-// response.refusal.delta and response.function_call_arguments.delta. An object's members can come
-// in any order and the extractor keeps no text, so the type cannot be waited for: emitting when
-// the type is absent, comes later or is not a plain string may scan a little more text (an audio
-// or reasoning delta from a host that writes `type` last), never less; the one thing that
-// suppresses a delta is a type that says, before it, that the delta is something else. (A second
-// `type` after the delta cannot undo that; hosts write one.)
+// Texts of a stream: in an event stream or NDJSON, the strings of one choice (root.choices[*],
+// named by its `index`, else its position), one content block (root `index`, Anthropic) or one
+// output item (root `output_index`, Responses) are deltas of one text; each such text is told to
+// the sink with on_completion_select so that it is scanned on its own (n > 1 choices interleave).
+// An index that comes after text it names and differs from what the text was given to (its
+// position, or an earlier index) is malformed: that text went to the wrong scan.
 //
 // Decoding: every escape, \uXXXX included, surrogate pairs combined; a lone surrogate escape
 // becomes U+FFFD, and so does each maximal ill-formed subsequence of raw bytes (WHATWG Encoding
@@ -67,14 +58,25 @@ class CompletionSink {
   virtual ~CompletionSink() = default;
   virtual void on_completion_text(std::string_view utf8) = 0;
   virtual void on_completion_field_end() = 0;  // one text field ended (a content, one delta)
+  // A stream's pieces that follow belong to text `text` (0 .. kMaxTexts-1) until the next call:
+  // each choice (root.choices[*], by its `index`), Anthropic content block (`index`) and
+  // Responses output item (`output_index`) is its own text, so that interleaved choices cannot
+  // cut one another's phrases. `fresh`: the text slot was taken from an earlier one, whose text
+  // has ended. Never called for a plain body (its fields are separate texts anyway): text 0.
+  virtual void on_completion_select(uint8_t /*text*/, bool /*fresh*/) {}
 };
 
 class CompletionExtractor {
  public:
   CompletionExtractor();  // ready for a plain JSON body, as after begin(false)
 
-  // A new response body; event_stream: its Content-Type is text/event-stream.
-  void begin(bool event_stream);
+  // A new response body; event_stream: its Content-Type is text/event-stream; ndjson: it is
+  // application/x-ndjson (Ollama's /api/ streams: one JSON object per line, each a delta).
+  // The body's first bytes decide how it is read, as a client that asked for a stream reads it
+  // whatever the Content-Type says: `{` after any whitespace a JSON text (or NDJSON); a first
+  // byte that starts an event-stream line (`d`ata, `e`vent, `i`d, `r`etry, `:` comment) an event
+  // stream; anything else is read as the Content-Type says (a BOM before `{` is then malformed).
+  void begin(bool event_stream, bool ndjson = false);
   // The next body bytes (de-chunked), split anywhere. Ignored after finish() until begin().
   void feed(std::span<const uint8_t> bytes, CompletionSink& sink);
   // The body has ended. A plain body that is not one complete object (an empty one included) is
@@ -83,6 +85,10 @@ class CompletionExtractor {
   void finish(CompletionSink& sink);
   // The body, or one of its events, could not be followed. Sticky until begin().
   bool malformed() const { return malformed_; }
+  // The body is read as an event stream (after the sniff above).
+  bool event_stream() const { return event_stream_; }
+  // Its texts are deltas of one text (an event stream or NDJSON), not separate fields.
+  bool streamed() const { return event_stream_ || ndjson_; }
 
   // For Sluice to end an event stream itself after the bytes fed so far (a rule cut the rest):
   // writes the bytes that finish the event in progress so that its data is one complete JSON
@@ -95,9 +101,14 @@ class CompletionExtractor {
 
   // Deepest nesting followed (the top-level object is depth 1); deeper is malformed.
   static constexpr uint32_t kMaxDepth = 64;
-  // Longest string worth keeping: the type "response.function_call_arguments.delta" (38); the
-  // longest key that matters is "tool_calls" (10). Longer strings are not buffered.
-  static constexpr std::size_t kBufferBytes = 38;
+  // Texts of a stream read at once (choices, blocks, output items interleaved): beyond it the
+  // slot of the text that went longest ago is given to the new one (sequential blocks, as
+  // Anthropic and Responses send them, never mind); a text whose slot was given up coming back
+  // (more than kMaxTexts interleaved), or an index above 63, makes the body malformed (cut).
+  static constexpr uint32_t kMaxTexts = 4;
+  // Longest key worth keeping: "previous_response_id" (20). Longer keys are not buffered (and
+  // are not excluded: their values are text).
+  static constexpr std::size_t kBufferBytes = 24;
 
   // State per response, all inline: the object/array bit stack (64 levels), the roles of the
   // containers at depth 1..7 (deeper ones never have one), the 38-byte key/type buffer, a held
@@ -113,12 +124,12 @@ class CompletionExtractor {
   enum class Role : uint8_t;
   enum class Slot : uint8_t;
   enum class Dest : uint8_t;
-  enum class RootType : uint8_t;
   class Output;  // batches decoded pieces for the sink; lives on feed()'s stack
 
   static Slot key_slot(Role role, std::string_view key);
-  static Slot element_slot(Role array);
-  static Role container_role(bool object, Slot slot);
+  bool choose_text(Output& out);
+  void set_text_key(uint64_t value, Output& out);
+  bool inside_choice() const;
 
   void scan_json(const uint8_t* p, const uint8_t* end, Output& out);
   const uint8_t* scan_text(const uint8_t* p, const uint8_t* end, Output& out);
@@ -139,14 +150,31 @@ class CompletionExtractor {
   void end_document(Output& out);
 
   void dispatch(Output& out);
+  void sniff(std::span<const uint8_t> bytes);
 
   uint64_t object_bits_;  // bit d-1 set: the container at depth d is an object (else an array)
-  Role roles_[8];         // roles of the containers at depth 1..7; deeper ones are never tracked
+  Role roles_[4];         // roles of the containers at depth 1..3; deeper ones are never tracked
   Mode mode_;
-  Step step_;                // inside a string, number or literal
-  Slot slot_;                // what the value after the current key is
-  Dest dest_;                // where the current string's bytes go
-  RootType root_type_;       // the top-level `type` read so far (gates the top-level `delta`)
+  Step step_;              // inside a string, number or literal
+  Slot slot_;              // what the value after the current key is
+  Dest dest_;              // where the current string's bytes go
+  uint8_t skip_depth_;     // depth of the excluded tree being walked (kExcludedTrees); 0: none
+  bool index_number_;      // the number being read is an index that names a text
+  uint64_t number_value_;  // its value so far (saturating)
+  // Which text a stream's strings go to: the key (choice index, block index, output index) of
+  // the current choice and of the event's root, and whether text went out under it already (an
+  // index that comes later and differs would have sent it to the wrong text: malformed).
+  uint8_t choice_key_, root_key_;
+  bool choice_key_used_, root_key_used_;
+  uint8_t choice_count_;  // elements of root.choices so far (a choice's key until its index)
+  // Text slots of the response (persist across events): the key each holds, how many are in
+  // use, the next to give up when all are, the keys whose text was ended that way (bit per key),
+  // and the slot the sink was last told.
+  uint8_t slot_keys_[4];
+  uint8_t slots_used_;
+  uint8_t next_evict_;
+  uint8_t current_text_;
+  uint64_t retired_;
   uint8_t depth_;            // open containers
   uint8_t literal_;          // which of true/false/null/[DONE]
   uint8_t count_;            // literal bytes matched, or \u hex digits left
@@ -165,6 +193,8 @@ class CompletionExtractor {
   char buffer_[kBufferBytes];
   EventStreamReader events_;  // event stream framing
   bool event_stream_;
+  bool ndjson_;
+  uint8_t sniff_;  // how far the body's first bytes have said how it is read (sniff())
   bool finished_;
   bool malformed_;
 };

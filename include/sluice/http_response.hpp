@@ -15,6 +15,7 @@ namespace sluice {
 struct ResponseHead {
   uint16_t status = 0;
   bool event_stream = false;  // Content-Type text/event-stream
+  bool ndjson = false;        // Content-Type application/x-ndjson (Ollama's /api/ streams)
   bool chunked = false;
   bool has_content_length = false;
   uint64_t content_length = 0;
@@ -22,7 +23,8 @@ struct ResponseHead {
   // Content-Encoding gzip, x-gzip or deflate: the body handed on is that coding of the text.
   ContentEncoding encoding = ContentEncoding::kIdentity;
   bool coded = false;  // a coding besides those (br, zstd, a list of codings, a transfer coding
-                       // other than chunked): the body bytes handed on cannot be read as text
+                       // other than chunked), or a second Content-Type (a client may follow
+                       // either): the body bytes handed on cannot be read as text
 };
 
 // Where a response's body framing stands between two bytes, for Sluice to end the body itself.
@@ -46,8 +48,12 @@ class HttpResponseSink {
   virtual void on_response_complete() = 0;
 };
 
+// Chunk sizes (RFC 9112 §7.1): 1 to kMaxChunkSizeDigits hex digits, as h11 takes them (leading
+// zeros included; the value must fit 64 bits), then optional whitespace and chunk extensions
+// (`;…`); anything else on the line fails the framing.
 class HttpResponseParser {
  public:
+  static constexpr uint32_t kMaxChunkSizeDigits = 20;
   // The request this response answers was a HEAD (its response has no body). Called once per
   // request, in order; up to kMaxPending requests may await their responses (pipelining).
   void expect_response(bool head_request);
@@ -88,6 +94,7 @@ class HttpResponseParser {
   uint32_t oldest_ = 0;         // ring index of the oldest pending request
   bool chunked_ = false;
   bool close_ = false;
+  bool content_type_ = false;  // a Content-Type field was seen in this head
   static constexpr uint32_t kLineBytes = 96;
   char line_[kLineBytes];
 };

@@ -13,9 +13,14 @@
 // bodies are inflated for that. When the observer asks (a completion rule applies), the
 // completion text is extracted and canonicalised like a prompt and handed over as it streams;
 // a response the observer refuses is cut at the segment that decided it (see on_completion_text).
-// Per-flow state (≈ 3 KiB without zlib, see kFlowStateBytes) is allocated the first time a flow
-// carries data and recycled through a free list when the flow closes, so memory follows the
-// number of concurrently active flows and the steady state allocates nothing.
+// Every string a client shows is text (completion_extractor.hpp); each choice, block or item of a
+// stream is a text of its own (on_completion_select); each segment's text is judged as if it
+// ended there (on_completion_segment_end); an answer that cannot be read is cut
+// (on_completion_end). docs/normalisation.md, "Responses", lists what Sluice reads and refuses.
+// Per-flow state (≈ 4 KiB without zlib, see flow_state_bytes; 4 completion canonicalisers) is
+// allocated the first time a flow carries data and recycled through a free list when the flow
+// closes, so memory follows the number of concurrently active flows and the steady state allocates
+// nothing.
 #pragma once
 
 #include <array>
@@ -94,8 +99,18 @@ class RequestObserver {
   // carried the text: a streamed one ends with an SSE error event and a FIN to the client, any
   // other is reset both ways; the server is reset. No on_response_end follows it.
   virtual Refusal on_completion_text(uint32_t, std::string_view) { return {}; }
+  // The completion text that follows (on_completion_text, on_completion_segment_end) is text
+  // `text`'s (0 .. CompletionExtractor::kMaxTexts-1): each choice, content block or output item
+  // of a stream is scanned as its own text. Text 0 is current after on_response_head.
+  virtual void on_completion_select(uint32_t, uint8_t /*text*/) {}
+  // The end of each segment while completion text is read: `held` is the text the canonicaliser
+  // still holds back (Canonicalizer::flush_copy), so that the scan decides on everything the
+  // client holds as if the text ended here — no byte that completes a match is forwarded. A
+  // refusal cuts the response at this segment, as on_completion_text's does.
+  virtual Refusal on_completion_segment_end(uint32_t, std::string_view /*held*/) { return {}; }
   // The completion text ended with the body (readable), or cannot be read (a coding Sluice does
-  // not decode, or one that fails to decode). A refusal cuts the response at its last segment.
+  // not decode, one that fails to decode, framing the parser refuses, JSON the extractor calls
+  // malformed): then at the segment that showed it. A refusal cuts the response there.
   virtual Refusal on_completion_end(uint32_t, bool /*readable*/) { return {}; }
   // The response to the oldest open request ended.
   virtual void on_response_end(uint32_t flow_id, const ResponseOutcome& response,

@@ -67,7 +67,7 @@ namespace sluice {
   X(rule_scan_failed, 503, "the content scan could not be completed")                            \
   X(identity_suspended, 403, "identity suspended after repeated flagged requests")               \
   X(completion_policy_violation, 403, "the response was cut by a content policy rule")           \
-  X(completion_unreadable, 502, "the response's coding cannot be read for its content rules")    \
+  X(completion_unreadable, 502, "the response cannot be read for its content rules")             \
   X(rate_limited_requests, 429, "request rate limit reached")                                    \
   X(rate_limited_tokens, 429, "token rate limit reached")                                        \
   X(concurrency_limited, 429, "too many requests in flight")

@@ -49,6 +49,8 @@ class RequestRecorder final : public RequestObserver {
   void on_header_end(uint32_t flow_id) override;
   bool on_response_head(uint32_t flow_id, const ResponseHead& head) override;
   Refusal on_completion_text(uint32_t flow_id, std::string_view canonical) override;
+  void on_completion_select(uint32_t flow_id, uint8_t text) override;
+  Refusal on_completion_segment_end(uint32_t flow_id, std::string_view held) override;
   Refusal on_completion_end(uint32_t flow_id, bool readable) override;
   void on_response_end(uint32_t flow_id, const ResponseOutcome& response, uint64_t now_ns) override;
   void on_flow_close(uint32_t flow_id) override;

@@ -24,6 +24,19 @@ struct Admission::Request {
   // fields (before the tier is known: every rule of the field's name, judged at the head), the
   // prompt, and after admission the completion.
   RuleStream scan;
+  // A streamed answer's other texts (choices, blocks, items 1..kMaxTexts-1), each its own scan:
+  // begun when first selected, kept with the request object (no allocation once they exist).
+  std::array<RuleStream, CompletionExtractor::kMaxTexts - 1> texts;
+  uint8_t texts_begun = 0;  // bit t-1: texts[t-1] is scanning this response
+  uint8_t text = 0;         // the completion text being fed
+  RuleStream& completion_scan() { return text == 0 ? scan : texts[text - 1]; }
+  void cancel_texts() {
+    for (std::size_t t = 0; t < texts.size(); ++t) {
+      if ((texts_begun >> t & 1) != 0) texts[t].cancel();
+    }
+    texts_begun = 0;
+    text = 0;
+  }
   enum class Scanning : uint8_t { kNone, kHeader, kPrompt, kCompletion } scanning = Scanning::kNone;
   bool prompt_unscanned = false;  // no prompt rule applies: its text is not looked at
   // The prompt's second view: each content's parts joined with nothing (a chat template may join
@@ -177,6 +190,9 @@ void Admission::refresh() {
   for (Request* idle : requests_free_) {
     if (idle->scan.database() != policy.rules().get()) idle->scan.release();
     if (idle->joined_scan.database() != policy.rules().get()) idle->joined_scan.release();
+    for (RuleStream& text : idle->texts) {
+      if (text.database() != policy.rules().get()) text.release();
+    }
   }
   if (path_scan_.database() != policy.rules().get()) path_scan_.release();
   if (metrics_ != nullptr) metrics_->use_rules(policy.rules());
@@ -243,6 +259,7 @@ Admission::Request* Admission::take_request() {
 
 void Admission::give_back(Request* request) {
   if (request->scanning != Request::Scanning::kNone) {
+    request->cancel_texts();
     request->scan.cancel();
     request->scan.set_stop_at_block(true);
     request->scanning = Request::Scanning::kNone;
@@ -359,7 +376,22 @@ bool Admission::on_response_head(uint32_t flow_id, const ResponseHead& head) {
   request->response_status = head.status;
   request->scan.begin(*request->policy->policy->rules(), *request->rules, RuleScope::kCompletion);
   request->scanning = Request::Scanning::kCompletion;
+  request->texts_begun = 0;
+  request->text = 0;
   return true;
+}
+
+void Admission::on_completion_select(uint32_t flow_id, uint8_t text) {
+  SLUICE_STAGE(kLimit);
+  Request* request = flow(flow_id)->oldest;
+  if (request == nullptr || request->scanning != Request::Scanning::kCompletion ||
+      text >= CompletionExtractor::kMaxTexts)
+    return;
+  request->text = text;
+  if (text == 0 || (request->texts_begun >> (text - 1) & 1) != 0) return;
+  request->texts_begun |= static_cast<uint8_t>(1u << (text - 1));
+  request->texts[text - 1].begin(*request->policy->policy->rules(), *request->rules,
+                                 RuleScope::kCompletion);
 }
 
 Refusal Admission::on_completion_text(uint32_t flow_id, std::string_view canonical) {
@@ -367,9 +399,19 @@ Refusal Admission::on_completion_text(uint32_t flow_id, std::string_view canonic
   FlowState& state = *flow(flow_id);
   Request* request = state.oldest;
   if (request == nullptr || request->scanning != Request::Scanning::kCompletion) return {};
-  request->scan.feed(canonical, *scratch_);
-  const RuleVerdict& so_far = request->scan.verdict();
+  RuleStream& scan = request->completion_scan();
+  scan.feed(canonical, *scratch_);
+  const RuleVerdict& so_far = scan.verdict();
   if (!so_far.blocked() && !so_far.error) return {};  // flags and logs are recorded at the end
+  return on_completion_end(flow_id, true);
+}
+
+Refusal Admission::on_completion_segment_end(uint32_t flow_id, std::string_view held) {
+  SLUICE_STAGE(kLimit);
+  Request* request = flow(flow_id)->oldest;
+  if (request == nullptr || request->scanning != Request::Scanning::kCompletion) return {};
+  RuleStream& scan = request->completion_scan();
+  if (!scan.probe_end(held, *scratch_) && !scan.verdict().error) return {};
   return on_completion_end(flow_id, true);
 }
 
@@ -381,11 +423,28 @@ Refusal Admission::on_completion_end(uint32_t flow_id, bool readable) {
   request->scanning = Request::Scanning::kNone;
   Refusal refusal{RequestReason::completion_unreadable};
   if (readable) {
-    refusal =
-        apply_rules(*request, *request->policy->policy->rules(), request->scan.end(*scratch_));
+    // The texts' verdicts as one: every rule matched in any, the first block found.
+    const RuleDatabase& db = *request->policy->policy->rules();
+    RuleVerdict verdict = request->scan.end(*scratch_);
+    for (std::size_t t = 0; t < request->texts.size(); ++t) {
+      if ((request->texts_begun >> t & 1) == 0) continue;
+      const RuleVerdict text = request->texts[t].end(*scratch_);
+      verdict.error = verdict.error || text.error;
+      if (text.blocked() && !verdict.blocked()) verdict.blocking_rule = text.blocking_rule;
+      for (uint8_t i = 0; i < std::min<std::size_t>(text.matched_count, RuleVerdict::kMaxMatched);
+           ++i) {
+        const uint32_t rule = text.matched[i];
+        const auto seen = verdict.matched +
+                          std::min<std::size_t>(verdict.matched_count, RuleVerdict::kMaxMatched);
+        if (std::find(verdict.matched, seen, rule) == seen) add_to_verdict(verdict, db, rule);
+      }
+    }
+    request->texts_begun = 0;
+    refusal = apply_rules(*request, db, verdict);
     if (refusal.reason == RequestReason::content_policy_violation)
       refusal.reason = RequestReason::completion_policy_violation;
   } else {
+    request->cancel_texts();
     request->scan.cancel();
   }
   if (!refusal.refused()) return {};

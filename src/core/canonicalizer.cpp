@@ -861,6 +861,14 @@ void Canonicalizer::flush(CanonicalSink& sink) {
   if (state().in_field) state().flush_held(out);
 }
 
+void Canonicalizer::flush_copy(CanonicalSink& sink) const {
+  SLUICE_STAGE(kCanonicalise);
+  if (!state().in_field) return;
+  State copy = state();
+  Output out(sink);
+  copy.flush_held(out);
+}
+
 uint64_t Canonicalizer::token_estimate() const {
   return state().tokens.estimate();
 }

@@ -90,53 +90,28 @@ enum class CompletionExtractor::Step : uint8_t {
   kExpDigits,
 };
 
-// What a tracked container is (see the table at the top of the file).
+// What a tracked container is: only the path root.choices[*] matters (each choice of a stream
+// is its own text).
 enum class CompletionExtractor::Role : uint8_t {
-  kSkip,
+  kOther,
   kRoot,
-  kChoices,     // root.choices: array of kChoice
-  kChoice,      //
-  kMessage,     // choice.message, choice.delta
-  kParts,       // message.content, output item content, root.content: array of kPart
-  kPart,        // {text}
-  kToolCalls,   // message.tool_calls: array of kToolCall
-  kToolCall,    // {function}
-  kFunction,    // {arguments}
-  kOutput,      // root.output: array of kOutputItem
-  kOutputItem,  // {content, arguments}
-  kDelta,       // root.delta as an object (Anthropic): {text}
+  kChoices,  // root.choices: array of kChoice
+  kChoice,
 };
 
-// What the value after the current key, or the current array element, is.
+// What the value after the current key is.
 enum class CompletionExtractor::Slot : uint8_t {
-  kNone,
-  kChoices,
-  kChoice,
-  kMessage,
-  kContent,  // text, or an array of parts
-  kParts,
-  kPart,
-  kToolCalls,
-  kToolCall,
-  kFunction,
-  kOutput,
-  kOutputItem,
-  kRootDelta,  // text (gated by the type) or an object
-  kType,       // the top-level type
-  kText,
+  kText,      // any key not listed: a string value is completion text
+  kExcluded,  // a key whose string value no client shows as text (kExcludedKeys)
+  kTree,      // a key whose whole value no client shows (kExcludedTrees)
+  kChoices,   // root.choices
+  kIndex,     // choice.index, root.index, root.output_index: which text of a stream
 };
 
 enum class CompletionExtractor::Dest : uint8_t {
   kDiscard,  // validated only
-  kKey,      // a key: buffered when its container is tracked
-  kType,     // the top-level type: buffered
+  kKey,      // a key: buffered
   kText,     // a field: decoded and handed to the sink
-};
-
-enum class CompletionExtractor::RootType : uint8_t {
-  kUnknown,    // no type yet, or one that is not a plain string
-  kTextDelta,  // one of kTextDeltaTypes
-  kOther,      // a plain string naming another event: its top-level delta is not text
 };
 
 namespace {
@@ -146,16 +121,52 @@ namespace {
 // header).
 constexpr uint8_t kNotKept = CompletionExtractor::kBufferBytes + 1;
 constexpr uint8_t kEscaped = CompletionExtractor::kBufferBytes + 2;
-constexpr std::size_t kTrackedDepth = 8;  // roles_ entries: depth 0 (unused) .. 7
+constexpr std::size_t kTrackedDepth = 4;  // roles_ entries: depth 0 (unused) .. 3
+constexpr uint32_t kMaxTextKey = 63;
+// sniff_: nothing of the body yet; only whitespace so far; decided.
+constexpr uint8_t kSniffStart = 0, kSniffAfterWhitespace = 1,
+                  kSniffDone = 2;  // a stream's choice / block / item index
 // [DONE] ends an OpenAI stream; it is read as a literal, only as an event's whole data.
 constexpr std::string_view kLiterals[] = {"true", "false", "null", "[DONE]"};
 constexpr uint8_t kDoneLiteral = 3;
-constexpr std::string_view kTextDeltaTypes[] = {
-    "response.output_text.delta",
-    "response.refusal.delta",
-    "response.function_call_arguments.delta",
+// Keys whose string value no client shows as text: identifiers, enumerations, timestamps,
+// opaque blobs (docs/normalisation.md, "Responses", lists them). Every other string is text.
+constexpr std::string_view kExcludedKeys[] = {
+    "id",
+    "object",
+    "created",
+    "created_at",
+    "completed_at",
+    "model",
+    "system_fingerprint",
+    "service_tier",
+    "finish_reason",
+    "stop_reason",
+    "done_reason",
+    "stop_sequence",
+    "role",
+    "type",
+    "status",
+    "index",
+    "item_id",
+    "call_id",
+    "tool_call_id",
+    "response_id",
+    "previous_response_id",
+    "event_id",
+    "obfuscation",
+    "encrypted_content",
+    "signature",
+    "data",
+    "b64_json",
+    "expires_at",
+    "output_index",
+    "content_index",
+    "sequence_number",
 };
-static_assert(std::size(kTextDeltaTypes[2]) == CompletionExtractor::kBufferBytes);
+// Keys whose whole value no client shows as text (token accounting, per-token alternatives).
+constexpr std::string_view kExcludedTrees[] = {"usage", "logprobs", "top_logprobs"};
+static_assert(std::size(kExcludedKeys[20]) <= CompletionExtractor::kBufferBytes);
 
 // Bytes a skipped string holds as they are: anything but '"', '\' and the control characters.
 constexpr std::array<bool, 256> kSkippedBytes = [] {
@@ -321,6 +332,11 @@ class CompletionExtractor::Output {
     sink_.on_completion_field_end();
   }
 
+  void select(uint8_t text, bool fresh) {
+    flush();
+    sink_.on_completion_select(text, fresh);
+  }
+
   void flush() {
     if (size_ == 0) return;
     sink_.on_completion_text({reinterpret_cast<const char*>(buffer_), size_});
@@ -337,7 +353,7 @@ class CompletionExtractor::Output {
 };
 
 static_assert(std::is_trivially_copyable_v<CompletionExtractor>);
-static_assert(sizeof(CompletionExtractor) <= 88, "state per response grew: update the header");
+static_assert(sizeof(CompletionExtractor) <= 112, "state per response grew: update the header");
 
 CompletionExtractor::CompletionExtractor() {
   begin(false);
@@ -428,22 +444,34 @@ long CompletionExtractor::write_event_end(std::span<char> out) const {
   return put("\n\n") ? static_cast<long>(n) : -1;
 }
 
-void CompletionExtractor::begin(bool event_stream) {
+void CompletionExtractor::begin(bool event_stream, bool ndjson) {
   reset_document();
   events_ = {};
-  event_stream_ = event_stream;
+  event_stream_ = event_stream && !ndjson;
+  ndjson_ = ndjson;
+  sniff_ = kSniffStart;
+  std::memset(slot_keys_, 0, sizeof(slot_keys_));
+  slots_used_ = 0;
+  next_evict_ = 0;
+  current_text_ = 0;
+  retired_ = 0;
   finished_ = false;
   malformed_ = false;
 }
 
 void CompletionExtractor::reset_document() {
   object_bits_ = 0;
-  std::memset(roles_, 0, sizeof(roles_));  // Role::kSkip
+  std::memset(roles_, 0, sizeof(roles_));  // Role::kOther
   mode_ = Mode::kStart;
   step_ = Step::kPlain;
-  slot_ = Slot::kNone;
+  slot_ = Slot::kText;
   dest_ = Dest::kDiscard;
-  root_type_ = RootType::kUnknown;
+  skip_depth_ = 0;
+  index_number_ = false;
+  number_value_ = 0;
+  choice_key_ = root_key_ = 0;
+  choice_key_used_ = root_key_used_ = false;
+  choice_count_ = 0;
   depth_ = 0;
   literal_ = 0;
   count_ = 0;
@@ -460,6 +488,7 @@ void CompletionExtractor::reset_document() {
 
 void CompletionExtractor::feed(std::span<const uint8_t> bytes, CompletionSink& sink) {
   if (finished_ || bytes.empty()) return;
+  if (sniff_ != kSniffDone) sniff(bytes);
   Output out(sink);
   if (event_stream_) {
     events_.feed(
@@ -486,6 +515,27 @@ void CompletionExtractor::finish(CompletionSink& sink) {
   out.flush();
 }
 
+// The body's first bytes say how it is read (see begin()): `{` after any whitespace a JSON text;
+// an event-stream line start as the very first byte an event stream (after whitespace it would
+// be another line: a JSON reading fails on it, which cuts). Whitespace means the same in both
+// readings up to there (blank lines, JSON whitespace).
+void CompletionExtractor::sniff(std::span<const uint8_t> bytes) {
+  for (const uint8_t c : bytes) {
+    if (is_whitespace(c)) {
+      sniff_ = kSniffAfterWhitespace;
+      continue;
+    }
+    if (c == '{') {
+      event_stream_ = false;
+    } else if (sniff_ == kSniffStart && !ndjson_ &&
+               (c == 'd' || c == 'e' || c == 'i' || c == 'r' || c == ':')) {
+      event_stream_ = true;
+    }
+    sniff_ = kSniffDone;
+    return;
+  }
+}
+
 // The current JSON text has ended: anything short of a whole value is malformed. In an event
 // stream, data that was blank (kStart) is no text at all.
 void CompletionExtractor::end_document(Output& out) {
@@ -504,11 +554,20 @@ void CompletionExtractor::scan_json(const uint8_t* p, const uint8_t* const end, 
         break;
       case Mode::kNumber:
         if (number_byte(*p)) {
+          if (index_number_ && is_digit(*p) && number_value_ <= kMaxTextKey)
+            number_value_ = number_value_ * 10 + (*p - '0');
           ++p;
         } else {
           const bool complete = step_ == Step::kZero || step_ == Step::kInt ||
                                 step_ == Step::kFrac || step_ == Step::kExpDigits;
           if (!complete) return fail(out);
+          if (index_number_) {
+            index_number_ = false;
+            // An index is a whole number: anything else cannot name a text.
+            if (step_ != Step::kZero && step_ != Step::kInt) return fail(out);
+            set_text_key(number_value_, out);
+            if (mode_ == Mode::kFailed) return;
+          }
           end_scalar();  // *p is read again in the mode that follows
         }
         break;
@@ -541,7 +600,7 @@ void CompletionExtractor::structural(uint8_t c, Output& out) {
   switch (mode_) {
     case Mode::kStart:
       // RFC 8259 allows any value here; a response is always an object.
-      if (c == '{') return open(true, Slot::kNone, out);
+      if (c == '{') return open(true, Slot::kText, out);
       if (c == '[' && event_stream_) {
         mode_ = Mode::kLiteral;
         literal_ = kDoneLiteral;
@@ -560,7 +619,6 @@ void CompletionExtractor::structural(uint8_t c, Output& out) {
     case Mode::kKey:
       if (c != '"') return fail(out);
       start_string(Dest::kKey);
-      if (role() == Role::kSkip) buffer_length_ = kNotKept;  // only tracked keys can matter
       return;
     case Mode::kColon:
       if (c != ':') return fail(out);
@@ -577,120 +635,98 @@ void CompletionExtractor::structural(uint8_t c, Output& out) {
       }
       return;
     }
-    default:  // kDone: only whitespace may follow the top-level value
+    default:  // kDone: only whitespace may follow the top-level value; NDJSON: the next object
+      if (ndjson_ && c == '{') {
+        reset_document();
+        return open(true, Slot::kText, out);
+      }
       return fail(out);
   }
 }
 
 CompletionExtractor::Slot CompletionExtractor::key_slot(Role role, std::string_view key) {
-  switch (role) {
-    case Role::kRoot:
-      if (key == "choices") return Slot::kChoices;
-      if (key == "output") return Slot::kOutput;
-      if (key == "content") return Slot::kParts;
-      if (key == "delta") return Slot::kRootDelta;
-      if (key == "type") return Slot::kType;
-      return Slot::kNone;
-    case Role::kChoice:
-      if (key == "message" || key == "delta") return Slot::kMessage;
-      if (key == "text") return Slot::kText;
-      return Slot::kNone;
-    case Role::kMessage:
-      if (key == "content") return Slot::kContent;
-      if (key == "refusal") return Slot::kText;
-      if (key == "tool_calls") return Slot::kToolCalls;
-      return Slot::kNone;
-    case Role::kToolCall:
-      return key == "function" ? Slot::kFunction : Slot::kNone;
-    case Role::kFunction:
-      return key == "arguments" ? Slot::kText : Slot::kNone;
-    case Role::kOutputItem:
-      if (key == "content") return Slot::kParts;
-      if (key == "arguments") return Slot::kText;
-      return Slot::kNone;
-    case Role::kPart:
-    case Role::kDelta:
-      return key == "text" ? Slot::kText : Slot::kNone;
-    default:
-      return Slot::kNone;
+  if (role == Role::kRoot) {
+    if (key == "choices") return Slot::kChoices;
+    if (key == "index" || key == "output_index") return Slot::kIndex;
+  } else if (role == Role::kChoice && key == "index") {
+    return Slot::kIndex;
   }
-}
-
-CompletionExtractor::Slot CompletionExtractor::element_slot(Role array) {
-  switch (array) {
-    case Role::kChoices:
-      return Slot::kChoice;
-    case Role::kParts:
-      return Slot::kPart;
-    case Role::kToolCalls:
-      return Slot::kToolCall;
-    case Role::kOutput:
-      return Slot::kOutputItem;
-    default:
-      return Slot::kNone;
+  for (const std::string_view tree : kExcludedTrees) {
+    if (key == tree) return Slot::kTree;
   }
-}
-
-// The role of a container opened as the value of `slot`; kSkip when the slot wants no container
-// of that kind.
-CompletionExtractor::Role CompletionExtractor::container_role(bool object, Slot slot) {
-  if (object) {
-    switch (slot) {
-      case Slot::kChoice:
-        return Role::kChoice;
-      case Slot::kMessage:
-        return Role::kMessage;
-      case Slot::kPart:
-        return Role::kPart;
-      case Slot::kToolCall:
-        return Role::kToolCall;
-      case Slot::kFunction:
-        return Role::kFunction;
-      case Slot::kOutputItem:
-        return Role::kOutputItem;
-      case Slot::kRootDelta:
-        return Role::kDelta;
-      default:
-        return Role::kSkip;
-    }
+  for (const std::string_view excluded : kExcludedKeys) {
+    if (key == excluded) return Slot::kExcluded;
   }
-  switch (slot) {
-    case Slot::kChoices:
-      return Role::kChoices;
-    case Slot::kContent:
-    case Slot::kParts:
-      return Role::kParts;
-    case Slot::kToolCalls:
-      return Role::kToolCalls;
-    case Slot::kOutput:
-      return Role::kOutput;
-    default:
-      return Role::kSkip;
-  }
+  return Slot::kText;
 }
 
 bool CompletionExtractor::in_array() const {
   return depth_ > 0 && ((object_bits_ >> (depth_ - 1)) & 1) == 0;
 }
 
+bool CompletionExtractor::inside_choice() const {
+  return depth_ >= 3 && roles_[3] == Role::kChoice;
+}
+
+// A stream's text string starts: the sink is told which text it belongs to. False: failed.
+bool CompletionExtractor::choose_text(Output& out) {
+  if (!streamed()) return true;
+  const bool choice = inside_choice();
+  const uint8_t key = choice ? choice_key_ : root_key_;
+  (choice ? choice_key_used_ : root_key_used_) = true;
+  for (uint8_t slot = 0; slot < slots_used_; ++slot) {
+    if (slot_keys_[slot] != key) continue;
+    if (slot != current_text_) {
+      current_text_ = slot;
+      out.select(slot, false);
+    }
+    return true;
+  }
+  if ((retired_ >> key & 1) != 0) {  // its slot was given up: its text cannot go on
+    fail(out);
+    return false;
+  }
+  uint8_t slot = slots_used_;
+  bool fresh = false;
+  if (slots_used_ < kMaxTexts) {
+    ++slots_used_;
+  } else {
+    slot = next_evict_;
+    next_evict_ = static_cast<uint8_t>((next_evict_ + 1) % kMaxTexts);
+    retired_ |= uint64_t{1} << slot_keys_[slot];
+    fresh = true;
+  }
+  slot_keys_[slot] = key;
+  if (slot != current_text_ || fresh) out.select(slot, fresh);
+  current_text_ = slot;
+  return true;
+}
+
+// An index that names the text of the current choice (or of the event, at the root).
+void CompletionExtractor::set_text_key(uint64_t value, Output& out) {
+  if (value > kMaxTextKey) return fail(out);
+  const bool choice = inside_choice();
+  uint8_t& key = choice ? choice_key_ : root_key_;
+  const bool used = choice ? choice_key_used_ : root_key_used_;
+  // Text already went out under the position (or an earlier index): it went to another text.
+  if (used && key != value) return fail(out);
+  key = static_cast<uint8_t>(value);
+}
+
 void CompletionExtractor::start_value(uint8_t c, Output& out) {
-  const Slot slot = in_array() ? element_slot(role()) : slot_;
-  slot_ = Slot::kNone;
+  const Slot slot = in_array() ? Slot::kText : slot_;
+  slot_ = Slot::kText;
+  const bool hidden = skip_depth_ != 0;  // inside an excluded tree
   switch (c) {
     case '{':
       return open(true, slot, out);
     case '[':
       return open(false, slot, out);
     case '"': {
-      Dest dest = Dest::kDiscard;
-      if (slot == Slot::kText || slot == Slot::kContent) {
-        dest = Dest::kText;
-      } else if (slot == Slot::kRootDelta) {
-        dest = root_type_ == RootType::kOther ? Dest::kDiscard : Dest::kText;
-      } else if (slot == Slot::kType) {
-        dest = Dest::kType;
-      }
-      return start_string(dest);
+      if (hidden || slot == Slot::kExcluded || slot == Slot::kTree || slot == Slot::kIndex)
+        return start_string(Dest::kDiscard);
+      if (!choose_text(out)) return;
+      return start_string(Dest::kText);
     }
     case 't':
     case 'f':
@@ -703,30 +739,49 @@ void CompletionExtractor::start_value(uint8_t c, Output& out) {
       if (c != '-' && !is_digit(c)) return fail(out);
       mode_ = Mode::kNumber;
       step_ = c == '-' ? Step::kMinus : c == '0' ? Step::kZero : Step::kInt;
+      index_number_ = slot == Slot::kIndex && !hidden && streamed();
+      number_value_ = is_digit(c) ? static_cast<uint64_t>(c - '0') : UINT64_MAX;  // - : no index
   }
 }
 
 void CompletionExtractor::open(bool object, Slot slot, Output& out) {
   if (depth_ == kMaxDepth) return fail(out);
+  const Role parent = role();
   if (object) {
     object_bits_ |= uint64_t{1} << depth_;
   } else {
     object_bits_ &= ~(uint64_t{1} << depth_);
   }
   ++depth_;
+  if (slot == Slot::kTree && skip_depth_ == 0) skip_depth_ = depth_;
   if (depth_ < kTrackedDepth) {
-    roles_[depth_] = depth_ == 1 ? Role::kRoot : container_role(object, slot);
+    Role role = Role::kOther;
+    if (depth_ == 1) {
+      role = Role::kRoot;
+    } else if (!object && slot == Slot::kChoices && parent == Role::kRoot) {
+      role = Role::kChoices;
+      choice_count_ = 0;
+    } else if (object && parent == Role::kChoices) {
+      role = Role::kChoice;  // its text is its position's until its index says otherwise
+      choice_key_ = static_cast<uint8_t>(std::min<uint32_t>(choice_count_, kMaxTextKey + 1));
+      choice_key_used_ = false;
+      if (choice_count_ > kMaxTextKey) return fail(out);
+    }
+    roles_[depth_] = role;
   }
+  if (parent == Role::kChoices && choice_count_ < UINT8_MAX) ++choice_count_;
   mode_ = object ? Mode::kObjectFirst : Mode::kArrayFirst;
 }
 
 void CompletionExtractor::close() {
+  if (depth_ == skip_depth_) skip_depth_ = 0;
+  if (depth_ < kTrackedDepth) roles_[depth_] = Role::kOther;
   --depth_;
   mode_ = depth_ == 0 ? Mode::kDone : Mode::kAfterValue;
 }
 
 CompletionExtractor::Role CompletionExtractor::role() const {
-  return depth_ < kTrackedDepth ? roles_[depth_] : Role::kSkip;
+  return depth_ < kTrackedDepth ? roles_[depth_] : Role::kOther;
 }
 
 void CompletionExtractor::end_scalar() {
@@ -737,7 +792,7 @@ void CompletionExtractor::start_string(Dest dest) {
   mode_ = Mode::kString;
   step_ = Step::kPlain;
   dest_ = dest;
-  buffer_length_ = dest == Dest::kKey || dest == Dest::kType ? 0 : kNotKept;
+  buffer_length_ = dest == Dest::kKey ? 0 : kNotKept;
   high_surrogate_ = 0;
   held_count_ = 0;
 }
@@ -943,20 +998,10 @@ void CompletionExtractor::end_string(Output& out) {
   const std::string_view text(buffer_, matchable ? buffer_length_ : 0);
   switch (dest_) {
     case Dest::kKey:
-      slot_ = matchable ? key_slot(role(), text) : Slot::kNone;
-      // A new top-level type forgets the last; until its value is read it is unknown.
-      if (slot_ == Slot::kType) root_type_ = RootType::kUnknown;
+      // A key too long to keep, or escaped, is no excluded key: its value is text.
+      slot_ = matchable ? key_slot(role(), text) : Slot::kText;
       mode_ = Mode::kColon;
       return;
-    case Dest::kType:
-      // An escaped type stays unknown: only a type written plainly can suppress a delta.
-      if (buffer_length_ != kEscaped) {
-        root_type_ = RootType::kOther;
-        for (std::string_view type : kTextDeltaTypes) {
-          if (text == type) root_type_ = RootType::kTextDelta;
-        }
-      }
-      break;
     case Dest::kText:
       out.field_end();
       break;

@@ -57,7 +57,7 @@ bool HttpResponseParser::end_of_status_line() {
   }
   head_ = ResponseHead{};
   head_.status = status;
-  chunked_ = close_ = false;
+  chunked_ = close_ = content_type_ = false;
   return true;
 }
 
@@ -96,7 +96,10 @@ void HttpResponseParser::end_of_header_line() {
     else if (!identity)
       head_.encoding = gzip ? ContentEncoding::kGzip : ContentEncoding::kDeflate;
   } else if (is("content-type")) {
+    if (content_type_) head_.coded = true;  // two: the client may read either
+    content_type_ = true;
     head_.event_stream = starts_with_ignoring_case(value, "text/event-stream");
+    head_.ndjson = starts_with_ignoring_case(value, "application/x-ndjson");
   } else if (is("connection")) {
     close_ = starts_with_ignoring_case(value, "close");
   }
@@ -178,16 +181,23 @@ bool HttpResponseParser::feed(std::span<const uint8_t> bytes, HttpResponseSink& 
         } else if (at == State::kChunkSize) {
           uint64_t size = 0;
           uint32_t digits = 0;
-          for (uint32_t i = 0; i < std::min(line_length_, kLineBytes); ++i) {
-            const char c = lower(line_[i]);
+          bool fits = true;
+          const std::string_view line(line_, std::min(line_length_, kLineBytes));
+          std::size_t i = 0;
+          for (; i < line.size(); ++i) {
+            const char c = lower(line[i]);
             const int digit = c >= '0' && c <= '9'   ? c - '0'
                               : c >= 'a' && c <= 'f' ? c - 'a' + 10
                                                      : -1;
             if (digit < 0) break;
+            fits = fits && size >> 60 == 0;
             size = size * 16 + static_cast<uint64_t>(digit);
             ++digits;
           }
-          if (digits == 0 || digits > 15)
+          while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+          // What follows the size: nothing, or chunk extensions.
+          if (i < line.size() && line[i] != ';') digits = 0;
+          if (digits == 0 || digits > kMaxChunkSizeDigits || !fits)
             state_ = State::kFailed;
           else if (size == 0)
             state_ = State::kTrailer;

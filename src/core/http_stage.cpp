@@ -29,42 +29,65 @@ struct HttpStage::FlowState final : HttpRequestSink,
         joined_path(*this) {}
 
   // The response direction's chain: decoded body → usage scanner and completion extractor →
-  // canonicaliser → observer. Its own sinks, apart from the request's.
+  // canonicaliser → observer. Its own sinks, apart from the request's. A stream's texts
+  // (choices, content blocks, output items: CompletionExtractor::kMaxTexts) each have their own
+  // canonicaliser, and the observer its own scan for each.
   struct CompletionPath final : DecodedSink, CompletionSink, CanonicalSink {
+    static constexpr std::size_t kTexts = CompletionExtractor::kMaxTexts;
     explicit CompletionPath(FlowState& flow_state) : state(flow_state) {}
     void on_decoded(std::span<const uint8_t> bytes) override { state.on_response_text(bytes); }
-    void on_completion_text(std::string_view utf8) override {
-      if (!field_open) {
-        canonicalizer.begin_field(*this);
-        field_open = true;
+    void on_completion_select(uint8_t selected, bool fresh) override {
+      text = selected;
+      // The slot's earlier text has ended: the new one is a field of its own.
+      if (fresh && field_open[text]) {
+        canonicalizers[text].end_field(*this);
+        field_open[text] = false;
       }
-      canonicalizer.feed(utf8, *this);
+    }
+    void on_completion_text(std::string_view utf8) override {
+      texts_fed |= static_cast<uint8_t>(1u << text);  // (held back or not: probed)
+      if (!field_open[text]) {
+        canonicalizers[text].begin_field(*this);
+        field_open[text] = true;
+      }
+      canonicalizers[text].feed(utf8, *this);
     }
     // A stream's deltas are pieces of one text (a word may be cut between two): only a plain
     // body's fields are separate. What a delta ends with is scanned before the next comes.
     void on_completion_field_end() override {
-      if (state.event_stream) {
-        if (field_open) canonicalizer.flush(*this);
+      if (state.completion_extractor.streamed()) {
+        if (field_open[text]) canonicalizers[text].flush(*this);
         return;
       }
-      if (!field_open) canonicalizer.begin_field(*this);
-      canonicalizer.end_field(*this);
-      field_open = false;
+      if (!field_open[text]) canonicalizers[text].begin_field(*this);
+      canonicalizers[text].end_field(*this);
+      field_open[text] = false;
     }
     // Batched per segment (a stream hands over a few characters per delta): the scan's cost is
     // per call, and the verdict is the segment's anyway.
     void on_canonical(std::string_view utf8) override {
+      if (state.batch_text != text) state.flush_completion();
+      state.batch_text = text;
       if (state.batch.size() + utf8.size() > state.batch.capacity()) state.flush_completion();
       if (utf8.size() > state.batch.capacity()) {
+        state.select_text(text);
         if (!state.response_refused())
           state.refuse_response(state.observer.on_completion_text(state.flow_id, utf8));
         return;
       }
       state.batch.append(utf8);
     }
+    void reset() {
+      for (Canonicalizer& canonicalizer : canonicalizers) canonicalizer.reset();
+      field_open.fill(false);
+      text = 0;
+      texts_fed = 0;
+    }
     FlowState& state;
-    Canonicalizer canonicalizer;
-    bool field_open = false;
+    std::array<Canonicalizer, kTexts> canonicalizers;
+    std::array<bool, kTexts> field_open{};
+    uint8_t text = 0;       // the text being fed
+    uint8_t texts_fed = 0;  // bit per text: canonical text came since the last probe
   };
 
   void reset(uint32_t id) {
@@ -81,6 +104,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     completion = false;
     field_offered = false;
     joined_path.sequence = UINT64_MAX;  // a reused state: the join restarts with the flow
+    framing_failed = false;
   }
 
   // The request failed or ended: tells the observer once. A refusal ends the flow: nothing
@@ -216,9 +240,9 @@ struct HttpStage::FlowState final : HttpRequestSink,
     response_decoder.begin(head.encoding);
     completion = observer.on_response_head(flow_id, head);
     if (!completion) return;
-    completion_extractor.begin(head.event_stream);
-    completion_path.canonicalizer.reset();
-    completion_path.field_open = false;
+    completion_extractor.begin(head.event_stream, head.ndjson);
+    completion_path.reset();
+    batch_text = observer_text = 0;  // the observer begins with text 0
     if (!body_readable) end_completion(false);
   }
   void on_response_body(std::span<const uint8_t> bytes) override {
@@ -233,7 +257,7 @@ struct HttpStage::FlowState final : HttpRequestSink,
     if (body_readable && response_decoder.finish() != RequestReason::ok) body_readable = false;
     if (completion) {
       if (body_readable) completion_extractor.finish(completion_path);
-      end_completion(body_readable);
+      end_completion(body_readable && !completion_extractor.malformed());
       if (response_refused()) return;  // cut at its last segment: no response end
     }
     ResponseOutcome outcome;
@@ -245,18 +269,65 @@ struct HttpStage::FlowState final : HttpRequestSink,
   void on_response_text(std::span<const uint8_t> bytes) {
     if (bytes.empty()) return;
     usage.feed(bytes);
-    if (completion && !response_refused()) completion_extractor.feed(bytes, completion_path);
+    if (!completion || response_refused()) return;
+    completion_extractor.feed(bytes, completion_path);
+    event_stream = completion_extractor.event_stream();  // as the body's first byte said
+    // What cannot be read is not forwarded: cut at the segment that showed it.
+    if (completion_extractor.malformed()) end_completion(false);
+  }
+  // The response framing failed: the completion being read is cut as unreadable, and so is the
+  // next response when its head is what failed and its request reads completions.
+  void unframeable() {
+    if (framing_failed) return;
+    framing_failed = true;
+    if (!completion) {
+      event_stream = false;
+      completion = observer.on_response_head(flow_id, ResponseHead{});
+      if (!completion) return;
+    }
+    end_completion(false);
   }
   // The completion text batched during this segment goes to the observer.
   void flush_completion() {
-    if (!batch.empty() && !response_refused())
+    if (!batch.empty() && !response_refused()) {
+      select_text(batch_text);
       refuse_response(observer.on_completion_text(flow_id, batch));
+    }
     batch.clear();
   }
+  void select_text(uint8_t text) {
+    if (text == observer_text) return;
+    observer_text = text;
+    observer.on_completion_select(flow_id, text);
+  }
+  // The text handed out so far is judged as if it ended with this segment (see
+  // on_completion_segment_end): what the canonicaliser holds back goes to the scan's copy only.
+  void probe_completion() {
+    struct Held final : CanonicalSink {
+      // Held back: ≤ kMaxHeldCodePoints code points, composed, each folded to ≤ a few bytes.
+      std::array<char, 1024> bytes;
+      std::size_t size = 0;
+      void on_canonical(std::string_view utf8) override {
+        const std::size_t n = std::min(utf8.size(), bytes.size() - size);
+        std::copy_n(utf8.data(), n, bytes.data() + size);
+        size += n;
+      }
+    } held;
+    for (uint8_t text = 0; text < CompletionPath::kTexts && !response_refused(); ++text) {
+      if ((completion_path.texts_fed >> text & 1) == 0) continue;  // judged at an earlier end
+      held.size = 0;
+      if (completion_path.field_open[text]) completion_path.canonicalizers[text].flush_copy(held);
+      select_text(text);
+      refuse_response(observer.on_completion_segment_end(flow_id, {held.bytes.data(), held.size}));
+    }
+    completion_path.texts_fed = 0;
+  }
   void end_completion(bool readable) {
-    if (completion_path.field_open) {
-      completion_path.canonicalizer.end_field(completion_path);
-      completion_path.field_open = false;
+    for (uint8_t text = 0; text < CompletionPath::kTexts; ++text) {
+      if (!completion_path.field_open[text]) continue;
+      completion_path.text = text;
+      completion_path.canonicalizers[text].end_field(completion_path);
+      completion_path.field_open[text] = false;
     }
     flush_completion();
     completion = false;
@@ -293,6 +364,9 @@ struct HttpStage::FlowState final : HttpRequestSink,
   bool identity_coded = false;  // and is sent as is (an SSE error event can follow it)
   bool event_stream = false;
   bool completion = false;  // the observer reads this response's completion text
+  bool framing_failed = false;
+  uint8_t batch_text = 0;     // the text the batch holds
+  uint8_t observer_text = 0;  // the text the observer was last told (on_completion_select)
   bool field_offered = false;
   bool in_body = false;
   bool reported = false;
@@ -350,8 +424,11 @@ StreamVerdict HttpStage::on_data(uint32_t flow_id, Direction direction,
     const BodyPosition position = state.response.body_position();
     const bool snapshot = state.completion && state.event_stream && state.identity_coded;
     if (snapshot) state.extractor_before = state.completion_extractor;
-    state.response.feed(bytes, state);  // a response it cannot frame is no longer followed
+    // A response it cannot frame is no longer followed: cut when its completion is read.
+    if (!state.response.feed(bytes, state) && !state.response_refused()) state.unframeable();
     state.flush_completion();
+    // No byte that completes a match is forwarded: the segment is judged as the text's end.
+    if (state.completion && !state.response_refused()) state.probe_completion();
     if (!state.response_refused()) return StreamVerdict::kContinue;
     stream_denial_length_ = 0;
     if (state.event_stream && state.identity_coded) {

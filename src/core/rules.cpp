@@ -563,6 +563,7 @@ RuleStream& RuleStream::operator=(RuleStream&& other) noexcept {
   release();
   db_ = std::move(other.db_);
   stream_ = std::exchange(other.stream_, nullptr);
+  probe_ = std::exchange(other.probe_, nullptr);
   selection_ = other.selection_;
   scope_ = other.scope_;
   header_ = other.header_;
@@ -688,6 +689,31 @@ RuleVerdict RuleStream::end(RuleScratch& scratch) {
   return verdict_;
 }
 
+bool RuleStream::probe_end(std::string_view tail, RuleScratch& scratch) {
+  SLUICE_STAGE(kScan);
+  if (!active_ || stopped_ || stream_ == nullptr) return verdict_.blocked();
+  if (probe_ == nullptr && hs_open_stream(db_->hs(), 0, &probe_) != HS_SUCCESS) {
+    probe_ = nullptr;
+    verdict_.error = true;
+    stopped_ = true;
+    return false;
+  }
+  hs_error_t result = hs_reset_and_copy_stream(probe_, stream_, nullptr, nullptr, nullptr);
+  probing_ = true;
+  if (result == HS_SUCCESS && !tail.empty())
+    result = hs_scan_stream(probe_, tail.data(), static_cast<unsigned int>(tail.size()), 0,
+                            scratch.get(), &RuleStream::on_match, this);
+  if (result == HS_SUCCESS) {
+    result = hs_reset_stream(probe_, 0, scratch.get(), &RuleStream::on_match, this);
+  } else {
+    hs_reset_stream(probe_, 0, nullptr, nullptr, nullptr);
+  }
+  probing_ = false;
+  if (result != HS_SUCCESS && result != HS_SCAN_TERMINATED) verdict_.error = true;
+  if (verdict_.blocked() || verdict_.error) stopped_ = true;
+  return verdict_.blocked();
+}
+
 void RuleStream::cancel() {
   if (dirty_) reset_hs_stream();
   pending_.clear();
@@ -696,7 +722,9 @@ void RuleStream::cancel() {
 
 void RuleStream::release() {
   if (stream_ != nullptr) hs_close_stream(stream_, nullptr, nullptr, nullptr);
+  if (probe_ != nullptr) hs_close_stream(probe_, nullptr, nullptr, nullptr);
   stream_ = nullptr;
+  probe_ = nullptr;
   db_.reset();
   selection_ = nullptr;
   active_ = false;
@@ -724,6 +752,12 @@ int RuleStream::handle_match(uint32_t rule, uint64_t to) {
   if (rule >= db.rule_count() || !selection_->contains(rule)) return 0;
   const RuleDatabase::Runtime& runtime = db.runtime(rule);
   if (runtime.scope != scope_ || runtime.header != header_ || seen(rule)) return 0;
+  if (probing_) {  // the copy looks for a block only (see probe_end)
+    if (runtime.prefilter || runtime.mode != RuleMode::kEnforce ||
+        runtime.action != RuleAction::kBlock)
+      return 0;
+    return record(rule) ? 1 : 0;
+  }
   if (runtime.prefilter) {  // confirmed later: before the window moves on, or at the end
     for (PendingHit& hit : pending_) {
       if (hit.rule == rule) {

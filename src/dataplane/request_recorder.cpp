@@ -137,6 +137,17 @@ Refusal RequestRecorder::on_completion_text(uint32_t flow_id, std::string_view c
   return refusal;
 }
 
+void RequestRecorder::on_completion_select(uint32_t flow_id, uint8_t text) {
+  if (next_ != nullptr) next_->on_completion_select(flow_id, text);
+}
+
+Refusal RequestRecorder::on_completion_segment_end(uint32_t flow_id, std::string_view held) {
+  const Refusal refusal =
+      next_ != nullptr ? next_->on_completion_segment_end(flow_id, held) : Refusal{};
+  if (refusal.refused()) counts_.add(refusal.reason);
+  return refusal;
+}
+
 Refusal RequestRecorder::on_completion_end(uint32_t flow_id, bool readable) {
   const Refusal refusal =
       next_ != nullptr ? next_->on_completion_end(flow_id, readable) : Refusal{};

@@ -1,15 +1,18 @@
 // libFuzzer harness for the streaming completion-text extractor.
 //
-// Any input is read twice: as a plain JSON body and as an event stream. Each reading is fed whole,
-// in two and in three pieces cut at points derived from the input, and (when short) byte by byte;
-// every way must hand out the same fields (the text of each, concatenated over its pieces) and
-// the same malformed(). Every piece must be non-empty, valid UTF-8 on its own (so no piece splits
-// a character), and belong to a field that is then ended. The result must equal what a
-// whole-input reference written separately here says: a recursive descent over the JSON text
-// that decodes each field's string in one go (valid bodies: every field's text; malformed ones:
-// the text up to the first bad byte), and the event stream split into lines and events as the
-// WHATWG algorithm describes it. Besides: a reused extractor reads like a fresh one; an input
-// without line breaks sent as one `data:` line reads like the plain body. Build with
+// Any input is read twice: declared a plain JSON body and declared an event stream (its first
+// bytes may say otherwise: `{` is JSON, a first byte that starts an event-stream line a stream).
+// Each reading is fed whole, in two and in three pieces cut at points derived from the input, and
+// (when short) byte by byte; every way must hand out the same fields (the text of each,
+// concatenated over its pieces) and the same malformed(). Every piece must be non-empty, valid
+// UTF-8 on its own (so no piece splits a character), and belong to a field that is then ended. The
+// result must equal what a whole-input reference written separately here says: a recursive descent
+// over the JSON text that decodes each field's string in one go (every string but the excluded
+// keys' values and the excluded trees; in a stream, the indexes that name each choice's text and
+// the slots the texts take are checked as the extractor does) (valid bodies: every field's text;
+// malformed ones: the text up to the first bad byte), and the event stream split into lines and
+// events as the WHATWG algorithm describes it. Besides: a reused extractor reads like a fresh one;
+// an input without line breaks sent as one `data:` line reads like the plain body. Build with
 // -fsanitize=fuzzer,address,undefined; seeds are in tests/fuzz/corpus/completion_extractor/.
 #include <algorithm>
 #include <cstdint>
@@ -128,19 +131,45 @@ int hex_digit(char c) {
   return -1;
 }
 
-// The extractor's rules as a recursive descent over one whole JSON text.
+// The texts of a stream (choices, blocks, items) as the extractor gives them slots: kept across
+// the events of one stream.
+struct TextSlots {
+  int keys[CompletionExtractor::kMaxTexts] = {};
+  std::size_t used = 0, next = 0;
+  uint64_t retired = 0;
+  // False: the key's slot was given up to another text, which cannot be told apart.
+  bool choose(int key) {
+    for (std::size_t i = 0; i < used; ++i) {
+      if (keys[i] == key) return true;
+    }
+    if ((retired >> key & 1) != 0) return false;
+    if (used < CompletionExtractor::kMaxTexts) {
+      keys[used++] = key;
+    } else {
+      retired |= uint64_t{1} << keys[next];
+      keys[next] = key;
+      next = (next + 1) % CompletionExtractor::kMaxTexts;
+    }
+    return true;
+  }
+};
+
+// The extractor's rules as a recursive descent over one whole JSON text: every string is text
+// but the values of the excluded keys and everything under the excluded trees; in a stream, the
+// indexes that name a choice's or the event's text are checked.
 class ReferenceJson {
  public:
-  // `done_allowed`: an event's data, where `[DONE]` is a valid text.
-  static Extracted read(std::string_view text, bool done_allowed) {
-    ReferenceJson reader(text);
+  // `done_allowed`: an event's data, where `[DONE]` is a valid text. `slots`: the stream's (null
+  // for a plain body).
+  static Extracted read(std::string_view text, bool done_allowed, TextSlots* slots = nullptr) {
+    ReferenceJson reader(text, slots);
     reader.skip_whitespace();
     bool valid = false;
     if (done_allowed && reader.at('[')) {
       valid = reader.text_.substr(reader.pos_, 6) == "[DONE]";
       reader.pos_ += 6;
     } else if (reader.at('{')) {
-      valid = reader.value(0, Context::kRoot);
+      valid = reader.value(0, Context::kRoot, &reader.root_key_);
     }
     if (valid) {
       reader.skip_whitespace();
@@ -150,29 +179,13 @@ class ReferenceJson {
   }
 
  private:
-  // What a value is, from its path (the table at the top of completion_extractor.cpp).
-  enum class Context {
-    kOther,
-    kRoot,
-    kChoices,
-    kChoice,
-    kMessage,
-    kContent,
-    kParts,
-    kPart,
-    kToolCalls,
-    kToolCall,
-    kFunction,
-    kOutput,
-    kOutputItem,
-    kRootDelta,
-    kDelta,
-    kType,
-    kText,
+  enum class Context { kText, kRoot, kChoices, kChoice, kIndex, kExcluded, kTree };
+  struct TextKey {
+    int value = 0;
+    bool used = false;
   };
-  enum class Type { kUnknown, kTextDelta, kOther };
 
-  explicit ReferenceJson(std::string_view text) : text_(text) {}
+  ReferenceJson(std::string_view text, TextSlots* slots) : text_(text), slots_(slots) {}
 
   bool at(char c) const { return pos_ < text_.size() && text_[pos_] == c; }
   bool at_digit() const { return pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9'; }
@@ -181,167 +194,174 @@ class ReferenceJson {
   }
 
   static Context member(Context object, std::string_view key) {
-    switch (object) {
-      case Context::kRoot:
-        if (key == "choices") return Context::kChoices;
-        if (key == "output") return Context::kOutput;
-        if (key == "content") return Context::kParts;
-        if (key == "delta") return Context::kRootDelta;
-        if (key == "type") return Context::kType;
-        break;
-      case Context::kChoice:
-        if (key == "message" || key == "delta") return Context::kMessage;
-        if (key == "text") return Context::kText;
-        break;
-      case Context::kMessage:
-        if (key == "content") return Context::kContent;
-        if (key == "refusal") return Context::kText;
-        if (key == "tool_calls") return Context::kToolCalls;
-        break;
-      case Context::kToolCall:
-        if (key == "function") return Context::kFunction;
-        break;
-      case Context::kFunction:
-        if (key == "arguments") return Context::kText;
-        break;
-      case Context::kOutputItem:
-        if (key == "content") return Context::kParts;
-        if (key == "arguments") return Context::kText;
-        break;
-      case Context::kPart:
-      case Context::kDelta:
-        if (key == "text") return Context::kText;
-        break;
-      default:
-        break;
+    if (key.find('\\') != std::string_view::npos) return Context::kText;  // never excluded
+    if (object == Context::kRoot && key == "choices") return Context::kChoices;
+    if ((object == Context::kRoot && (key == "index" || key == "output_index")) ||
+        (object == Context::kChoice && key == "index"))
+      return Context::kIndex;
+    for (std::string_view tree : {"usage", "logprobs", "top_logprobs"}) {
+      if (key == tree) return Context::kTree;
     }
-    return Context::kOther;
+    for (std::string_view excluded : {"id",
+                                      "object",
+                                      "created",
+                                      "created_at",
+                                      "completed_at",
+                                      "model",
+                                      "system_fingerprint",
+                                      "service_tier",
+                                      "finish_reason",
+                                      "stop_reason",
+                                      "done_reason",
+                                      "stop_sequence",
+                                      "role",
+                                      "type",
+                                      "status",
+                                      "index",
+                                      "item_id",
+                                      "call_id",
+                                      "tool_call_id",
+                                      "response_id",
+                                      "previous_response_id",
+                                      "event_id",
+                                      "obfuscation",
+                                      "encrypted_content",
+                                      "signature",
+                                      "data",
+                                      "b64_json",
+                                      "expires_at",
+                                      "output_index",
+                                      "content_index",
+                                      "sequence_number"}) {
+      if (key == excluded) return Context::kExcluded;
+    }
+    return Context::kText;
   }
 
-  static Context element(Context array) {
-    switch (array) {
-      case Context::kChoices:
-        return Context::kChoice;
-      case Context::kParts:
-      case Context::kContent:
-        return Context::kPart;
-      case Context::kToolCalls:
-        return Context::kToolCall;
-      case Context::kOutput:
-        return Context::kOutputItem;
-      default:
-        return Context::kOther;
-    }
-  }
-
-  // `depth`: containers open around the value.
-  bool value(int depth, Context context) {
+  // `depth`: containers open around the value; `key`: the text its strings belong to.
+  bool value(int depth, Context context, TextKey* key) {
     skip_whitespace();
     if (pos_ == text_.size()) return false;
     switch (text_[pos_]) {
       case '{':
-        return object(depth + 1, context);
+        return object(depth + 1, context, key);
       case '[':
-        return array(depth + 1, context);
+        return array(depth + 1, context, key);
       case '"':
-        return string_value(context);
+        return string_value(context, key);
       case 't':
         return word("true");
       case 'f':
         return word("false");
       case 'n':
         return word("null");
-      default:
-        return number();
+      default: {
+        const std::size_t start = pos_;
+        if (!number()) return false;
+        if (context != Context::kIndex || slots_ == nullptr) return true;
+        // An index names a text: a whole number up to 63 that does not contradict the text
+        // that went out before it.
+        const std::string_view digits = text_.substr(start, pos_ - start);
+        if (digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
+        if (digits.size() > 2 || std::stoi(std::string(digits)) > 63) return false;
+        const int index = std::stoi(std::string(digits));
+        if (key->used && key->value != index) return false;
+        key->value = index;
+        return true;
+      }
     }
   }
 
-  bool string_value(Context context) {
-    const bool field = context == Context::kText || context == Context::kContent ||
-                       (context == Context::kRootDelta && root_type_ != Type::kOther);
-    if (field) {
+  bool string_value(Context context, TextKey* key) {
+    const bool field = context == Context::kText || context == Context::kChoices ||
+                       context == Context::kRoot || context == Context::kChoice;
+    if (field && !hidden_) {
+      if (slots_ != nullptr) {
+        key->used = true;
+        if (!slots_->choose(key->value)) return false;
+      }
       std::string text;
       const bool valid = decode(text);
       fields_.push_back(std::move(text));  // a field cut by a failure still ends
       return valid;
     }
     std::string_view raw;
-    if (!skip_string(raw)) return false;
-    if (context == Context::kType) {
-      if (raw.find('\\') != std::string_view::npos) {
-        root_type_ = Type::kUnknown;
-      } else if (raw == "response.output_text.delta" || raw == "response.refusal.delta" ||
-                 raw == "response.function_call_arguments.delta") {
-        root_type_ = Type::kTextDelta;
-      } else {
-        root_type_ = Type::kOther;
-      }
-    }
-    return true;
+    return skip_string(raw);
   }
 
-  bool object(int depth, Context context) {
+  bool object(int depth, Context context, TextKey* key) {
     if (depth > 64) return false;
-    const Context role = context == Context::kRoot         ? Context::kRoot
-                         : context == Context::kChoice     ? Context::kChoice
-                         : context == Context::kMessage    ? Context::kMessage
-                         : context == Context::kPart       ? Context::kPart
-                         : context == Context::kToolCall   ? Context::kToolCall
-                         : context == Context::kFunction   ? Context::kFunction
-                         : context == Context::kOutputItem ? Context::kOutputItem
-                         : context == Context::kRootDelta  ? Context::kDelta
-                                                           : Context::kOther;
+    const bool tree = context == Context::kTree && !hidden_;
+    if (tree) hidden_ = true;
+    const Context role = depth == 1                    ? Context::kRoot
+                         : context == Context::kChoice ? Context::kChoice
+                                                       : Context::kText;
+    TextKey choice_key;
+    if (role == Context::kChoice) {
+      if (choice_count_ > 63) return false;
+      choice_key.value = choice_count_;
+      key = &choice_key;
+    }
+    if (context == Context::kChoice) ++choice_count_;
     ++pos_;
     skip_whitespace();
+    bool valid = true;
     if (at('}')) {
       ++pos_;
-      return true;
-    }
-    while (true) {
-      skip_whitespace();
-      std::string_view key;
-      if (!at('"') || !skip_string(key)) return false;
-      // A key written with an escape never matches.
-      const Context member_context =
-          key.find('\\') == std::string_view::npos ? member(role, key) : Context::kOther;
-      if (member_context == Context::kType) root_type_ = Type::kUnknown;
-      skip_whitespace();
-      if (!at(':')) return false;
-      ++pos_;
-      if (!value(depth, member_context)) return false;
-      skip_whitespace();
-      if (at(',')) {
+    } else {
+      while (true) {
+        skip_whitespace();
+        std::string_view name;
+        if (!at('"') || !skip_string(name)) return false;
+        const Context member_context = member(role, name);
+        skip_whitespace();
+        if (!at(':')) return false;
         ++pos_;
-      } else if (at('}')) {
-        ++pos_;
-        return true;
-      } else {
-        return false;
+        if (!value(depth, member_context, key)) return false;
+        skip_whitespace();
+        if (at(',')) {
+          ++pos_;
+        } else if (at('}')) {
+          ++pos_;
+          break;
+        } else {
+          return false;
+        }
       }
     }
+    if (tree) hidden_ = false;
+    return valid;
   }
 
-  bool array(int depth, Context context) {
+  bool array(int depth, Context context, TextKey* key) {
     if (depth > 64) return false;
-    const Context items = element(context);
+    const bool tree = context == Context::kTree && !hidden_;
+    if (tree) hidden_ = true;
+    // The elements of root.choices are choices; any other array's strings are text.
+    const Context items =
+        context == Context::kChoices && depth == 2 ? Context::kChoice : Context::kText;
+    if (items == Context::kChoice) choice_count_ = 0;
+    if (context == Context::kChoice) ++choice_count_;
     ++pos_;
     skip_whitespace();
     if (at(']')) {
       ++pos_;
-      return true;
-    }
-    while (true) {
-      if (!value(depth, items)) return false;
-      skip_whitespace();
-      if (at(',')) {
-        ++pos_;
-      } else if (at(']')) {
-        ++pos_;
-        return true;
-      } else {
-        return false;
+    } else {
+      while (true) {
+        if (!value(depth, items, key)) return false;
+        skip_whitespace();
+        if (at(',')) {
+          ++pos_;
+        } else if (at(']')) {
+          ++pos_;
+          break;
+        } else {
+          return false;
+        }
       }
     }
+    if (tree) hidden_ = false;
+    return true;
   }
 
   // At '"'; `raw` gets the text between the quotes, escapes as written.
@@ -504,7 +524,10 @@ class ReferenceJson {
 
   std::string_view text_;
   std::size_t pos_ = 0;
-  Type root_type_ = Type::kUnknown;
+  TextSlots* slots_ = nullptr;
+  TextKey root_key_;
+  int choice_count_ = 0;  // containers in root.choices so far
+  bool hidden_ = false;   // inside an excluded tree
   std::vector<std::string> fields_;
 };
 
@@ -514,6 +537,7 @@ class ReferenceJson {
 Extracted reference_event_stream(std::string_view input) {
   if (input.starts_with("\xEF\xBB\xBF")) input.remove_prefix(3);
   Extracted result;
+  TextSlots slots;  // the stream's texts
   std::string data;
   bool has_data = false;
   auto dispatch = [&] {
@@ -521,7 +545,7 @@ Extracted reference_event_stream(std::string_view input) {
     data.pop_back();  // the "\n" after the last data line
     const std::size_t first = data.find_first_not_of(kWhitespace);
     if (first != std::string::npos) {
-      Extracted event = ReferenceJson::read(data, true);
+      Extracted event = ReferenceJson::read(data, true, &slots);
       result.fields.insert(result.fields.end(), event.fields.begin(), event.fields.end());
       result.malformed = result.malformed || event.malformed;
     }
@@ -574,7 +598,14 @@ Extracted check(std::span<const uint8_t> input, bool event_stream) {
   const std::string_view text(reinterpret_cast<const char*>(input.data()), input.size());
   CompletionExtractor extractor;
   const Extracted whole = run(extractor, event_stream, input, {});
-  require(whole == (event_stream ? reference_event_stream(text) : ReferenceJson::read(text, false)),
+  // The body's first bytes say how it is read: `{` (after whitespace) JSON, a line start of an
+  // event stream as the very first byte an event stream, else the declared reading.
+  bool as_stream = event_stream;
+  const std::size_t first = text.find_first_not_of(kWhitespace);
+  if (first != std::string_view::npos && text[first] == '{') as_stream = false;
+  if (first == 0 && std::string_view("deir:").find(text[0]) != std::string_view::npos)
+    as_stream = true;
+  require(whole == (as_stream ? reference_event_stream(text) : ReferenceJson::read(text, false)),
           "the extractor agrees with the whole-input reference");
 
   // Cut points that depend on the content, so the fuzzer can steer them.
@@ -617,14 +648,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   const std::size_t last = text.find_last_not_of(kWhitespace);
   const bool blank_or_done =
       first == std::string_view::npos || text.substr(first, last + 1 - first) == "[DONE]";
-  if (text.find_first_of("\r\n") == std::string_view::npos && !blank_or_done) {
+  // (A plain body whose first byte starts an event-stream line is read as an event stream.)
+  const bool stream_start =
+      !text.empty() && std::string_view("deir:").find(text[0]) != std::string_view::npos;
+  if (text.find_first_of("\r\n") == std::string_view::npos && !blank_or_done && !stream_start) {
     std::vector<uint8_t> event(size + 7);
     const std::string_view prefix = "data:";
     std::copy(prefix.begin(), prefix.end(), event.begin());
     std::copy(data, data + size, event.begin() + prefix.size());
     event[size + 5] = '\n';
     event[size + 6] = '\n';
-    require(check(event, true) == plain, "one data line reads like the plain body");
+    // As a stream, an index that contradicts the text before it is malformed where the plain
+    // body reads on: then the stream's fields are where the plain body's begin.
+    const Extracted streamed = check(event, true);
+    if (streamed.malformed) {
+      require(streamed.fields.size() <= plain.fields.size() &&
+                  std::equal(streamed.fields.begin(), streamed.fields.end(), plain.fields.begin()),
+              "one data line reads like the plain body up to where the stream fails");
+    } else {
+      require(streamed == plain, "one data line reads like the plain body");
+    }
   }
   // Ending the stream here (write_event_end): what it writes is framing and JSON an extractor
   // reads on without a failure, and it leaves no event open.

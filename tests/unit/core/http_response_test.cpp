@@ -12,6 +12,7 @@ struct Seen {
   struct Response {
     uint16_t status = 0;
     bool event_stream = false, until_close = false, chunked = false, complete = false;
+    bool ndjson = false, coded = false;
     std::string body;
     bool operator==(const Response&) const = default;
   };
@@ -24,8 +25,8 @@ class Recorder final : public HttpResponseSink {
  public:
   explicit Recorder(Seen& seen) : seen_(seen) {}
   void on_response_head(const ResponseHead& head) override {
-    seen_.responses.push_back(
-        {head.status, head.event_stream, head.until_close, head.chunked, false, ""});
+    seen_.responses.push_back({head.status, head.event_stream, head.until_close, head.chunked,
+                               false, head.ndjson, head.coded, ""});
   }
   void on_response_body(std::span<const uint8_t> bytes) override {
     seen_.responses.back().body.append(bytes.begin(), bytes.end());
@@ -118,6 +119,42 @@ TEST(HttpResponse, FailsOnWhatItCannotFrame) {
       run({false}, {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}, false).ok);
   EXPECT_FALSE(
       run({false}, {"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"}, false).ok);
+}
+
+// RFC 9112 §7.1 as h11 reads it: up to 20 hex digits (leading zeros), then whitespace or
+// extensions; more digits, or anything else after them, is no framing anyone agrees on.
+TEST(HttpResponse, ReadsChunkSizesOfUpToTwentyDigitsAsH11Does) {
+  const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const Seen twenty =
+      run_every_way({false}, head + std::string(19, '0') + "3\r\nabc\r\n" + "2 \t;ext=1\r\nde\r\n" +
+                                 std::string(20, '0') + "\r\n\r\n");
+  ASSERT_TRUE(twenty.ok);
+  EXPECT_EQ(twenty.responses.at(0).body, "abcde");
+  EXPECT_TRUE(twenty.responses.at(0).complete);
+  for (const std::string& size : {std::string(20, '0') + "3", std::string("3 x"), std::string("3x"),
+                                  std::string("10000000000000000"), std::string(";ext")}) {
+    const std::string input = head + size + "\r\nabc\r\n0\r\n\r\n";
+    EXPECT_FALSE(run_every_way({false}, input).ok) << size;
+  }
+}
+
+TEST(HttpResponse, ASecondContentTypeMakesTheBodyUnreadable) {
+  const Seen two = run_every_way({false},
+                                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 "content-type: text/event-stream\r\nContent-Length: 2\r\n\r\n{}");
+  ASSERT_TRUE(two.ok);
+  EXPECT_TRUE(two.responses.at(0).coded);
+  const Seen one = run_every_way(
+      {false}, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_FALSE(one.responses.at(0).coded);
+}
+
+TEST(HttpResponse, RecognisesOllamaNdjson) {
+  const Seen seen = run_every_way(
+      {false},
+      "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: 3\r\n\r\n{}\n");
+  EXPECT_TRUE(seen.responses.at(0).ndjson);
+  EXPECT_FALSE(seen.responses.at(0).event_stream);
 }
 
 }  // namespace

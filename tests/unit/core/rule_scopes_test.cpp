@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,18 @@ rules:
     action: flag
     tiers: [verified]
     examples: { match: ["a nerve agent"], no_match: ["nervous"] }
+  - id: out.launch-code
+    description: A launch code (its end is decided by the byte after it)
+    pattern: 'launch code [0-9]+\b'
+    scope: completion
+    action: block
+    examples: { match: ["the launch code 1234."], no_match: ["launch code"] }
+  - id: out.key-header
+    description: The shipped private key header rule (rules/secrets.yaml)
+    pattern: '-----BEGIN\s([A-Z0-9]+\s){0,3}PRIVATE\sKEY(\sBLOCK)?-----'
+    scope: completion
+    action: block
+    examples: { match: ["-----BEGIN OPENSSH PRIVATE KEY-----"], no_match: ["-----BEGIN KEY-----"] }
 )";
 
 class Records final : public AuditSink {
@@ -289,6 +303,316 @@ rules:
   ASSERT_EQ(records_.records.size(), 2u);
   EXPECT_EQ(records_.records[0].reason.view(), "completion_policy_violation");
   EXPECT_EQ(records_.records[1].reason.view(), "ok");
+}
+
+// ---- No byte that completes a match reaches the client ---------------------------------------
+
+// What a client shows from the bytes it got: the text fields (content, text, delta, …) of the
+// complete events of a stream, or of the whole body of a plain answer when it parses — as an SDK
+// would, from what it holds when the connection ends.
+void collect_text(const nlohmann::json& value, std::string_view key, std::string& out) {
+  if (value.is_string()) {
+    for (std::string_view shown :
+         {"content", "text", "delta", "partial_json", "arguments", "reasoning_content", "thinking"})
+      if (key == shown) out += value.get<std::string>();
+  } else if (value.is_object()) {
+    for (const auto& [name, member] : value.items()) collect_text(member, name, out);
+  } else if (value.is_array()) {
+    for (const auto& element : value) collect_text(element, key, out);
+  }
+}
+
+std::string displayed(const std::string& bytes) {
+  const std::size_t head_end = bytes.find("\r\n\r\n");
+  if (head_end == std::string::npos) return {};
+  const std::string head = bytes.substr(0, head_end);
+  std::string body = bytes.substr(head_end + 4);
+  if (head.find("Transfer-Encoding: chunked") != std::string::npos) {
+    std::string data;
+    std::size_t pos = 0;
+    while (true) {
+      const std::size_t eol = body.find("\r\n", pos);
+      if (eol == std::string::npos) break;
+      const std::size_t size = std::stoul(body.substr(pos, eol - pos), nullptr, 16);
+      if (size == 0) break;
+      data += body.substr(eol + 2, size);  // what arrived of it
+      pos = eol + 2 + size + 2;
+      if (pos > body.size()) break;
+    }
+    body = data;
+  }
+  std::string out;
+  if (head.find("text/event-stream") == std::string::npos) {
+    const nlohmann::json document = nlohmann::json::parse(body, nullptr, false);
+    if (!document.is_discarded()) collect_text(document, "", out);
+    return out;
+  }
+  std::size_t pos = 0;
+  while (true) {
+    const std::size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;  // an event not ended is not dispatched
+    std::string data;
+    std::size_t line = pos;
+    while (line < end) {
+      const std::size_t eol = std::min(body.find('\n', line), end);
+      const std::string text = body.substr(line, eol - line);
+      if (text.starts_with("data:")) data += text.substr(text.starts_with("data: ") ? 6 : 5);
+      line = eol + 1;
+    }
+    const nlohmann::json document = nlohmann::json::parse(data, nullptr, false);
+    if (!document.is_discarded()) collect_text(document, "", out);
+    pos = end + 2;
+  }
+  return out;
+}
+
+std::string event(std::string_view json) {
+  return chunk("data: " + std::string(json) + "\n\n");
+}
+
+struct Shape {
+  const char* name;
+  std::string response;
+};
+
+// The same forbidden texts in the four answer shapes a client reads.
+std::vector<Shape> leaking_shapes() {
+  const std::string chat_head = kStreamHead;
+  std::vector<Shape> shapes;
+  shapes.push_back({"sse_chat", chat_head + delta("Here: -----BEGIN RSA ") + delta("PRIVATE") +
+                                    delta(" KEY-----") + delta("\\nMIIE") + "0\r\n\r\n"});
+  shapes.push_back({"sse_chat_word_end", chat_head + delta("the launch code ") + delta("12") +
+                                             delta("34") + delta(" is secret") + "0\r\n\r\n"});
+  shapes.push_back({"sse_chat_key_header", chat_head + delta("Here:\\n") +
+                                               delta("-----BEGIN OPENSSH") + delta(" PRIVATE") +
+                                               delta(" KEY") + delta("-----") + delta("\\nb3Bl") +
+                                               "0\r\n\r\n"});
+  shapes.push_back({"json", json_response("Here: -----BEGIN RSA PRIVATE KEY-----\\nMIIE")});
+  shapes.push_back({"json_word_end", json_response("the launch code 1234")});
+  const auto anthropic = [](std::string_view text) {
+    return event(
+        R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":")" +
+        std::string(text) + R"("}})");
+  };
+  shapes.push_back(
+      {"anthropic", chat_head +
+                        event(R"({"type":"message_start","message":{"id":"msg_1","type":"message",)"
+                              R"("role":"assistant","content":[],"model":"m"}})") +
+                        event(R"({"type":"content_block_start","index":0,"content_block":)"
+                              R"({"type":"text","text":""}})") +
+                        anthropic("Here: -----BEGIN EC ") + anthropic("PRIVATE KE") +
+                        anthropic("Y-----") + event(R"({"type":"message_stop"})") + "0\r\n\r\n"});
+  const auto responses = [](std::string_view text) {
+    return event(R"({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,)"
+                 R"("content_index":0,"delta":")" +
+                 std::string(text) + R"("})");
+  };
+  shapes.push_back({"responses", chat_head + responses("Here: -----BEGIN") +
+                                     responses(" RSA PRIVATE") + responses(" KEY-----") +
+                                     event(R"({"type":"response.completed"})") + "0\r\n\r\n"});
+  return shapes;
+}
+
+const std::regex kForbidden(
+    "BEGIN (RSA |EC )?PRIVATE KEY|launch code "
+    "[0-9]+\\b|-----BEGIN\\s([A-Z0-9]+\\s){0,3}PRIVATE\\sKEY(\\sBLOCK)?-----");
+
+TEST_F(RuleScopesTest, NoSegmentBoundaryLetsTheClientShowAMatch) {
+  uint32_t flow = 1000;
+  for (const Shape& shape : leaking_shapes()) {
+    const std::string& wire = shape.response;
+    ASSERT_TRUE(std::regex_search(displayed(wire), kForbidden)) << shape.name;
+    // Split in two at every byte, and one byte per segment.
+    std::vector<std::vector<std::string>> splits;
+    for (std::size_t cut = 1; cut < wire.size(); ++cut)
+      splits.push_back({wire.substr(0, cut), wire.substr(cut)});
+    std::vector<std::string> bytes;
+    for (const char c : wire) bytes.emplace_back(1, c);
+    splits.push_back(bytes);
+    for (const std::vector<std::string>& pieces : splits) {
+      now_ += kSecond;  // within the tier's request and token rates
+      ASSERT_EQ(send_request(flow, request("k-acme")), StreamVerdict::kContinue);
+      denial_.clear();
+      const std::vector<StreamVerdict> verdicts = send(flow, Direction::kToClient, pieces);
+      std::string forwarded;
+      for (std::size_t i = 0; i < verdicts.size(); ++i)
+        if (verdicts[i] == StreamVerdict::kContinue) forwarded += pieces[i];
+      const std::string shown = displayed(forwarded + denial_);
+      EXPECT_NE(verdicts.back(), StreamVerdict::kContinue)
+          << shape.name << ": not cut, first piece " << pieces[0].size() << " bytes";
+      EXPECT_FALSE(std::regex_search(shown, kForbidden))
+          << shape.name << ", first piece " << pieces[0].size() << " bytes: the client shows "
+          << shown;
+      close(flow++);
+    }
+  }
+}
+
+// ---- Each choice of a stream is its own text ---------------------------------------------------
+
+std::string choice_delta(int index, std::string_view content) {
+  return event(R"({"choices":[{"index":)" + std::to_string(index) + R"(,"delta":{"content":")" +
+               std::string(content) + R"("}}]})");
+}
+
+TEST_F(RuleScopesTest, InterleavedChoicesAreScannedAsTextsOfTheirOwn) {
+  struct Case {
+    const char* name;
+    std::string body;
+    const char* reason;  // of the record
+  };
+  std::string blocks;  // Anthropic: seven blocks one after another, the last holds the key
+  for (int i = 0; i < 6; ++i)
+    blocks +=
+        event(R"({"type":"content_block_delta","index":)" + std::to_string(i) +
+              R"(,"delta":{"type":"text_delta","text":"block )" + std::to_string(i) + R"("}})");
+  const auto block = [](std::string_view text) {
+    return event(
+        R"({"type":"content_block_delta","index":6,"delta":{"type":"text_delta","text":")" +
+        std::string(text) + R"("}})");
+  };
+  std::string five;  // five choices interleaved: more than the texts read at once
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 5; ++i) five += choice_delta(i, "word ");
+  const std::vector<Case> cases = {
+      {"TwoChoices",
+       choice_delta(0, "BEGIN RSA ") + choice_delta(1, "Sure, ") + choice_delta(0, "PRIVATE") +
+           choice_delta(1, "here") + choice_delta(0, " KEY") + choice_delta(1, " it is"),
+       "completion_policy_violation"},
+      {"ChoicesInOneEvent",
+       event(R"({"choices":[{"index":0,"delta":{"content":"BEGIN EC "}},)"
+             R"({"index":1,"delta":{"content":"no "}}]})") +
+           event(R"({"choices":[{"index":1,"delta":{"content":"no"}},)"
+                 R"({"index":0,"delta":{"content":"PRIVATE KEY"}}]})"),
+       "completion_policy_violation"},
+      {"ResponsesItems",
+       event(R"({"type":"response.output_text.delta","output_index":1,"delta":"BEGIN RSA "})") +
+           event(R"({"type":"response.function_call_arguments.delta","output_index":2,)"
+                 R"("delta":"{\"a\":1"})") +
+           event(R"({"type":"response.output_text.delta","output_index":1,"delta":"PRIVATE KEY"})"),
+       "completion_policy_violation"},
+      {"SequentialBlocksBeyondTheTextsReadAtOnce",
+       blocks + block("BEGIN RSA PRIV") + block("ATE KEY"), "completion_policy_violation"},
+      {"FiveChoicesInterleavedAreUnreadable", five, "completion_unreadable"},
+      {"AnIndexAfterTheTextOfAnotherPositionIsUnreadable",
+       event(R"({"choices":[{"delta":{"content":"x"}},{"delta":{"content":"y"},"index":0}]})"),
+       "completion_unreadable"},
+  };
+  uint32_t flow = 700;
+  for (const Case& c : cases) {
+    now_ += kSecond;
+    ASSERT_EQ(send_request(flow, request("k-acme")), StreamVerdict::kContinue) << c.name;
+    const std::vector<StreamVerdict> verdicts =
+        send(flow, Direction::kToClient, {kStreamHead + c.body + "0\r\n\r\n"});
+    EXPECT_NE(verdicts.back(), StreamVerdict::kContinue) << c.name;
+    close(flow++);
+    ASSERT_FALSE(records_.records.empty());
+    EXPECT_EQ(records_.records.back().reason.view(), c.reason) << c.name;
+  }
+}
+
+TEST_F(RuleScopesTest, FlagsOfEveryChoiceAreRecorded) {
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  EXPECT_EQ(send(1, Direction::kToClient,
+                 {kStreamHead + choice_delta(0, "fine") + choice_delta(1, "a nerve") +
+                  choice_delta(0, " text") + choice_delta(1, " agent") + "0\r\n\r\n"}),
+            std::vector<StreamVerdict>{StreamVerdict::kContinue});
+  close(1);
+  ASSERT_EQ(records_.records.size(), 1u);
+  EXPECT_EQ(records_.records[0].verdict, AuditVerdict::admit);
+  EXPECT_EQ(rule_ids(records_.records[0]), std::vector<std::string>{"out.weapons-flag"});
+}
+
+// ---- What Sluice cannot read is not forwarded -------------------------------------------------
+
+std::string plain_response(std::string_view head_fields, std::string_view body) {
+  return "HTTP/1.1 200 OK\r\n" + std::string(head_fields) +
+         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);
+}
+
+TEST_F(RuleScopesTest, AnAnswerThatCannotBeReadIsCutAndOneReadOtherwiseIsScanned) {
+  const std::string json = "Content-Type: application/json\r\n";
+  const std::string key = R"({"choices":[{"message":{"content":"BEGIN RSA PRIVATE KEY"}}]})";
+  const std::string ok = R"({"choices":[{"message":{"content":"fine"}}]})";
+  const std::string utf16 = std::string("{\0\"\0a\0\"\0:\0\"\0b\0\"\0}\0", 18);
+  const std::string sse_as_json =
+      "data: " + std::string(R"({"choices":[{"delta":{"content":"BEGIN RSA "}}]})") +
+      "\n\ndata: " + R"({"choices":[{"delta":{"content":"PRIVATE KEY"}}]})" + "\n\n";
+  const std::string ndjson_body =
+      R"({"model":"m","message":{"role":"assistant","content":"BEGIN EC "},"done":false})"
+      "\n"
+      R"({"model":"m","message":{"role":"assistant","content":"PRIVATE KEY"},"done":false})"
+      "\n";
+  struct Case {
+    const char* name;
+    std::string response;
+    const char* reason;
+  };
+  const std::vector<Case> cases = {
+      {"NaN", plain_response(json, R"({"choices":[],"x":NaN})" + ok), "completion_unreadable"},
+      {"ByteOrderMark", plain_response(json, "\xEF\xBB\xBF" + ok), "completion_unreadable"},
+      {"Utf16", plain_response(json, utf16), "completion_unreadable"},
+      {"NestedTooDeep",
+       plain_response(json, "{\"x\":" + std::string(70, '[') + std::string(70, ']') + "}"),
+       "completion_unreadable"},
+      {"TwoObjects", plain_response(json, ok + ok), "completion_unreadable"},
+      {"PlainText", plain_response("Content-Type: text/plain\r\n", "Internal Server Error"),
+       "completion_unreadable"},
+      {"SecondContentType", plain_response(json + "Content-Type: text/plain\r\n", ok),
+       "completion_unreadable"},
+      {"HeadNotHttp", "HTTX/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", "completion_unreadable"},
+      {"ChunkSizeOf21Digits",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(19, '0') + "2f\r\n" +
+           ok.substr(0, 47) + "\r\n0\r\n\r\n",
+       "completion_unreadable"},
+      {"ChunkSizeWithGarbage",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2f x\r\n" + ok + "\r\n0\r\n\r\n",
+       "completion_unreadable"},
+      {"ChunkSizeOf20DigitsIsRead",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(18, '0') +
+           chunk(key).substr(0, 2) + chunk(key).substr(2) + "0\r\n\r\n",
+       "completion_policy_violation"},
+      {"EventStreamWithoutItsTypeIsReadAsOne", plain_response(json, sse_as_json),
+       "completion_policy_violation"},
+      {"JsonLabelledAsEventStreamIsReadAsJson",
+       plain_response("Content-Type: text/event-stream\r\n", key), "completion_policy_violation"},
+      {"OllamaNdjsonIsReadLineByLine",
+       plain_response("Content-Type: application/x-ndjson\r\n", ndjson_body),
+       "completion_policy_violation"},
+  };
+  uint32_t flow = 500;
+  for (const Case& c : cases) {
+    now_ += kSecond;
+    ASSERT_EQ(send_request(flow, request("k-acme")), StreamVerdict::kContinue) << c.name;
+    const std::vector<StreamVerdict> verdicts = send(flow, Direction::kToClient, {c.response});
+    EXPECT_NE(verdicts.back(), StreamVerdict::kContinue) << c.name;
+    close(flow++);
+    ASSERT_FALSE(records_.records.empty());
+    EXPECT_EQ(records_.records.back().reason.view(), c.reason) << c.name;
+  }
+  EXPECT_EQ(admission_.stats().responses_cut, cases.size());
+}
+
+TEST_F(RuleScopesTest, AnAnswerThatCannotBeReadIsForwardedWhenNoCompletionRuleApplies) {
+  // A tier without completion rules: nothing reads the answer, nothing is cut.
+  source_.publish(make_policy(store_, compile(R"(
+ruleset: other
+version: "2"
+rules:
+  - id: p.other
+    description: something else
+    pattern: 'zebrafinch'
+    scope: prompt
+    action: block
+    examples: { match: ["zebrafinch"], no_match: ["finch"] }
+)"),
+                              source_.current().get()));
+  admission_.refresh();
+  ASSERT_EQ(send_request(1, request("k-acme")), StreamVerdict::kContinue);
+  EXPECT_EQ(send(1, Direction::kToClient,
+                 {plain_response("Content-Type: application/json\r\n", "{\"x\":NaN}")}),
+            std::vector<StreamVerdict>{StreamVerdict::kContinue});
+  close(1);
 }
 
 // ---- Graduated response: flags demote, then suspend -------------------------------------------
