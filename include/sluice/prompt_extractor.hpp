@@ -3,12 +3,14 @@
 //
 // What a host's chat template renders, the model reads; templates render far more than the
 // fields a client library names. So every string value of the body is prompt text — and every
-// key inside a free-form value (a tool's JSON Schema, tool_use input, chat_template_kwargs, any
+// key inside a free-form value (the whole of `tools`, tool_use input, chat_template_kwargs, any
 // object under a key the extractor does not know) — except a short list of exclusions that no
 // template renders: the structural keys of the known shapes (messages, role, content, ...), the
-// scalars admission reads (model), ids, enum-like values (role, type, tool_choice, ...) and
-// binary payloads (image and audio data, file data, base64 sources). docs/normalisation.md,
-// "JSON request bodies", lists them; src/core/prompt_extractor.cpp holds the tables.
+// scalars admission reads (model), the standard values of enum keys (role "user", type "text",
+// status, tool_choice "auto", ...: any other value is text) and binary payloads (image and audio
+// data, file data, base64 sources). Ids are text (templates print call ids).
+// docs/normalisation.md, "JSON request bodies", lists them; src/core/prompt_extractor.cpp holds
+// the tables.
 #pragma once
 
 #include <cstdint>
@@ -88,8 +90,10 @@ class PromptExtractor {
   const RequestFields& fields() const { return fields_; }
 
   // Parser state per flow: the object/array bit stack (128 levels), the roles and seen-key sets
-  // of the at most 8 tracked containers, a 24-byte key buffer (the longest known key is 21), a
-  // held partial UTF-8 character and escape, the untracked subtree's kind; 120 bytes used.
+  // of the at most 8 tracked containers, a 24-byte key buffer (the longest known key is 21; it
+  // also holds an enum value being read, whose longest standard value is 20: a longer value is
+  // not standard), a held partial UTF-8 character and escape, the untracked subtree's kind; 116
+  // bytes used, 120 with padding.
   // sizeof(PromptExtractor) = 224 bytes on x86-64 (state_, fields_, limits_), plus the model
   // string's heap buffer of max_scalar_bytes + 1, reserved once by the constructor: feed() and
   // finish() never allocate.

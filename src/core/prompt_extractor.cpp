@@ -15,7 +15,12 @@
 //      messages array, a message, a part, ...). Every string is text unless its path excludes
 //      it (the tables below). Deeper or unknown containers are untracked: free-form text (every
 //      key and string in them is text) or excluded (nothing is); only a bit saying object or
-//      array is kept per level, and one flag for the whole untracked subtree.
+//      array is kept per level, and one flag for the whole untracked subtree. The tools array
+//      is tracked (for its duplicate keys) but free-form all the same: its objects' keys are
+//      text too, and nothing in it is excluded.
+//   5. Enum values (role, type, status, tool_choice): read into the key buffer, excluded only
+//      when the whole value is one of the standard values of its key (kStandardRoles, ...);
+//      any other value — a custom role, a value longer than the buffer — is text.
 //
 // Duplicate detection (json_duplicate_key): each tracked object keeps a 16-bit set of the known
 // keys it has seen (tables below); a second occurrence of a known key in the same tracked object
@@ -74,8 +79,11 @@ enum class StringStep : uint8_t {
   kAfterHighBackslash,  // ... then 'u'
 };
 
-// kKey: a key of a tracked object, or the value of source.type, read into the key buffer.
-enum class Dest : uint8_t { kDiscard, kEmit, kKey, kModel };
+// kKey: a key of a tracked object, read into the key buffer. kKeyText: the same, and emitted as
+// text (a key of a tools object). kEnum: an enum value, read into the key buffer (free while a
+// value is read) and emitted at its end unless standard; one longer than the buffer is emitted
+// as it comes.
+enum class Dest : uint8_t { kDiscard, kEmit, kKey, kKeyText, kEnum, kModel };
 
 enum class NumberStep : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };
 
@@ -91,7 +99,13 @@ enum class Role : uint8_t {
   kParts,             // array of kContent: a content's parts, which a template may join
   kPart,              // {"type", "text", "content", "source", ...}: one content part or block
   kSource,            // a part's source (Anthropic image/document): {"type", "data", ...}
-  kSourceType,        // source.type: read, to tell base64 data (binary) from text data
+  kSourceType,        // source.type: an enum of kStandardTypes, read to tell base64 data
+                      // (binary) from text data
+  kRoleValue,         // role: a string is text unless one of kStandardRoles
+  kTypeValue,         // type: a string is text unless one of kStandardTypes
+  kStatusValue,       // status: a string is text unless one of kStandardStatuses
+  kToolChoice,        // tool_choice: a string is text unless one of kStandardToolChoices; an
+                      // object is excluded (it names a tool of `tools`, never rendered)
   kTextOrList,        // prompt, input: string or array of kTextListItem
   kTextList,          // array of kTextListItem
   kTextListItem,      // string (text), number (token id), array (kTokenIds), object (input item)
@@ -130,11 +144,12 @@ struct KnownKey {
 };
 
 // Known keys per tracked object. The index of a key is its bit in Level::seen; a second
-// occurrence is json_duplicate_key. Keys whose value is not extracted (role, type, id, ...) are
+// occurrence is json_duplicate_key. Keys whose value may not be extracted (role, type, ...) are
 // listed so that their duplicates are still caught: they decide how a server reads the text next
 // to them. A key no table lists is text (kText), with the object's field, unless it is one of
 // kExcludedKeys; its duplicates are not detected (that would need memory proportional to the
-// object), which costs nothing: both of its values are scanned.
+// object), which costs nothing: both of its values are scanned. Enum keys take the field of the
+// object holding them.
 constexpr KnownKey kRootKeys[] = {
     {"messages", Role::kMessages, PromptField::kMessageContent},
     {"tools", Role::kTools, PromptField::kToolDescription},
@@ -152,16 +167,16 @@ constexpr KnownKey kRootKeys[] = {
     // in `tools`).
     {"user", Role::kExcluded},
     {"service_tier", Role::kExcluded},
-    {"tool_choice", Role::kExcluded},
+    {"tool_choice", Role::kToolChoice, PromptField{}, true},
 };
 constexpr KnownKey kMessageKeys[] = {
-    {"role", Role::kExcluded},
+    {"role", Role::kRoleValue, PromptField{}, true},
     {"content", Role::kContent, PromptField::kMessageContent},
     {"name", Role::kText, PromptField::kMessageName},
     {"tool_calls", Role::kToolCalls, PromptField::kToolArguments},
 };
 constexpr KnownKey kPartKeys[] = {
-    {"type", Role::kExcluded},
+    {"type", Role::kTypeValue, PromptField{}, true},
     {"text", Role::kText, PromptField{}, true},
     {"content", Role::kContent, PromptField{}, true},
     {"source", Role::kSource, PromptField{}, true},
@@ -171,10 +186,8 @@ constexpr KnownKey kPartKeys[] = {
 // text data (a plain-text document) is text. Only a `type` of "base64" read before `data` makes
 // data binary: whatever the order, data that could be text is scanned.
 constexpr KnownKey kSourceKeys[] = {
-    {"type", Role::kSourceType},
-    {"media_type", Role::kExcluded},
-    {"data", Role::kText, PromptField{}, true},
-    {"url", Role::kExcluded},
+    {"type", Role::kSourceType, PromptField{}, true}, {"media_type", Role::kExcluded},
+    {"data", Role::kText, PromptField{}, true},       {"url", Role::kExcluded},
     {"content", Role::kContent, PromptField{}, true},
 };
 constexpr uint16_t kBase64Bit = 1u << 15;  // in a kSource level's seen: type was "base64"
@@ -182,25 +195,28 @@ constexpr uint16_t kBase64Bit = 1u << 15;  // in a kSource level's seen: type wa
 // function_call (name, arguments) and function_call_output (output, a string or parts) — and
 // reasoning items (summary and content parts).
 constexpr KnownKey kInputItemKeys[] = {
-    {"type", Role::kExcluded},
-    {"role", Role::kExcluded},
+    {"type", Role::kTypeValue, PromptField{}, true},
+    {"role", Role::kRoleValue, PromptField{}, true},
     {"content", Role::kContent, PromptField::kInput},
     {"output", Role::kContent, PromptField::kInput},
     {"arguments", Role::kText, PromptField::kToolArguments},
     {"name", Role::kText, PromptField::kToolArguments},
     {"summary", Role::kContent, PromptField::kInput},
 };
+// Call ids are text: Mistral-family templates print them ([TOOL_CALLS] ... "id").
 constexpr KnownKey kToolCallKeys[] = {
-    {"id", Role::kExcluded},
-    {"type", Role::kExcluded},
+    {"id", Role::kText, PromptField{}, true},
+    {"type", Role::kTypeValue, PromptField{}, true},
     {"function", Role::kToolCallFunction, PromptField::kToolArguments},
 };
 constexpr KnownKey kToolCallFunctionKeys[] = {
     {"name", Role::kText, PromptField::kToolArguments},
     {"arguments", Role::kText, PromptField::kToolArguments},
 };
+// Tools are free-form (Qwen2.5/Hermes and Llama 3.1 templates dump each tool as JSON): every key
+// of these objects is text and nothing in them is excluded; the tables only catch duplicates.
 constexpr KnownKey kToolKeys[] = {
-    {"type", Role::kExcluded},
+    {"type", Role::kText, PromptField::kToolDescription},
     {"name", Role::kText, PromptField::kToolDescription},
     {"function", Role::kToolFunction, PromptField::kToolDescription},
     {"description", Role::kText, PromptField::kToolDescription},
@@ -212,19 +228,18 @@ constexpr KnownKey kToolFunctionKeys[] = {
     {"description", Role::kText, PromptField::kToolDescription},
 };
 
-// Keys excluded in every tracked object (not inside free-form values: a JSON Schema's "type" or
-// "id" is rendered with the schema): ids and enums no template renders as text, opaque or binary
-// payloads a host decodes or fetches (images, audio, files, signed or encrypted reasoning). As
-// for the known keys, one written with escapes is json_escaped_known_key.
+// Keys excluded in every tracked object but the tools (not inside free-form values: a JSON
+// Schema's "type" or "id" is rendered with the schema): enums whose standard values a template
+// renders as its own markers (any other value is text), a file id the host resolves, opaque or
+// binary payloads a host decodes or fetches (images, audio, files, signed or encrypted
+// reasoning). Ids (id, call_id, tool_call_id, tool_use_id) are not excluded: Mistral-family
+// templates print call ids. As for the known keys, one written with escapes is
+// json_escaped_known_key.
 constexpr KnownKey kExcludedKeys[] = {
-    {"role", Role::kExcluded},
-    {"type", Role::kExcluded},
-    {"id", Role::kExcluded},
-    {"call_id", Role::kExcluded},
-    {"tool_call_id", Role::kExcluded},
-    {"tool_use_id", Role::kExcluded},
+    {"role", Role::kRoleValue},
+    {"type", Role::kTypeValue},
     {"file_id", Role::kExcluded},
-    {"status", Role::kExcluded},
+    {"status", Role::kStatusValue},
     {"cache_control", Role::kExcluded},
     {"signature", Role::kExcluded},
     {"encrypted_content", Role::kExcluded},
@@ -250,6 +265,76 @@ constexpr uint64_t kExcludedFilter = [] {
     bits |= uint64_t{1} << key_filter_bit(excluded.padded, excluded.name.size());
   return bits;
 }();
+
+// The standard values of the enum keys: a value is excluded only when it is one of these, byte
+// for byte after unescaping (a template renders its own markers for them; vLLM takes any role
+// string, and ChatML, Qwen and Llama 3 templates print a role verbatim). Compared whole in the
+// zero-padded key buffer, like the keys.
+struct EnumValue {
+  constexpr EnumValue(const char* value)  // NOLINT(google-explicit-constructor): the tables
+      : size(std::string_view(value).size()) {
+    if (size > kKeyBuffer) throw "enum value longer than the key buffer";
+    for (std::size_t i = 0; i < size; ++i) padded[i] = value[i];
+  }
+  std::size_t size;
+  char padded[kKeyBuffer] = {};
+};
+constexpr EnumValue kStandardRoles[] = {"system", "developer", "user",  "assistant",
+                                        "tool",   "function",  "model", "ipython"};
+// Chat parts, Responses items and content, Anthropic blocks and sources, tool calls.
+constexpr EnumValue kStandardTypes[] = {
+    "text",
+    "image_url",
+    "input_audio",
+    "file",
+    "refusal",
+    "video_url",
+    "audio_url",
+    "function",
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+    "item_reference",
+    "input_text",
+    "input_image",
+    "input_file",
+    "output_text",
+    "summary_text",
+    "reasoning_text",
+    "image",
+    "document",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+    "base64",
+    "url",
+    "content",
+};
+constexpr EnumValue kStandardStatuses[] = {"in_progress", "completed", "incomplete"};
+constexpr EnumValue kStandardToolChoices[] = {"none", "auto", "required"};
+
+constexpr std::span<const EnumValue> standard_values(Role role) {
+  switch (role) {
+    case Role::kRoleValue:
+      return kStandardRoles;
+    case Role::kTypeValue:
+    case Role::kSourceType:
+      return kStandardTypes;
+    case Role::kStatusValue:
+      return kStandardStatuses;
+    case Role::kToolChoice:
+      return kStandardToolChoices;
+    default:
+      return {};
+  }
+}
+
+constexpr bool is_enum_role(Role role) {
+  return role == Role::kRoleValue || role == Role::kTypeValue || role == Role::kStatusValue ||
+         role == Role::kToolChoice || role == Role::kSourceType;
+}
 
 constexpr std::span<const KnownKey> keys_of(Role object) {
   switch (object) {
@@ -311,6 +396,7 @@ constexpr Role element_role(Role array) {
 constexpr Role container_role(Role role, PromptField field, bool object) {
   switch (role) {
     case Role::kExcluded:
+    case Role::kToolChoice:  // {"type": "function", "function": {"name": ...}}: names a tool
       return Role::kExcluded;
     case Role::kRoot:
     case Role::kMessage:
@@ -575,7 +661,7 @@ struct PromptExtractor::State {
   void close(bool object, Context& cx);
   void begin_string(Dest to, PromptField text_field, bool is_key);
   void end_key();
-  void end_source_type();
+  void end_enum(Context& cx);
   void end_number(Context& cx);
   template <Dest kTo>
   bool append(const uint8_t* bytes, std::size_t size, Context& cx);
@@ -619,12 +705,12 @@ struct PromptExtractor::State {
   uint8_t held[4] = {};          // a multi-byte character cut by a piece boundary
   Role next_role = Role::kText;  // of the value after the key just read
   PromptField next_field = PromptField::kMessageContent;
-  Role scalar_role = Role::kText;  // of the number or literal being read
+  Role scalar_role = Role::kText;  // of the number, literal or enum value being read
   NumberStep number_step = NumberStep::kInt;
   uint8_t literal = 0;  // index into kLiterals
   uint8_t literal_size = 0;
-  uint8_t key_size = 0;       // kKeyTooLong: longer than any known key
-  char key[kKeyBuffer] = {};  // zero after key_size
+  uint8_t key_size = 0;       // kKeyTooLong: longer than any known key or standard value
+  char key[kKeyBuffer] = {};  // a key, or an enum value; zero after key_size
 };
 
 void PromptExtractor::State::run(const uint8_t* p, const uint8_t* end, Context& cx) {
@@ -684,9 +770,12 @@ const uint8_t* PromptExtractor::State::structure_bytes(const uint8_t* p, const u
           reject(unexpected(c));
           return p;
         }
-        // Keys of a tracked object are matched; those of a free-form value are text.
+        // Keys of a tracked object are matched; those of a free-form value are text; those of
+        // a tools object are both.
         if (depth == tracked_depth) {
-          begin_string(Dest::kKey, field, true);
+          const Level& level = tracked[tracked_depth - 1];
+          const bool tool = level.role == Role::kTool || level.role == Role::kToolFunction;
+          begin_string(tool ? Dest::kKeyText : Dest::kKey, level.field, true);
         } else {
           begin_string(untracked_text ? Dest::kEmit : Dest::kDiscard, untracked_field, true);
         }
@@ -746,7 +835,10 @@ void PromptExtractor::State::start_value(uint8_t c, Context& cx) {
     case '"':
       if (role == Role::kModel) return begin_string(Dest::kModel, slot_field, false);
       if (is_scalar_role) return reject(RequestReason::json_invalid);
-      if (role == Role::kSourceType) return begin_string(Dest::kKey, slot_field, false);
+      if (is_enum_role(role)) {
+        scalar_role = role;  // which standard values apply (end_enum)
+        return begin_string(Dest::kEnum, slot_field, false);
+      }
       // Every string is text unless its path excludes it.
       return begin_string(role == Role::kExcluded ? Dest::kDiscard : Dest::kEmit, slot_field,
                           false);
@@ -829,7 +921,7 @@ void PromptExtractor::State::begin_string(Dest to, PromptField text_field, bool 
   field = text_field;
   in_key = is_key;
   key_escaped = false;
-  if (to == Dest::kKey) {
+  if (to == Dest::kKey || to == Dest::kKeyText || to == Dest::kEnum) {
     key_size = 0;
     std::memset(key, 0, sizeof key);
   }
@@ -837,7 +929,7 @@ void PromptExtractor::State::begin_string(Dest to, PromptField text_field, bool 
 
 void PromptExtractor::State::end_key() {
   mode = Mode::kColon;
-  if (dest != Dest::kKey) return;  // a key of a free-form or excluded value
+  if (dest != Dest::kKey && dest != Dest::kKeyText) return;  // of a free-form or excluded value
   Level& level = tracked[tracked_depth - 1];
   next_role = Role::kText;  // unknown keys: text, in the object's field
   next_field = level.field;
@@ -860,29 +952,40 @@ void PromptExtractor::State::end_key() {
     }
     return;
   }
+  if (level.role == Role::kTool || level.role == Role::kToolFunction) return;  // free-form
   if (((kExcludedFilter >> key_filter_bit(key, key_size)) & 1) == 0) return;
   for (const KnownKey& excluded : kExcludedKeys) {
     if (excluded.name.size() == key_size && std::memcmp(excluded.padded, key, kKeyBuffer) == 0) {
       if (key_escaped) return reject(RequestReason::json_escaped_known_key);
-      next_role = Role::kExcluded;
+      next_role = excluded.role;
       return;
     }
   }
 }
 
-// The end of source.type's value, read into the key buffer.
-void PromptExtractor::State::end_source_type() {
-  constexpr std::string_view kBase64 = "base64";
-  if (key_size == kBase64.size() && std::memcmp(key, kBase64.data(), kBase64.size()) == 0) {
-    tracked[tracked_depth - 1].seen |= kBase64Bit;
+// The end of an enum value: standard, it is not text; any other value is, whole. One longer
+// than the key buffer was emitted as it came.
+void PromptExtractor::State::end_enum(Context& cx) {
+  if (key_size != kKeyTooLong) {
+    constexpr std::string_view kBase64 = "base64";
+    if (scalar_role == Role::kSourceType && key_size == kBase64.size() &&
+        std::memcmp(key, kBase64.data(), kBase64.size()) == 0) {
+      tracked[tracked_depth - 1].seen |= kBase64Bit;
+    }
+    for (const EnumValue& standard : standard_values(scalar_role)) {
+      if (standard.size == key_size && std::memcmp(standard.padded, key, kKeyBuffer) == 0) return;
+    }
+    if (key_size > 0) cx.out.append(field, reinterpret_cast<const uint8_t*>(key), key_size);
   }
+  cx.out.end_field(field);
 }
 
 template <Dest kTo>
 bool PromptExtractor::State::append(const uint8_t* bytes, std::size_t size, Context& cx) {
   if constexpr (kTo == Dest::kEmit) {
     cx.out.append(field, bytes, size);
-  } else if constexpr (kTo == Dest::kKey) {
+  } else if constexpr (kTo == Dest::kKey || kTo == Dest::kKeyText) {
+    if constexpr (kTo == Dest::kKeyText) cx.out.append(field, bytes, size);
     if (key_size == kKeyTooLong) return true;
     if (size > kKeyBuffer - key_size) {
       key_size = kKeyTooLong;
@@ -890,6 +993,19 @@ bool PromptExtractor::State::append(const uint8_t* bytes, std::size_t size, Cont
     }
     std::memcpy(key + key_size, bytes, size);
     key_size = static_cast<uint8_t>(key_size + size);
+  } else if constexpr (kTo == Dest::kEnum) {
+    // Whole characters only arrive here, so the buffer holds whole characters.
+    if (key_size != kKeyTooLong) {
+      if (size <= kKeyBuffer - key_size) {
+        std::memcpy(key + key_size, bytes, size);
+        key_size = static_cast<uint8_t>(key_size + size);
+        return true;
+      }
+      // Longer than every standard value: text, what was held first.
+      if (key_size > 0) cx.out.append(field, reinterpret_cast<const uint8_t*>(key), key_size);
+      key_size = kKeyTooLong;
+    }
+    cx.out.append(field, bytes, size);
   } else if constexpr (kTo == Dest::kModel) {
     if (size > cx.limits.max_scalar_bytes - cx.fields.model.size()) {
       reject(RequestReason::json_field_too_long);
@@ -916,6 +1032,10 @@ const uint8_t* PromptExtractor::State::string_bytes(const uint8_t* p, const uint
       return string_bytes<Dest::kEmit>(p, end, cx);
     case Dest::kKey:
       return string_bytes<Dest::kKey>(p, end, cx);
+    case Dest::kKeyText:
+      return string_bytes<Dest::kKeyText>(p, end, cx);
+    case Dest::kEnum:
+      return string_bytes<Dest::kEnum>(p, end, cx);
     case Dest::kModel:
       return string_bytes<Dest::kModel>(p, end, cx);
   }
@@ -1091,12 +1211,12 @@ const uint8_t* PromptExtractor::State::plain_bytes(const uint8_t* p, const uint8
     }
     if (!append<kTo>(run, static_cast<std::size_t>(p - run), cx)) return p;
     if (c == '"') {
-      if constexpr (kTo == Dest::kEmit) cx.out.end_field(field);
+      if constexpr (kTo == Dest::kEmit || kTo == Dest::kKeyText) cx.out.end_field(field);
       if (in_key) {
         end_key();
         return p + 1;
       }
-      if constexpr (kTo == Dest::kKey) end_source_type();
+      if constexpr (kTo == Dest::kEnum) end_enum(cx);
       mode = Mode::kAfterValue;
       return p + 1;
     }

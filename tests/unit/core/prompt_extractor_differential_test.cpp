@@ -111,8 +111,10 @@ Outcome extract(std::string_view body, std::vector<std::size_t> cuts) {
 //
 // Written from the specification (docs/normalisation.md, "JSON request bodies"), not from the
 // extractor's tables: every string value is text, and every key of a free-form value; nothing
-// under an excluded key is; the structural keys of the known shapes are not. The field of a text
-// is that of the nearest known path.
+// under an excluded key is; an enum key's string (role, type, status, tool_choice) is text unless
+// it is one of that key's standard values; the structural keys of the known shapes are not,
+// except in `tools`, whose every key is text. The field of a text is that of the nearest known
+// path.
 
 constexpr uint32_t kMaxTracked = 8;  // the extractor's bound on known paths, as documented
 
@@ -145,22 +147,51 @@ struct Member {
   std::optional<PromptField> field;  // unset: the enclosing object's
 };
 
-const std::set<std::string> kExcluded = {"role",
-                                         "type",
-                                         "id",
-                                         "call_id",
-                                         "tool_call_id",
-                                         "tool_use_id",
-                                         "file_id",
-                                         "status",
-                                         "cache_control",
-                                         "signature",
-                                         "encrypted_content",
-                                         "image_url",
-                                         "input_audio",
-                                         "file_data",
-                                         "video_url",
-                                         "audio_url"};
+const std::set<std::string> kExcluded = {"file_id",           "cache_control", "signature",
+                                         "encrypted_content", "image_url",     "input_audio",
+                                         "file_data",         "video_url",     "audio_url"};
+
+// The standard values of the enum keys, as documented.
+const std::set<std::string> kStandardRoles = {"system", "developer", "user",  "assistant",
+                                              "tool",   "function",  "model", "ipython"};
+const std::set<std::string> kStandardTypes = {"text",
+                                              "image_url",
+                                              "input_audio",
+                                              "file",
+                                              "refusal",
+                                              "video_url",
+                                              "audio_url",
+                                              "function",
+                                              "message",
+                                              "function_call",
+                                              "function_call_output",
+                                              "reasoning",
+                                              "item_reference",
+                                              "input_text",
+                                              "input_image",
+                                              "input_file",
+                                              "output_text",
+                                              "summary_text",
+                                              "reasoning_text",
+                                              "image",
+                                              "document",
+                                              "tool_use",
+                                              "tool_result",
+                                              "thinking",
+                                              "redacted_thinking",
+                                              "base64",
+                                              "url",
+                                              "content"};
+const std::set<std::string> kStandardStatuses = {"in_progress", "completed", "incomplete"};
+const std::set<std::string> kStandardToolChoices = {"none", "auto", "required"};
+
+// The standard values of an enum key of a known shape other than the tools; null if none.
+const std::set<std::string>* standard_values(const std::string& key) {
+  if (key == "role") return &kStandardRoles;
+  if (key == "type") return &kStandardTypes;
+  if (key == "status") return &kStandardStatuses;
+  return nullptr;
+}
 
 class Oracle {
  public:
@@ -282,20 +313,31 @@ class Oracle {
       return;
     }
     const std::map<std::string, Member>& known = members_of(container);
+    // Tools are free-form: every key is text, nothing is excluded (only the shapes remain).
+    const bool tool = container == Shape::kTool || container == Shape::kToolFunction;
     bool base64 = false;
     for (const auto& [key, child] : v.items()) {
+      if (tool) emit(field, key);
       Member m{Shape::kText, std::nullopt};
+      const std::set<std::string>* standard = tool ? nullptr : standard_values(key);
       if (auto it = known.find(key); it != known.end()) {
         m = it->second;
-      } else if (kExcluded.count(key) != 0) {
+      } else if (!tool && kExcluded.count(key) != 0) {
         m = {Shape::kExcluded, std::nullopt};
       }
-      if (container == Shape::kSource && key == "type") {
-        base64 = child == json("base64");
-        m = {child.is_string() ? Shape::kExcluded : Shape::kText, std::nullopt};
+      if (container == Shape::kRoot && key == "tool_choice") {
+        // A standard string is not text, nor is the object form (it names a tool).
+        standard = &kStandardToolChoices;
+        if (child.is_structured()) m = {Shape::kExcluded, std::nullopt};
       }
+      if (container == Shape::kSource && key == "type") base64 = child == json("base64");
       if (container == Shape::kSource && key == "data" && base64) m = {Shape::kExcluded, {}};
-      if (m.shape == Shape::kMax) {
+      if (standard != nullptr && m.shape == Shape::kText) {
+        // An enum value: text unless standard; a container under it is free-form.
+        if (!child.is_string() || standard->count(child.get<std::string>()) == 0) {
+          value(child, Shape::kText, field, depth + 1);
+        }
+      } else if (m.shape == Shape::kMax) {
         max(key, child);
       } else {
         value(child, m.shape, m.field.value_or(field), depth + 1);
@@ -342,8 +384,7 @@ class Oracle {
         {"max_completion_tokens", {Shape::kMax, {}}},
         {"max_output_tokens", {Shape::kMax, {}}},
         {"user", {Shape::kExcluded, {}}},
-        {"service_tier", {Shape::kExcluded, {}}},
-        {"tool_choice", {Shape::kExcluded, {}}}};
+        {"service_tier", {Shape::kExcluded, {}}}};
     static const std::map<std::string, Member> kMessage = {
         {"content", {Shape::kContent, F::kMessageContent}},
         {"name", {Shape::kText, F::kMessageName}},
@@ -538,7 +579,9 @@ class Generator {
           break;
         case 12:
           root[pick({"user", "service_tier", "tool_choice", "chat_template_kwargs",
-                     "response_format"})] = chance(0.5) ? json(string()) : value(3);
+                     "response_format"})] = chance(0.5)   ? json(string())
+                                            : chance(0.3) ? json(pick({"auto", "none", "required"}))
+                                                          : value(3);
           break;
         default:
           root[key()] = value(3);
@@ -692,6 +735,23 @@ class Generator {
 
   json maybe_wrong(json right) { return chance(0.9) ? right : value(2); }
 
+  // A role, type or status that is mostly not standard: near misses, empty, as long as the value
+  // buffer and longer, random text, a container.
+  json enum_value() {
+    switch (below(8)) {
+      case 0:
+        return json(pick({"User", "user ", "use", "", "narrator", "x_note", "done", "text\n"}));
+      case 1:
+        return json(pick({"function_call_output", "redacted_thinking", "ipython", "model"}));
+      case 2:
+        return json(std::string(23 + below(3), 'r'));
+      case 3:
+        return value(2);
+      default:
+        return json(string());
+    }
+  }
+
   json model() {
     if (chance(0.05)) return json(std::string(kMaxModelBytes - 2 + below(5), 'm'));
     if (chance(0.05)) return value(1);
@@ -771,13 +831,15 @@ class Generator {
         continue;
       }
       json m = json::object();
-      m["role"] = pick({"system", "user", "assistant", "tool", "developer"});
+      m["role"] = chance(0.8) ? json(pick({"system", "user", "assistant", "tool", "developer"}))
+                              : enum_value();
       if (chance(0.9)) m["content"] = content();
       if (chance(0.2)) m["name"] = maybe_wrong(string());
       if (chance(0.2)) {
         json calls = json::array();
         for (std::size_t k = below(3); k > 0; --k) {
-          json call = {{"id", "call_1"}, {"type", "function"}};
+          json call = {{"id", chance(0.8) ? json("call_1") : json(string())},
+                       {"type", chance(0.8) ? json("function") : enum_value()}};
           call["function"] = json{{"name", "f"}, {"arguments", maybe_wrong(string())}};
           if (chance(0.2)) call[key()] = value(2);
           calls.push_back(std::move(call));
@@ -851,8 +913,9 @@ class Generator {
             item["type"] = "function_call_output";
             item["output"] = content();
           } else {
-            if (chance(0.7)) item["role"] = "user";
-            if (chance(0.5)) item["type"] = "message";
+            if (chance(0.7)) item["role"] = chance(0.8) ? json("user") : enum_value();
+            if (chance(0.5)) item["type"] = chance(0.8) ? json("message") : enum_value();
+            if (chance(0.3)) item["status"] = chance(0.5) ? json("completed") : enum_value();
             item["content"] = content();
           }
           a.push_back(chance(0.85) ? std::move(item) : value(2));
