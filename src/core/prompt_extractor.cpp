@@ -164,7 +164,7 @@ constexpr KnownKey kRootKeys[] = {
     {"max_completion_tokens", Role::kMaxCompletionTokens},
     {"max_output_tokens", Role::kMaxOutputTokens},
     // Never rendered: who asks, how it is billed, which tool must be called (the tool itself is
-    // in `tools`).
+    // in `tools`; a tool_choice string other than a standard one is text all the same).
     {"user", Role::kExcluded},
     {"service_tier", Role::kExcluded},
     {"tool_choice", Role::kToolChoice, PromptField{}, true},
@@ -186,8 +186,10 @@ constexpr KnownKey kPartKeys[] = {
 // text data (a plain-text document) is text. Only a `type` of "base64" read before `data` makes
 // data binary: whatever the order, data that could be text is scanned.
 constexpr KnownKey kSourceKeys[] = {
-    {"type", Role::kSourceType, PromptField{}, true}, {"media_type", Role::kExcluded},
-    {"data", Role::kText, PromptField{}, true},       {"url", Role::kExcluded},
+    {"type", Role::kSourceType, PromptField{}, true},  // an enum value; "base64" marks data
+    {"media_type", Role::kExcluded},
+    {"data", Role::kText, PromptField{}, true},
+    {"url", Role::kExcluded},
     {"content", Role::kContent, PromptField{}, true},
 };
 constexpr uint16_t kBase64Bit = 1u << 15;  // in a kSource level's seen: type was "base64"
