@@ -48,6 +48,13 @@ struct PacketInfo {
   uint32_t ack = 0;
   uint8_t tcp_flags = 0;
   uint16_t tcp_window = 0;
+  // TCP options (RFC 9293 §3.1), read as Linux reads them (tcp_parse_options,
+  // tcp_parse_md5sig_option): kind by kind until EOL, the end of the header or a malformed
+  // length (< 2 or past the header), where the walk stops and what was read stands.
+  bool tcp_signature = false;  // a TCP-MD5 (kind 19, RFC 2385) or TCP-AO (kind 29, RFC 5925)
+  bool tcp_timestamp = false;  // a timestamp option of its length, 10 (RFC 7323 §3)
+  uint32_t tcp_tsval = 0;      // host order
+  uint32_t tcp_tsecr = 0;
 
   bool is_tcp() const { return l4 == L4::kTcp; }
   bool is_ipv4() const { return l3 == L3::kIpv4; }

@@ -77,6 +77,11 @@ namespace sluice {
   X(drop_tcp_beyond_fin, Drop)                      \
   X(drop_tcp_wrong_side, Drop)                      \
   X(drop_tcp_urgent, Drop)                          \
+  X(drop_tcp_signature_option, Drop)                \
+  X(drop_tcp_paws, Drop)                            \
+  X(drop_tcp_data_before_handshake, Drop)           \
+  X(drop_tcp_no_ack, Drop)                          \
+  X(drop_tcp_bad_flags, Drop)                       \
   X(drop_data_after_close, Drop)                    \
   /* drops: resources */                            \
   X(drop_tx_full, Drop)                             \

@@ -46,13 +46,22 @@ struct TcpDirectionState {
   uint8_t history_next = 0;
   uint8_t history_count = 0;
   bool fin_first = false;  // this direction's FIN came before the other's (its sender closed first)
+  // PAWS (RFC 7323 §5), kept as the receiver's TS.Recent may be: see TcpTracker::paws_rejects.
+  // kOffered: this direction's SYN carried a timestamp (held in ts_floor/ts_max) and the SYN-ACK
+  // is not there yet; kOn: both SYNs carried one, so the receiver checks every segment.
+  enum class Timestamps : uint8_t { kOff, kOffered, kOn };
+  Timestamps timestamps = Timestamps::kOff;
+  // The receiver's TS.Recent lies in [ts_floor, ts_max] (forward, modulo 2^32, span < 2^31):
+  // the SYN's TSval, and the highest TSval forwarded since on a segment it may have taken it from.
+  uint32_t ts_floor = 0;
+  uint32_t ts_max = 0;
   std::array<SegmentDigest, kDigestHistory> history{};
 };
 
-// The per-direction budget: 48 bytes of sequence state and 256 of digests. Issue 12's state
-// took 8 of the 48 (discard_from and its padding; rst_received, discarding and fin_first fill
-// what was padding before).
-static_assert(sizeof(TcpDirectionState) == 304, "a new per-direction field states its bytes");
+// The per-direction budget: 56 bytes of sequence state and 256 of digests. Issue 12's state
+// took 16 of the 56: discard_from and its padding (rst_received, discarding and fin_first fill
+// what was padding before), then PAWS's 9 (timestamps fills padding, the two TSvals take 8).
+static_assert(sizeof(TcpDirectionState) == 312, "a new per-direction field states its bytes");
 
 struct TcpFlowState {
   std::array<TcpDirectionState, 2> direction{};  // indexed by Direction

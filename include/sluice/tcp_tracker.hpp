@@ -9,8 +9,11 @@
 // Sluice's view of each stream must stay the host's (docs/normalisation.md, "TCP"): a segment
 // that could change the state of the connection differently at Sluice and at a Linux host is
 // dropped, never forwarded — a SYN the host would ignore, a RST not exactly at the next expected
-// sequence number (RFC 5961 §3.2), a FIN out of sequence or bytes beyond a held FIN. A dropped
-// segment cannot desynchronise anything: the host never sees it.
+// sequence number (RFC 5961 §3.2), a FIN out of sequence or bytes beyond a held FIN. So is a
+// segment the host would discard: one with a TCP-MD5/AO option, one PAWS rejects (RFC 7323 §5),
+// one without ACK, SYN+FIN/RST; and client bytes before the server's SYN-ACK, so a SYN the host
+// ignored never opens a stream Sluice reads. A dropped segment cannot desynchronise anything:
+// the host never sees it.
 #pragma once
 
 #include <cstdint>

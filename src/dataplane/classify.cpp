@@ -38,6 +38,40 @@ void fail(Classification& result, Counter reason) {
   result.reason = reason;
 }
 
+constexpr uint8_t kTcpOptionEnd = 0;
+constexpr uint8_t kTcpOptionNop = 1;
+constexpr uint8_t kTcpOptionTimestamp = 8;
+constexpr uint8_t kTcpOptionTimestampLength = 10;
+constexpr uint8_t kTcpOptionMd5 = 19;
+constexpr uint8_t kTcpOptionAo = 29;
+
+// The options between the fixed header and the payload, walked as Linux walks them: a length
+// below 2 or past the end stops the walk (Linux ignores the rest, it does not drop the segment),
+// so a malformed list hides nothing from Sluice that Linux reads. Any kind-19 or kind-29 option
+// counts as a signature whatever its length: Linux acts on kind 19 only at length 18, so Sluice
+// sees at least every signature Linux does. At most 40 bytes: the loop is bounded.
+void parse_tcp_options(std::span<const uint8_t> options, PacketInfo& info) {
+  std::size_t i = 0;
+  while (i < options.size()) {
+    const uint8_t kind = options[i];
+    if (kind == kTcpOptionEnd) return;
+    if (kind == kTcpOptionNop) {
+      ++i;
+      continue;
+    }
+    if (i + 1 >= options.size()) return;
+    const std::size_t length = options[i + 1];
+    if (length < 2 || length > options.size() - i) return;
+    if (kind == kTcpOptionMd5 || kind == kTcpOptionAo) info.tcp_signature = true;
+    if (kind == kTcpOptionTimestamp && length == kTcpOptionTimestampLength) {
+      info.tcp_timestamp = true;
+      info.tcp_tsval = load32(options.data() + i + 2);
+      info.tcp_tsecr = load32(options.data() + i + 6);
+    }
+    i += length;
+  }
+}
+
 // Parses the upper layer at info.l4_offset..info.l3_end.
 void parse_l4(std::span<const uint8_t> frame, Classification& result) {
   PacketInfo& info = result.info;
@@ -57,6 +91,7 @@ void parse_l4(std::span<const uint8_t> frame, Classification& result) {
       info.tcp_window = load16(l4 + 14);
       info.payload_offset = static_cast<uint16_t>(info.l4_offset + header);
       info.payload_length = static_cast<uint16_t>(available - header);
+      parse_tcp_options({l4 + 20, header - 20}, info);
       return;
     }
     case kProtoUdp:

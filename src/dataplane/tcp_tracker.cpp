@@ -21,6 +21,30 @@ Direction other(Direction d) {
 
 constexpr TcpResult kForward{};
 
+// RFC 7323 §5.3 as Linux applies it (tcp_paws_check): a segment passes when TS.Recent - SEG.TSval
+// is at most this (signed), so one tick older still passes.
+constexpr int32_t kPawsWindow = 1;
+
+// The segment's TSval against what the receiver's TS.Recent may be, L in [ts_floor, ts_max].
+// Linux discards a non-RST segment when (s32)(L - TSval) > 1 and sets L to the TSval of segments
+// it takes (tcp_replace_ts_recent: those that pass and start at or before the last ACK it sent;
+// the SYN's at the handshake). Sluice forwards a segment only when it passes for every L in the
+// range — u = TSval - ts_floor with ts_max - ts_floor - 1 <= u <= 2^31 - 1 — and then raises
+// ts_max to it, whether or not Linux takes it: every TSval Linux can hold was forwarded, so it
+// stays in the range, and the range never spans 2^31, where the signed comparison would turn.
+// Sluice therefore drops every segment Linux discards (and a few it would take: reordering by
+// more than one tick, pure ACKs Linux lets through as disordered, flows older than 24 days).
+bool paws_rejects(TcpDirectionState& state, const PacketInfo& info) {
+  if (state.timestamps == TcpDirectionState::Timestamps::kOff || !info.tcp_timestamp) return false;
+  const uint32_t u = info.tcp_tsval - state.ts_floor;
+  const uint32_t m = state.ts_max - state.ts_floor;
+  if (u > static_cast<uint32_t>(INT32_MAX) || int64_t{u} + kPawsWindow < int64_t{m}) {
+    return true;
+  }
+  if (u > m) state.ts_max = info.tcp_tsval;
+  return false;
+}
+
 }  // namespace
 
 TcpTracker::TcpTracker(const TcpConfig& config, FlowTable& table, StreamConsumer& consumer,
@@ -50,6 +74,13 @@ TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
                                 std::span<const uint8_t> payload, bool from_client,
                                 uint64_t now_ns) {
   SLUICE_STAGE(kTcp);
+  // Linux drops a segment carrying TCP-MD5 or TCP-AO when the socket has no key
+  // (tcp_inbound_hash: TCP_MD5UNEXPECTED, TCP_AOUNEXPECTED), and hosts behind Sluice use none.
+  if (info.tcp_signature) return drop(Counter::drop_tcp_signature_option);
+  // A SYN with FIN or RST: Linux discards SYN+FIN in LISTEN and takes SYN+RST as a RST in a
+  // synchronised state; no stack sends either. Neither may start or end anything here.
+  if ((info.tcp_flags & tcp_flag::kSyn) && (info.tcp_flags & (tcp_flag::kFin | tcp_flag::kRst)))
+    return drop(Counter::drop_tcp_bad_flags);
   if (flow.state == FlowState::kKilled) {
     if (from_client && opens_flow(info)) return on_syn(flow, info, payload, from_client, now_ns);
     return on_killed(info, payload, from_client);
@@ -72,6 +103,17 @@ TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
     return drop(Counter::drop_tcp_unexpected);
   }
   if (info.tcp_flags & tcp_flag::kRst) return on_rst(flow, direction, info, now_ns);
+  // Linux discards a segment without ACK once the SYN is answered (tcp_rcv_established,
+  // tcp_check_req, tcp_rcv_state_process): its bytes and FIN never reach the stream.
+  if (!(info.tcp_flags & tcp_flag::kAck)) return drop(Counter::drop_tcp_no_ack);
+  // RFC 7323 §5.3: a segment older than TS.Recent is discarded (RSTs are not checked).
+  if (paws_rejects(state, info)) return drop(Counter::drop_tcp_paws);
+  const bool fin = info.tcp_flags & tcp_flag::kFin;
+  // The client's bytes wait for the server's SYN-ACK: before it, the host has at most a
+  // SYN-RECEIVED socket, which takes nothing until the client acknowledges the SYN-ACK (and none
+  // at all when it ignored the SYN). A SYN the host never answered opens no stream Sluice reads.
+  if (!reverse.initialized && (!payload.empty() || fin))
+    return drop(Counter::drop_tcp_data_before_handshake);
   // The acknowledgement tells what the receiver of the reverse direction holds; bytes it has
   // acknowledged cannot be replaced at the receiver any more.
   if ((info.tcp_flags & tcp_flag::kAck) && reverse.initialized &&
@@ -81,7 +123,6 @@ TcpResult TcpTracker::on_packet(Flow& flow, const PacketInfo& info,
     reverse.acked_valid = true;
     release_acknowledged(reverse);
   }
-  const bool fin = info.tcp_flags & tcp_flag::kFin;
   if (payload.empty() && !fin) return kForward;
   return on_data(flow, direction, info.seq, payload, fin, now_ns);
 }
@@ -91,12 +132,18 @@ TcpResult TcpTracker::on_syn(Flow& flow, const PacketInfo& info, std::span<const
   const bool ack = info.tcp_flags & tcp_flag::kAck;
   if (from_client && !ack && !(info.tcp_flags & tcp_flag::kRst)) {
     TcpDirectionState& client = flow.tcp.of(Direction::kToServer);
+    // Data on a SYN (TCP Fast Open, RFC 7413) is taken only by a listener with TFO enabled and a
+    // valid cookie; others drop it and the client sends it again after the handshake. Sluice
+    // cannot know which: the SYN is dropped, and a TFO client retries with a plain SYN.
+    if (!payload.empty()) return drop(Counter::drop_tcp_data_before_handshake);
     if (client.initialized) {
       if (flow.state == FlowState::kKilled || host_accepts_new_syn(flow, info.seq)) {
         reset_tracking(flow, now_ns);  // the 5-tuple is reused by a new connection
       } else if (flow.state != FlowState::kClosing && info.seq + 1 == client.next_seq) {
         // The same SYN again, nothing delivered since: SYN-RECEIVED answers it with its SYN-ACK,
         // ESTABLISHED with a challenge ACK (RFC 5961 §4); neither moves the host's stream.
+        // SYN-RECEIVED checks and takes its timestamp (tcp_check_req).
+        if (paws_rejects(client, info)) return drop(Counter::drop_tcp_paws);
         counters_.add(Counter::tcp_identical_retransmissions);
         return kForward;
       } else {
@@ -109,11 +156,14 @@ TcpResult TcpTracker::on_syn(Flow& flow, const PacketInfo& info, std::span<const
     }
     client.initialized = true;
     client.next_seq = info.seq + 1;
-    if (!payload.empty())
-      return on_data(flow, Direction::kToServer, info.seq + 1, payload, false, now_ns);
+    if (info.tcp_timestamp) {
+      client.timestamps = TcpDirectionState::Timestamps::kOffered;
+      client.ts_floor = client.ts_max = info.tcp_tsval;  // the listener's first TS.Recent
+    }
     return kForward;
   }
   if (!from_client && ack && flow.tcp.of(Direction::kToServer).initialized) {
+    TcpDirectionState& client = flow.tcp.of(Direction::kToServer);
     TcpDirectionState& server = flow.tcp.of(Direction::kToClient);
     if (server.initialized) {
       if (info.seq + 1 == server.next_seq) {
@@ -122,8 +172,19 @@ TcpResult TcpTracker::on_syn(Flow& flow, const PacketInfo& info, std::span<const
       }
       return drop(Counter::drop_tcp_unexpected);
     }
+    // Only a SYN-ACK acknowledging the client's SYN answers it (RFC 9293 §3.10.7.3): the
+    // client's bytes wait for it (on_packet).
+    if (info.ack != client.next_seq) return drop(Counter::drop_tcp_unexpected);
     server.initialized = true;
     server.next_seq = info.seq + 1;
+    // Timestamps are in use when both SYNs carried one (RFC 7323 §3.2).
+    if (client.timestamps == TcpDirectionState::Timestamps::kOffered && info.tcp_timestamp) {
+      client.timestamps = TcpDirectionState::Timestamps::kOn;
+      server.timestamps = TcpDirectionState::Timestamps::kOn;
+      server.ts_floor = server.ts_max = info.tcp_tsval;
+    } else {
+      client.timestamps = TcpDirectionState::Timestamps::kOff;
+    }
     table_.set_state(flow, FlowState::kEstablished, now_ns);
     return kForward;
   }

@@ -264,6 +264,39 @@ def run(server, IP, TCP, Raw, sr1, send, sniff) -> None:
           "SA" in [str(p[TCP].flags) for p in low],
           f"lower ISN: {[str(p[TCP].flags) for p in low]}")
 
+    # 8. Segments Linux discards while Sluice used to read them (the red team's resync): an
+    #    exact RST or a byte carrying a TCP-MD5 option (no key on the socket), bytes without ACK.
+    md5 = [("NOP", None), ("NOP", None), (19, b"\x11" * 16)]
+    sport = 41010
+    sisn = connect(sport, 60_000)
+    send(seg(sport, "PA", 60_001, sisn + 1, b"abc"), iface="sl-ref-c")
+    send(seg(sport, "R", 60_004, options=md5), iface="sl-ref-c")
+    send(seg(sport, "PA", 60_004, sisn + 1, b"X", options=md5), iface="sl-ref-c")
+    send(seg(sport, "P", 60_004, 0, b"Y"), iface="sl-ref-c")
+    send(seg(sport, "PA", 60_004, sisn + 1, b"def"), iface="sl-ref-c")
+    time.sleep(0.3)
+    check("md5_and_no_ack_segments_discarded", server.reads.get(sport) == b"abcdef"
+          and sport not in server.errors,
+          f"read {server.reads.get(sport)!r}, error {server.errors.get(sport)}")
+
+    # 9. PAWS (RFC 7323 §5): with timestamps on both SYNs, a byte whose TSval is older than
+    #    TS.Recent is discarded; a RST is not checked.
+    sport = 41011
+    synack = answer(seg(sport, "S", 70_000, options=[("Timestamp", (100_000, 0))]))
+    sisn = synack[TCP].seq
+    their = dict(synack[TCP].options).get("Timestamp", (0, 0))[0]
+    send(seg(sport, "A", 70_001, sisn + 1, options=[("Timestamp", (100_001, their))]),
+         iface="sl-ref-c")
+    send(seg(sport, "PA", 70_001, sisn + 1, b"abc", options=[("Timestamp", (100_002, their))]),
+         iface="sl-ref-c")
+    send(seg(sport, "PA", 70_004, sisn + 1, b"X", options=[("Timestamp", (1, their))]),
+         iface="sl-ref-c")
+    send(seg(sport, "PA", 70_004, sisn + 1, b"def", options=[("Timestamp", (100_003, their))]),
+         iface="sl-ref-c")
+    time.sleep(0.3)
+    check("paws_discards_a_stale_byte", server.reads.get(sport) == b"abcdef",
+          f"SYN-ACK timestamp {their}, read {server.reads.get(sport)!r}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

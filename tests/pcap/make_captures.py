@@ -1484,6 +1484,83 @@ def case_rst_exact() -> Case:
                           "drop_tcp_after_rst": 1})
 
 
+def short_request(rng: random.Random, missing: int) -> tuple[bytes, bytes]:
+    """A chat request whose Content-Length counts `missing` bytes more than the body it carries,
+    and the JSON whitespace that completes it."""
+    whole = http_request(rng, 200)
+    head, body = whole.split(b"\r\n\r\n", 1)
+    head = head.replace(b"Content-Length: %d" % len(body),
+                        b"Content-Length: %d" % (len(body) + missing))
+    return head + b"\r\n\r\n" + body, b"\r\n"[:missing]
+
+
+def case_rst_resync() -> Case:
+    rng = random.Random(206)
+    server = v4server(1)
+    streams = []
+    stale = [("Timestamp", (1, 0))]
+    md5 = [("NOP", None), ("NOP", None), (19, b"\x11" * 16)]
+    # The red team's resynchronisation (redteam/found tcp_rst_resync): the request but its last
+    # 2 bytes; a RST Sluice would take as exact but Linux ignores; a SYN at RCV.NXT - 1 (Sluice
+    # used to open a new flow on it, Linux answers a challenge ACK); then the 2 bytes, which the
+    # host appends to the body. Now the byte and the RST the host ignores are dropped, the SYN
+    # changes nothing and the 2 bytes complete the request on its own flow.
+    for n, variant in enumerate(("paws", "md5rst", "md5data")):
+        t = Tcp(v4client(220 + n), server, 54200 + n, cisn=1000 + n * 1_000_000, sisn=5000)
+        first, last = short_request(rng, 2)
+        it = t.handshake() + [t.send(True, first, options=[("Timestamp", (1001, 1000))]),
+                              t.send(False)]
+        if variant == "md5rst":
+            it.append(t.send(True, flags="R", seq=t.c_nxt, options=md5, fate="drop"))
+        else:  # one byte the host drops (PAWS, or an MD5 option), then a RST one above it
+            it.append(t.send(True, b"\r", seq=t.c_nxt, fate="drop",
+                             options=stale if variant == "paws" else md5))
+            it.append(t.send(True, flags="R", seq=t.c_nxt + 1, fate="drop"))
+        it += [t.send(False),  # the challenge ACK
+               t.send(True, flags="S", seq=t.c_nxt - 1, ack=0, options=SYN_OPTIONS),
+               t.send(False),
+               t.send(True, last, options=[("Timestamp", (1002, 1000))])]
+        streams.append((BASE_TS_US + 300 * n, it + finish(t, rng)))
+    return Case("rst_resync", "a RST or a byte the host drops (a stale timestamp, a TCP-MD5 "
+                "option) is dropped, so a later SYN opens no new stream and the request's last "
+                "bytes complete it on its own flow",
+                interleave(streams, rng),
+                counters={"drop_tcp_paws": 1, "drop_tcp_signature_option": 2,
+                          "drop_tcp_rst_not_exact": 2, "flows_created": 3,
+                          # the SYN at RCV.NXT - 1 (Linux: a challenge ACK) changes nothing
+                          "tcp_identical_retransmissions": 3})
+
+
+def case_host_drops() -> Case:
+    rng = random.Random(207)
+    server = v4server(1)
+    streams = []
+    # A: a SYN carrying data (TCP Fast Open): dropped; the plain SYN after it opens the flow.
+    a = Tcp(v4client(230), server, 54300, cisn=100_000, sisn=200_000)
+    it = [a.send(True, b"GET / HTTP/1.1\r\n", flags="S", seq=a.cisn, ack=0,
+                 options=SYN_OPTIONS, fate="drop")]
+    streams.append((BASE_TS_US, it + session_items(a, rng, prompt_len=300, answer_len=400)))
+    # B: client bytes and a FIN before the server's SYN-ACK: dropped.
+    b = Tcp(v4client(231), server, 54301, cisn=300_000, sisn=400_000)
+    it = [b.syn(), b.send(True, b"POST /v1/chat", seq=b.c_nxt, ack=0, flags="PA", fate="drop"),
+          b.send(True, seq=b.c_nxt, ack=0, flags="FA", fate="drop"), b.synack(), b.send(True)]
+    streams.append((BASE_TS_US + 300, it + session_items(b, rng, prompt_len=300, answer_len=400,
+                                                         handshake=False)))
+    # C: bytes without ACK (Linux discards them once the SYN is answered), a SYN+FIN: dropped.
+    c = Tcp(v4client(232), server, 54302, cisn=500_000, sisn=600_000)
+    it = c.handshake() + [c.send(True, b"POST /x HTTP/1.1\r\n", seq=c.c_nxt, flags="P",
+                                 fate="drop"),
+                          c.send(True, seq=c.cisn, ack=0, flags="SF", options=SYN_OPTIONS,
+                                 fate="drop")]
+    streams.append((BASE_TS_US + 600, it + session_items(c, rng, prompt_len=300, answer_len=400,
+                                                         handshake=False)))
+    return Case("host_drops", "segments a Linux host discards are dropped: a SYN with data, "
+                "client bytes or FIN before the SYN-ACK, bytes without ACK, SYN+FIN",
+                interleave(streams, rng),
+                counters={"drop_tcp_data_before_handshake": 3, "drop_tcp_no_ack": 1,
+                          "drop_tcp_bad_flags": 1})
+
+
 def case_fin_sequence() -> Case:
     rng = random.Random(203)
     server = v4server(1)
@@ -1619,7 +1696,7 @@ CASES = [case_basic, case_vlan, case_ipv6, case_bad_checksum, case_bad_checksum_
          case_table_full_pass, case_table_full_expiry, case_timeouts, case_seq_wrap,
          case_port_reuse, case_ports, case_tcp_edges, case_retransmit,
          case_retransmit_resegmented, case_retransmit_old, case_malformed, case_mix10k,
-         case_syn_mismatch, case_rst_exact, case_fin_sequence, case_wrong_side, case_urgent,
+         case_syn_mismatch, case_rst_exact, case_rst_resync, case_host_drops, case_fin_sequence, case_wrong_side, case_urgent,
          case_urgent_drop]
 CASE_NAMES = [f.__name__[len("case_"):] for f in CASES]
 

@@ -130,6 +130,7 @@ struct FrameSpec {
   uint16_t ipv6_fragment_field = 0;      // offset and M flag of the fragment header, if listed
   Transport transport = Transport::kTcp;
   std::size_t tcp_option_bytes = 0;           // a multiple of 4, at most 40
+  Bytes tcp_options;                          // the first option bytes; NOPs fill the rest
   Bytes payload = {'h', 'e', 'l', 'l', 'o'};  // odd length: the checksum's trailing byte counts
 };
 
@@ -207,9 +208,10 @@ Bytes transport_segment(const FrameSpec& spec) {
       segment.push_back(static_cast<uint8_t>((20 + spec.tcp_option_bytes) / 4 << 4));
       segment.push_back(kFlags);
       append16(segment, kWindow);
-      append16(segment, 0);                                     // checksum
-      append16(segment, 0);                                     // urgent pointer
-      segment.insert(segment.end(), spec.tcp_option_bytes, 1);  // NOP options
+      append16(segment, 0);  // checksum
+      append16(segment, 0);  // urgent pointer
+      append(segment, spec.tcp_options);
+      segment.insert(segment.end(), spec.tcp_option_bytes - spec.tcp_options.size(), 1);  // NOPs
       break;
     case Transport::kUdp:
       append16(segment, kClientPort);
@@ -757,6 +759,49 @@ TEST(Classify, TcpPayloadMayBeEmpty) {
   const Classification result = classify_bytes(frame.bytes);
   expect_ip_fields(frame, result);
   EXPECT_EQ(result.info.payload_length, 0);
+}
+
+// ---- TCP options (read as Linux's tcp_parse_options reads them) -------------------------------
+
+Classification classify_with_tcp_options(const Bytes& options) {
+  FrameSpec spec;
+  spec.tcp_option_bytes = (options.size() + 3) / 4 * 4;
+  spec.tcp_options = options;
+  const Frame frame = build(spec);
+  return classify_bytes(frame.bytes);
+}
+
+TEST(Classify, ReadsTheTimestampOption) {
+  const Classification result =
+      classify_with_tcp_options({1, 1, 8, 10, 0x01, 0x02, 0x03, 0x04, 0xfe, 0xdc, 0xba, 0x98});
+  ASSERT_FALSE(result.malformed);
+  EXPECT_TRUE(result.info.tcp_timestamp);
+  EXPECT_EQ(result.info.tcp_tsval, 0x01020304u);
+  EXPECT_EQ(result.info.tcp_tsecr, 0xfedcba98u);
+  EXPECT_FALSE(result.info.tcp_signature);
+  EXPECT_EQ(result.info.payload_length, 5);
+}
+
+TEST(Classify, MarksMd5AndAoSignatureOptionsOfAnyLength) {
+  Bytes md5 = {19, 18};
+  md5.resize(18, 0x11);
+  EXPECT_TRUE(classify_with_tcp_options(md5).info.tcp_signature);
+  EXPECT_TRUE(classify_with_tcp_options({1, 19, 4, 0, 0}).info.tcp_signature);  // Linux: not MD5
+  EXPECT_TRUE(classify_with_tcp_options({29, 8, 1, 2, 0, 0, 0, 0}).info.tcp_signature);
+  EXPECT_FALSE(classify_with_tcp_options({2, 4, 0x05, 0xb4}).info.tcp_signature);  // MSS
+}
+
+TEST(Classify, StopsReadingOptionsWhereLinuxStops) {
+  // After an end-of-list, a length below 2 or a length past the header, Linux reads nothing
+  // more, so neither does Sluice: the options there are not the segment's.
+  EXPECT_FALSE(classify_with_tcp_options({0, 19, 4, 0}).info.tcp_signature);
+  EXPECT_FALSE(classify_with_tcp_options({3, 1, 19, 4}).info.tcp_signature);
+  EXPECT_FALSE(classify_with_tcp_options({3, 9, 19, 4, 0, 0, 0, 0}).info.tcp_signature);
+  const Classification timestamp_cut = classify_with_tcp_options({1, 1, 8, 10, 0, 0, 0, 1});
+  ASSERT_FALSE(timestamp_cut.malformed);
+  EXPECT_FALSE(timestamp_cut.info.tcp_timestamp);
+  // A timestamp of another length is not one (TCPOLEN_TIMESTAMP is 10).
+  EXPECT_FALSE(classify_with_tcp_options({8, 6, 0, 0, 0, 1}).info.tcp_timestamp);
 }
 
 // ---- fragments -------------------------------------------------------------------------------

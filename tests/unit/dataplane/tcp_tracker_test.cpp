@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -59,6 +60,10 @@ class TcpTrackerTest : public ::testing::Test {
     info.tcp_flags = flags;
     info.seq = seq;
     info.ack = ack;
+    const std::optional<uint32_t>& tsval = from_client ? client_tsval_ : server_tsval_;
+    info.tcp_timestamp = tsval.has_value();
+    info.tcp_tsval = tsval.value_or(0);
+    info.tcp_signature = signature_;
     const std::span<const uint8_t> payload{reinterpret_cast<const uint8_t*>(data.data()),
                                            data.size()};
     return tracker_.on_packet(*flow_, info, payload, from_client, ++now_);
@@ -100,6 +105,11 @@ class TcpTrackerTest : public ::testing::Test {
 
   uint32_t client_isn_ = kClientIsn;
   uint32_t server_isn_ = kServerIsn;
+  // The timestamp option each side's segments carry (none when empty), and whether they carry a
+  // TCP-MD5/AO signature option.
+  std::optional<uint32_t> client_tsval_;
+  std::optional<uint32_t> server_tsval_;
+  bool signature_ = false;
   uint64_t now_ = 0;
   FlowTable table_;
   RecordingConsumer consumer_;
@@ -166,8 +176,13 @@ TEST_F(TcpTrackerTest, DropsOutOfOrderSegmentsWhenThePoolIsExhausted) {
     info.tcp_flags = tcp_flag::kSyn;
     info.seq = 0;
     tracker_.on_packet(*other, info, {}, true, 1);
+    info.tcp_flags = tcp_flag::kSyn | tcp_flag::kAck;  // the client's bytes wait for it
+    info.seq = 500;
+    info.ack = 1;
+    tracker_.on_packet(*other, info, {}, false, 1);
     info.tcp_flags = tcp_flag::kAck;
     info.seq = 10;
+    info.ack = 501;
     const uint8_t byte = 'q';
     const TcpResult result = tracker_.on_packet(*other, info, {&byte, 1}, true, 2);
     EXPECT_EQ(result.verdict, port < 4 ? TcpVerdict::kForward : TcpVerdict::kDrop)
@@ -669,6 +684,172 @@ TEST_F(TcpTrackerTest, ReassemblesAnySegmentationOrderAndDuplication) {
     }
     ASSERT_EQ(consumer_.stream[0], original) << "round " << round;
   }
+}
+
+}  // namespace
+}  // namespace sluice
+
+namespace sluice {
+namespace {
+
+// --- Segments the host drops are dropped here too (docs/normalisation.md, "TCP") ---
+
+TEST_F(TcpTrackerTest, DropsEverySegmentCarryingATcpSignatureOption) {
+  handshake();
+  client_data(0, "abc");
+  signature_ = true;
+  for (const TcpResult result :
+       {send(true, tcp_flag::kRst, client_isn_ + 4, 0, ""), client_data(3, "def"),
+        server_data(0, "x"), send(true, tcp_flag::kSyn, client_isn_ + 3, 0, "")}) {
+    EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+    EXPECT_EQ(result.reason, Counter::drop_tcp_signature_option);
+  }
+  signature_ = false;
+  EXPECT_EQ(flow_->state, FlowState::kEstablished);
+  EXPECT_EQ(client_data(3, "def").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcdef");
+  EXPECT_EQ(count(Counter::drop_tcp_signature_option), 4u);
+}
+
+TEST_F(TcpTrackerTest, DropsASegmentOlderThanTheReceiversTsRecent) {
+  client_tsval_ = 1000;
+  server_tsval_ = 50000;
+  handshake();
+  client_tsval_ = 1010;
+  EXPECT_EQ(client_data(0, "abc").verdict, TcpVerdict::kForward);
+  client_tsval_ = 1008;  // two ticks older: Linux's tcp_paws_discard
+  TcpResult result = client_data(3, "X");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_paws);
+  client_tsval_ = 1009;  // one tick older passes, as at Linux (TCP_PAWS_WINDOW)
+  EXPECT_EQ(client_data(3, "d").verdict, TcpVerdict::kForward);
+  client_tsval_.reset();  // Linux does not check a segment without the option
+  EXPECT_EQ(client_data(4, "e").verdict, TcpVerdict::kForward);
+  server_tsval_ = 49000;  // both directions
+  result = server_data(0, "old");
+  EXPECT_EQ(result.reason, Counter::drop_tcp_paws);
+  client_tsval_ = 1;  // a RST is not checked (RFC 7323 §5.3 R1)
+  EXPECT_EQ(send(true, tcp_flag::kRst, client_isn_ + 6, 0, "").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "abcde");
+  EXPECT_EQ(count(Counter::drop_tcp_paws), 2u);
+}
+
+TEST_F(TcpTrackerTest, ChecksTimestampsOnlyWhenBothSynsCarriedThem) {
+  client_tsval_ = 1000;
+  handshake();  // the SYN-ACK has none: the host does not use timestamps
+  client_tsval_ = 1;
+  EXPECT_EQ(client_data(0, "abc").verdict, TcpVerdict::kForward);
+}
+
+// The range TS.Recent may hold never spans half the sequence space: past it, Linux's signed
+// comparison would call the segment older while Sluice's called it newer.
+TEST_F(TcpTrackerTest, KeepsThePawsRangeWithinHalfTheTimestampSpace) {
+  client_tsval_ = 1000;
+  server_tsval_ = 1;
+  handshake();
+  client_tsval_ = 1000u + 0x80000000u;  // half the space ahead of the SYN's: older to Linux
+  EXPECT_EQ(client_data(0, "a").reason, Counter::drop_tcp_paws);
+  client_tsval_ = 1000u + 0x7fffffffu;  // just inside: taken, and TS.Recent may now be that
+  EXPECT_EQ(client_data(0, "a").verdict, TcpVerdict::kForward);
+  client_tsval_ = 1000u + 0x80000005u;  // newer than that, but older than the SYN's to Linux
+  EXPECT_EQ(client_data(1, "b").reason, Counter::drop_tcp_paws);
+  client_tsval_ = 1000;  // far older than the newest forwarded
+  EXPECT_EQ(client_data(1, "b").reason, Counter::drop_tcp_paws);
+  EXPECT_EQ(consumer_.stream[0], "a");
+}
+
+TEST_F(TcpTrackerTest, DropsClientBytesBeforeTheSynAck) {
+  ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  for (const TcpResult result : {client_data(0, "early"), client_data(0, "", tcp_flag::kFin)}) {
+    EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+    EXPECT_EQ(result.reason, Counter::drop_tcp_data_before_handshake);
+  }
+  ASSERT_EQ(send(false, tcp_flag::kSyn | tcp_flag::kAck, server_isn_, client_isn_ + 1, "").verdict,
+            TcpVerdict::kForward);
+  EXPECT_EQ(client_data(0, "late").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "late");
+}
+
+TEST_F(TcpTrackerTest, DropsASynCarryingData) {
+  const TcpResult result = send(true, tcp_flag::kSyn, client_isn_, 0, "GET");
+  EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+  EXPECT_EQ(result.reason, Counter::drop_tcp_data_before_handshake);
+  handshake();  // the TFO client's plain SYN
+  EXPECT_EQ(client_data(0, "GET").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(consumer_.stream[0], "GET");
+}
+
+TEST_F(TcpTrackerTest, DropsASynAckThatDoesNotAcknowledgeTheSyn) {
+  ASSERT_EQ(send(true, tcp_flag::kSyn, client_isn_, 0, "").verdict, TcpVerdict::kForward);
+  EXPECT_EQ(send(false, tcp_flag::kSyn | tcp_flag::kAck, server_isn_, client_isn_ + 2, "").verdict,
+            TcpVerdict::kDrop);
+  EXPECT_EQ(client_data(0, "early").reason, Counter::drop_tcp_data_before_handshake);
+}
+
+TEST_F(TcpTrackerTest, DropsSegmentsWithoutAck) {
+  handshake();
+  for (const uint8_t flags : {uint8_t{tcp_flag::kPsh}, uint8_t{0}, uint8_t{tcp_flag::kFin}}) {
+    const TcpResult result = send(true, flags, client_isn_ + 1, 0, "abc");
+    EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+    EXPECT_EQ(result.reason, Counter::drop_tcp_no_ack);
+  }
+  EXPECT_EQ(send(false, tcp_flag::kPsh, server_isn_ + 1, 0, "abc").reason,
+            Counter::drop_tcp_no_ack);
+  EXPECT_EQ(consumer_.stream[0], "");
+  EXPECT_FALSE(consumer_.ended[0]);
+}
+
+TEST_F(TcpTrackerTest, DropsASynWithFinOrRst) {
+  for (const uint8_t extra : {tcp_flag::kFin, tcp_flag::kRst}) {
+    const TcpResult result = send(true, tcp_flag::kSyn | extra, client_isn_, 0, "");
+    EXPECT_EQ(result.verdict, TcpVerdict::kDrop);
+    EXPECT_EQ(result.reason, Counter::drop_tcp_bad_flags);
+  }
+  handshake();
+  client_data(0, "abc");
+  EXPECT_EQ(send(true, tcp_flag::kSyn | tcp_flag::kRst, client_isn_ + 4, 0, "").reason,
+            Counter::drop_tcp_bad_flags);
+  EXPECT_EQ(flow_->state, FlowState::kEstablished);
+  EXPECT_EQ(consumer_.opened, 1);
+}
+
+// The red team's resynchronisation (golden tcp_rst_resync_*): a byte or a RST the host drops
+// must not move Sluice, so the SYN that follows is refused and the request's last bytes reach the
+// same stream, where the request completes and is decided.
+class TcpResyncTest : public TcpTrackerTest {
+ protected:
+  void expect_no_resync(bool stale_byte) {
+    client_tsval_ = 1000;
+    server_tsval_ = 5000;
+    handshake();
+    client_tsval_ = 1001;
+    ASSERT_EQ(client_data(0, "body-").verdict, TcpVerdict::kForward);
+    if (stale_byte) {  // dropped by the host's PAWS: the RST one above it is not exact
+      client_tsval_ = 1;
+      EXPECT_EQ(client_data(5, "\r").reason, Counter::drop_tcp_paws);
+      client_tsval_ = 1001;
+      EXPECT_EQ(send(true, tcp_flag::kRst, client_isn_ + 7, 0, "").reason,
+                Counter::drop_tcp_rst_not_exact);
+    } else {  // an exact RST the host drops for its MD5 option
+      signature_ = true;
+      EXPECT_EQ(send(true, tcp_flag::kRst, client_isn_ + 6, 0, "").reason,
+                Counter::drop_tcp_signature_option);
+      signature_ = false;
+    }
+    send(true, tcp_flag::kSyn, client_isn_ + 5, 0, "");  // at RCV.NXT - 1: a challenge ACK
+    EXPECT_EQ(consumer_.opened, 1);                      // no new stream
+    EXPECT_EQ(client_data(5, "\r\n").verdict, TcpVerdict::kForward);
+    EXPECT_EQ(consumer_.stream[0], "body-\r\n");
+    EXPECT_EQ(consumer_.opened, 1);
+  }
+};
+
+TEST_F(TcpResyncTest, AByteDroppedByPawsCannotMakeALaterRstExact) {
+  expect_no_resync(true);
+}
+
+TEST_F(TcpResyncTest, AnMd5SignedRstCannotEndTheStream) {
+  expect_no_resync(false);
 }
 
 }  // namespace
