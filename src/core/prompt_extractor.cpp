@@ -17,9 +17,9 @@
 //      key and string in them is text) or excluded (nothing is); only a bit saying object or
 //      array is kept per level, and one flag for the whole untracked subtree. In a tracked
 //      object, a key the tables do not list for it is text too, its name a field of its own (a
-//      template that dumps a message or part as JSON renders it); known keys are not. The tools
-//      array is tracked (for its duplicate keys) but free-form all the same: its objects' keys are
-//      text too, and nothing in it is excluded.
+//      template that dumps a message or part as JSON renders it); known keys are not. The
+//      tools array is tracked (for its duplicate keys) but free-form all the same: its objects'
+//      keys are text too, and nothing in it is excluded.
 //   5. Enum values (role, type, status, tool_choice): read into the key buffer, excluded only
 //      when the whole value is one of the standard values of its key (kStandardRoles, ...);
 //      any other value — a custom role, a value longer than the buffer — is text.
