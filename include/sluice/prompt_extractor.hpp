@@ -4,8 +4,9 @@
 // What a host's chat template renders, the model reads; templates render far more than the
 // fields a client library names. So every string value of the body is prompt text — and every
 // key inside a free-form value (the whole of `tools`, tool_use input, chat_template_kwargs, any
-// object under a key the extractor does not know) — except a short list of exclusions that no
-// template renders: the structural keys of the known shapes (messages, role, content, ...), the
+// object under a key the extractor does not know), and the name of every key a known shape does
+// not know (`message | tojson` renders it) — except a short list of exclusions that no template
+// renders: the known keys of the known shapes (messages, role, content, temperature, ...), the
 // scalars admission reads (model), the standard values of enum keys (role "user", type "text",
 // status, tool_choice "auto", ...: any other value is text) and binary payloads (image and audio
 // data, file data, base64 sources). Ids are text (templates print call ids).
@@ -39,7 +40,8 @@ enum class PromptField : uint8_t {
   kSuffix,           // suffix
   kToolSchema,       // tools[].function.parameters, tools[].input_schema: keys and strings
   kOther,            // any other string: the root's unknown keys (chat_template_kwargs,
-                     // response_format, documents, ...), keys and strings alike
+                     // documents, ...) and its parameters' values (response_format, ...), keys
+                     // and strings alike
 };
 
 std::string_view field_name(PromptField field);

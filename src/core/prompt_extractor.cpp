@@ -15,9 +15,11 @@
 //      messages array, a message, a part, ...). Every string is text unless its path excludes
 //      it (the tables below). Deeper or unknown containers are untracked: free-form text (every
 //      key and string in them is text) or excluded (nothing is); only a bit saying object or
-//      array is kept per level, and one flag for the whole untracked subtree. The tools array
-//      is tracked (for its duplicate keys) but free-form all the same: its objects' keys are
-//      text too, and nothing in it is excluded.
+//      array is kept per level, and one flag for the whole untracked subtree. In a tracked
+//      object, a key the tables do not list for it is text too, its name a field of its own (a
+//      template that dumps a message or part as JSON renders it); known keys are not. The
+//      tools array is tracked (for its duplicate keys) but free-form all the same: its objects'
+//      keys are text too, and nothing in it is excluded.
 //   5. Enum values (role, type, status, tool_choice): read into the key buffer, excluded only
 //      when the whole value is one of the standard values of its key (kStandardRoles, ...);
 //      any other value — a custom role, a value longer than the buffer — is text.
@@ -79,10 +81,11 @@ enum class StringStep : uint8_t {
   kAfterHighBackslash,  // ... then 'u'
 };
 
-// kKey: a key of a tracked object, read into the key buffer. kKeyText: the same, and emitted as
-// text (a key of a tools object). kEnum: an enum value, read into the key buffer (free while a
-// value is read) and emitted at its end unless standard; one longer than the buffer is emitted
-// as it comes.
+// kKey: a key of a tracked object, read into the key buffer and emitted as text at its end unless
+// known for that object; one longer than the buffer is emitted as it comes. kKeyText: read into
+// the key buffer and emitted as it comes (a key of a tools object: every one is text). kEnum: an
+// enum value, read into the key buffer (free while a value is read) and emitted at its end unless
+// standard; one longer than the buffer is emitted as it comes.
 enum class Dest : uint8_t { kDiscard, kEmit, kKey, kKeyText, kEnum, kModel };
 
 enum class NumberStep : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };
@@ -146,9 +149,10 @@ struct KnownKey {
 // Known keys per tracked object. The index of a key is its bit in Level::seen; a second
 // occurrence is json_duplicate_key. Keys whose value may not be extracted (role, type, ...) are
 // listed so that their duplicates are still caught: they decide how a server reads the text next
-// to them. A key no table lists is text (kText), with the object's field, unless it is one of
-// kExcludedKeys; its duplicates are not detected (that would need memory proportional to the
-// object), which costs nothing: both of its values are scanned. Enum keys take the field of the
+// to them. A key no table lists, nor kExcludedKeys, is unknown: its name and its value are text
+// (kText), with the object's field, the name a field of its own (`message | tojson` renders
+// both); its duplicates are not detected (that would need memory proportional to the object),
+// which costs nothing: both of its names and values are scanned. Enum keys take the field of the
 // object holding them.
 constexpr KnownKey kRootKeys[] = {
     {"messages", Role::kMessages, PromptField::kMessageContent},
@@ -174,6 +178,7 @@ constexpr KnownKey kMessageKeys[] = {
     {"content", Role::kContent, PromptField::kMessageContent},
     {"name", Role::kText, PromptField::kMessageName},
     {"tool_calls", Role::kToolCalls, PromptField::kToolArguments},
+    {"tool_call_id", Role::kText, PromptField{}, true},  // a call id: text (kToolCallKeys)
 };
 constexpr KnownKey kPartKeys[] = {
     {"type", Role::kTypeValue, PromptField{}, true},
@@ -181,6 +186,17 @@ constexpr KnownKey kPartKeys[] = {
     {"content", Role::kContent, PromptField{}, true},
     {"source", Role::kSource, PromptField{}, true},
     {"file", Role::kPart, PromptField{}, true},  // {"file_data", "file_id", "filename"}
+    {"filename", Role::kText, PromptField{}, true},
+    // Anthropic tool_use {"id", "name", "input"}, tool_result {"tool_use_id", "content"} and
+    // thinking {"thinking", "signature"} blocks: all text but the signature (kExcludedKeys).
+    {"id", Role::kText, PromptField{}, true},
+    {"name", Role::kText, PromptField{}, true},
+    {"input", Role::kText, PromptField{}, true},
+    {"tool_use_id", Role::kText, PromptField{}, true},
+    {"thinking", Role::kText, PromptField{}, true},
+    {"refusal", Role::kText, PromptField{}, true},
+    {"title", Role::kText, PromptField{}, true},  // a document's title and context
+    {"context", Role::kText, PromptField{}, true},
 };
 // Anthropic sources: base64 data (an image, a PDF) is binary, decoded by the host, never text;
 // text data (a plain-text document) is text. Only a `type` of "base64" read before `data` makes
@@ -204,6 +220,8 @@ constexpr KnownKey kInputItemKeys[] = {
     {"arguments", Role::kText, PromptField::kToolArguments},
     {"name", Role::kText, PromptField::kToolArguments},
     {"summary", Role::kContent, PromptField::kInput},
+    {"id", Role::kText, PromptField{}, true},
+    {"call_id", Role::kText, PromptField{}, true},
 };
 // Call ids are text: Mistral-family templates print them ([TOOL_CALLS] ... "id").
 constexpr KnownKey kToolCallKeys[] = {
@@ -250,6 +268,31 @@ constexpr KnownKey kExcludedKeys[] = {
     {"file_data", Role::kExcluded},
     {"video_url", Role::kExcluded},
     {"audio_url", Role::kExcluded},
+};
+
+// Request parameters of the root whose names are known, so not text (no template renders a
+// parameter's name); their values are text all the same (kText), and their duplicates are not
+// detected (both values are scanned). Any other key of the root is unknown: its name is text.
+constexpr KnownKey kRootParameterKeys[] = {
+    {"temperature", Role::kText},
+    {"top_p", Role::kText},
+    {"top_k", Role::kText},
+    {"min_p", Role::kText},
+    {"n", Role::kText},
+    {"seed", Role::kText},
+    {"stop", Role::kText},
+    {"frequency_penalty", Role::kText},
+    {"presence_penalty", Role::kText},
+    {"repetition_penalty", Role::kText},
+    {"logprobs", Role::kText},
+    {"top_logprobs", Role::kText},
+    {"logit_bias", Role::kText},
+    {"stream_options", Role::kText},
+    {"parallel_tool_calls", Role::kText},
+    {"response_format", Role::kText},
+    {"metadata", Role::kText},
+    {"store", Role::kText},
+    {"reasoning_effort", Role::kText},
 };
 
 // A one-word filter in front of kExcludedKeys, so that an unknown key costs a few instructions,
@@ -662,7 +705,8 @@ struct PromptExtractor::State {
   void open(bool object, Role role, PromptField slot_field, Context& cx);
   void close(bool object, Context& cx);
   void begin_string(Dest to, PromptField text_field, bool is_key);
-  void end_key();
+  void end_key(Context& cx);
+  bool is_known_key(Level& level);
   void end_enum(Context& cx);
   void end_number(Context& cx);
   template <Dest kTo>
@@ -929,21 +973,41 @@ void PromptExtractor::State::begin_string(Dest to, PromptField text_field, bool 
   }
 }
 
-void PromptExtractor::State::end_key() {
+// The end of a key of a tracked object. An unknown one (no table lists it for this object) is
+// text, its name a field of its own: held in the key buffer until here, or, longer than the
+// buffer, emitted as it came; a known one never reaches the sink.
+void PromptExtractor::State::end_key(Context& cx) {
   mode = Mode::kColon;
   if (dest != Dest::kKey && dest != Dest::kKeyText) return;  // of a free-form or excluded value
   Level& level = tracked[tracked_depth - 1];
   next_role = Role::kText;  // unknown keys: text, in the object's field
   next_field = level.field;
-  if (key_size == kKeyTooLong) return;
+  const bool known = is_known_key(level);
+  if (reason != RequestReason::ok || known || dest == Dest::kKeyText) return;  // tools: emitted
+  if (key_size != kKeyTooLong && key_size > 0) {
+    cx.out.append(field, reinterpret_cast<const uint8_t*>(key), key_size);
+  }
+  cx.out.end_field(field);
+}
+
+// Matches the key in the buffer against the tables of `level`'s object and sets the role and
+// field of its value; false for an unknown key (or an escaped known one, rejected).
+bool PromptExtractor::State::is_known_key(Level& level) {
+  if (key_size == kKeyTooLong) return false;
   const std::span<const KnownKey> keys = keys_of(level.role);
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (keys[i].name.size() != key_size || std::memcmp(keys[i].padded, key, kKeyBuffer) != 0) {
       continue;
     }
-    if (key_escaped) return reject(RequestReason::json_escaped_known_key);
+    if (key_escaped) {
+      reject(RequestReason::json_escaped_known_key);
+      return false;
+    }
     const auto bit = static_cast<uint16_t>(1u << i);
-    if (level.seen & bit) return reject(RequestReason::json_duplicate_key);
+    if (level.seen & bit) {
+      reject(RequestReason::json_duplicate_key);
+      return false;
+    }
     level.seen |= bit;
     next_role = keys[i].role;
     next_field = keys[i].inherit_field ? level.field : keys[i].field;
@@ -952,17 +1016,33 @@ void PromptExtractor::State::end_key() {
         (level.seen & kBase64Bit)) {
       next_role = Role::kExcluded;
     }
-    return;
+    return true;
   }
-  if (level.role == Role::kTool || level.role == Role::kToolFunction) return;  // free-form
-  if (((kExcludedFilter >> key_filter_bit(key, key_size)) & 1) == 0) return;
-  for (const KnownKey& excluded : kExcludedKeys) {
-    if (excluded.name.size() == key_size && std::memcmp(excluded.padded, key, kKeyBuffer) == 0) {
-      if (key_escaped) return reject(RequestReason::json_escaped_known_key);
-      next_role = excluded.role;
-      return;
+  if (level.role == Role::kTool || level.role == Role::kToolFunction) return false;  // free-form
+  if (level.role == Role::kRoot) {
+    for (const KnownKey& parameter : kRootParameterKeys) {
+      if (parameter.name.size() == key_size &&
+          std::memcmp(parameter.padded, key, kKeyBuffer) == 0) {
+        if (key_escaped) {
+          reject(RequestReason::json_escaped_known_key);
+          return false;
+        }
+        return true;  // next_role: kText, the root's field
+      }
     }
   }
+  if (((kExcludedFilter >> key_filter_bit(key, key_size)) & 1) == 0) return false;
+  for (const KnownKey& excluded : kExcludedKeys) {
+    if (excluded.name.size() == key_size && std::memcmp(excluded.padded, key, kKeyBuffer) == 0) {
+      if (key_escaped) {
+        reject(RequestReason::json_escaped_known_key);
+        return false;
+      }
+      next_role = excluded.role;
+      return true;
+    }
+  }
+  return false;
 }
 
 // The end of an enum value: standard, it is not text; any other value is, whole. One longer
@@ -988,8 +1068,17 @@ bool PromptExtractor::State::append(const uint8_t* bytes, std::size_t size, Cont
     cx.out.append(field, bytes, size);
   } else if constexpr (kTo == Dest::kKey || kTo == Dest::kKeyText) {
     if constexpr (kTo == Dest::kKeyText) cx.out.append(field, bytes, size);
-    if (key_size == kKeyTooLong) return true;
+    if (key_size == kKeyTooLong) {
+      // Longer than every known key: unknown, text as it comes.
+      if constexpr (kTo == Dest::kKey) cx.out.append(field, bytes, size);
+      return true;
+    }
     if (size > kKeyBuffer - key_size) {
+      // Text, what was held first.
+      if constexpr (kTo == Dest::kKey) {
+        if (key_size > 0) cx.out.append(field, reinterpret_cast<const uint8_t*>(key), key_size);
+        cx.out.append(field, bytes, size);
+      }
       key_size = kKeyTooLong;
       return true;
     }
@@ -1215,7 +1304,7 @@ const uint8_t* PromptExtractor::State::plain_bytes(const uint8_t* p, const uint8
     if (c == '"') {
       if constexpr (kTo == Dest::kEmit || kTo == Dest::kKeyText) cx.out.end_field(field);
       if (in_key) {
-        end_key();
+        end_key(cx);
         return p + 1;
       }
       if constexpr (kTo == Dest::kEnum) end_enum(cx);

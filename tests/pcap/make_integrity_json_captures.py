@@ -26,12 +26,15 @@ renders but that Sluice did not read before every string was prompt text — eac
 - a message's role (the live test's req_role: vLLM takes any role string and ChatML prints it),
   a second message's role, a content part's type (custom values of enum keys are text);
 - an unknown key of a tool's `function` and of a tool (templates dump the tool as JSON);
-- a `tool_calls[].id` and a tool message's `tool_call_id` (Mistral templates print call ids).
-Four controls must be admitted with no rule matched: a chat request with a tool, an image part
+- a `tool_calls[].id` and a tool message's `tool_call_id` (Mistral templates print call ids);
+- the name of an unknown key of a message, of a single-object content part and of the root
+  (`message | tojson`, common for tool messages, renders a message's every key).
+Five controls must be admitted with no rule matched: a chat request with a tool, an image part
 (its URL and base64 data are binary, not text) and a system prompt; an Anthropic request with
 base64 image data, a tool_use and a tool_result; a chat request with tool calls, their ids,
 standard roles and types and tool_choice "required"; a Responses request with message,
-function_call and function_call_output items and their statuses.
+function_call and function_call_output items and their statuses; a chat request with the common
+sampling parameters (known root keys: their names are not text).
 """
 
 from __future__ import annotations
@@ -155,6 +158,16 @@ CASES = [
                 {"id": "call_01", "type": "function",
                  "function": {"name": "lookup", "arguments": "{\"id\": 7}"}}]},
             {"role": "tool", "tool_call_id": PHRASE, "content": "a blue bicycle"}]}, "deny"),
+    # Names of unknown keys of known shapes: a template that dumps the object renders them.
+    ("message_key_name", {
+        "model": MODEL, "max_tokens": 64, "messages": [
+            {"role": "user", "content": "hi", PHRASE: "x"}]}, "deny"),
+    ("part_key_name", {
+        "model": MODEL, "max_tokens": 64, "messages": [
+            {"role": "user", "content": {"type": "text", PHRASE: "x"}}]}, "deny"),
+    ("root_key_name", {
+        "model": MODEL, "max_tokens": 64, PHRASE: 1,
+        "messages": [{"role": "user", "content": "hi"}]}, "deny"),
     ("clean_chat_tools_image", {
         "model": MODEL, "max_tokens": 64, "tool_choice": "auto", "user": "u-1234",
         "messages": [
@@ -203,6 +216,12 @@ CASES = [
             {"type": "function_call", "id": "fc_01", "call_id": "call_01", "name": "add",
              "arguments": "{\"a\": 2, \"b\": 2}", "status": "completed"},
             {"type": "function_call_output", "call_id": "call_01", "output": "4"}]}, "admit"),
+    ("clean_chat_sampling_parameters", {
+        "model": MODEL, "max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "seed": 7,
+        "stop": ["\n\n"], "presence_penalty": 0, "frequency_penalty": 0, "n": 1,
+        "stream_options": {"include_usage": True}, "stream": False,
+        "messages": [{"role": "system", "content": "You are terse."},
+                     {"role": "user", "content": "Name a colour."}]}, "admit"),
 ]
 
 

@@ -113,7 +113,8 @@ Outcome extract(std::string_view body, std::vector<std::size_t> cuts) {
 // extractor's tables: every string value is text, and every key of a free-form value; nothing
 // under an excluded key is; an enum key's string (role, type, status, tool_choice) is text unless
 // it is one of that key's standard values; the structural keys of the known shapes are not,
-// except in `tools`, whose every key is text. The field of a text is that of the nearest known
+// except in `tools`, whose every key is text; any other key of a known shape is text, its name a
+// text of its own. The field of a text is that of the nearest known
 // path.
 
 constexpr uint32_t kMaxTracked = 8;  // the extractor's bound on known paths, as documented
@@ -184,6 +185,58 @@ const std::set<std::string> kStandardTypes = {"text",
                                               "content"};
 const std::set<std::string> kStandardStatuses = {"in_progress", "completed", "incomplete"};
 const std::set<std::string> kStandardToolChoices = {"none", "auto", "required"};
+
+// Every key each known shape names (its own members, and the enum and data keys handled by name
+// below): any other key of a known shape is unknown, and its name is text.
+bool is_structural_key(Shape object, const std::string& key) {
+  static const std::map<Shape, std::set<std::string>> kStructural = {
+      {Shape::kRoot,
+       {"messages",
+        "tools",
+        "prompt",
+        "input",
+        "instructions",
+        "system",
+        "suffix",
+        "model",
+        "stream",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "user",
+        "service_tier",
+        "tool_choice",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "n",
+        "seed",
+        "stop",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "stream_options",
+        "parallel_tool_calls",
+        "response_format",
+        "metadata",
+        "store",
+        "reasoning_effort"}},
+      {Shape::kMessage, {"role", "content", "name", "tool_calls", "tool_call_id"}},
+      {Shape::kPart,
+       {"type", "text", "content", "source", "file", "filename", "id", "name", "input",
+        "tool_use_id", "thinking", "refusal", "title", "context"}},
+      {Shape::kSource, {"type", "media_type", "data", "url", "content"}},
+      {Shape::kInputItem,
+       {"type", "role", "content", "output", "arguments", "name", "summary", "id", "call_id"}},
+      {Shape::kToolCall, {"id", "type", "function"}},
+      {Shape::kToolCallFunction, {"name", "arguments"}}};
+  auto it = kStructural.find(object);
+  return it != kStructural.end() && it->second.count(key) != 0;
+}
 
 // The standard values of an enum key of a known shape other than the tools; null if none.
 const std::set<std::string>* standard_values(const std::string& key) {
@@ -317,7 +370,11 @@ class Oracle {
     const bool tool = container == Shape::kTool || container == Shape::kToolFunction;
     bool base64 = false;
     for (const auto& [key, child] : v.items()) {
-      if (tool) emit(field, key);
+      // Tools: every key is text; elsewhere, a key the shape does not name, nor an excluded one.
+      if (tool || (!is_structural_key(container, key) && kExcluded.count(key) == 0 &&
+                   standard_values(key) == nullptr)) {
+        emit(field, key);
+      }
       Member m{Shape::kText, std::nullopt};
       const std::set<std::string>* standard = tool ? nullptr : standard_values(key);
       if (auto it = known.find(key); it != known.end()) {
@@ -527,7 +584,31 @@ constexpr std::string_view kKnownNames[] = {"messages",
                                             "input_audio",
                                             "file_data",
                                             "video_url",
-                                            "audio_url"};
+                                            "audio_url",
+                                            "filename",
+                                            "thinking",
+                                            "refusal",
+                                            "title",
+                                            "context",
+                                            "temperature",
+                                            "top_p",
+                                            "top_k",
+                                            "min_p",
+                                            "n",
+                                            "seed",
+                                            "stop",
+                                            "frequency_penalty",
+                                            "presence_penalty",
+                                            "repetition_penalty",
+                                            "logprobs",
+                                            "top_logprobs",
+                                            "logit_bias",
+                                            "stream_options",
+                                            "parallel_tool_calls",
+                                            "response_format",
+                                            "metadata",
+                                            "store",
+                                            "reasoning_effort"};
 
 bool is_known_name(std::string_view key) {
   for (std::string_view name : kKnownNames) {
