@@ -17,7 +17,7 @@
 // stream is a text of its own (on_completion_select); each segment's text is judged as if it
 // ended there (on_completion_segment_end); an answer that cannot be read is cut
 // (on_completion_end). docs/normalisation.md, "Responses", lists what Sluice reads and refuses.
-// Per-flow state (≈ 4 KiB without zlib, see flow_state_bytes; 4 completion canonicalisers) is
+// Per-flow state (≈ 5.5 KiB without zlib, see flow_state_bytes; 8 completion canonicalisers) is
 // allocated the first time a flow carries data and recycled through a free list when the flow
 // closes, so memory follows the number of concurrently active flows and the steady state allocates
 // nothing.
