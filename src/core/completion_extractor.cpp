@@ -821,7 +821,8 @@ void CompletionExtractor::open_path(bool object) {
     const uint64_t parent = path_hashes_[level - 1];
     const bool element = (object_bits_ >> (depth_ - 2) & 1) == 0;  // the parent is an array
     if (element) {
-      const uint8_t position = element_counts_[level - 1]++;
+      const uint8_t position = element_counts_[level - 1];
+      if (position < UINT8_MAX) ++element_counts_[level - 1];  // (beyond: the last position's)
       element_keys_[level] = position;
       path_hashes_[level] = parent == 0 ? 0 : mix_path(parent, kElementTag | position);
     } else if (level == 1) {
@@ -1135,7 +1136,8 @@ void CompletionExtractor::end_string(Output& out) {
                 : hash_key(std::string_view(buffer_, matchable ? buffer_length_ : kBufferBytes),
                            !matchable);
         // An array element's index names it (tool_calls[].index), as a client accumulates.
-        if (text == "index" && depth_ > 3 && !((object_bits_ >> (depth_ - 2) & 1) != 0))
+        if (text == "index" && depth_ > 3 && depth_ - 3u < kPathDepth &&
+            (object_bits_ >> (depth_ - 2) & 1) == 0)
           slot_ = Slot::kIndex;
       }
       mode_ = Mode::kColon;
