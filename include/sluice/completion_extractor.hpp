@@ -66,10 +66,11 @@ class CompletionSink {
   virtual void on_completion_text(std::string_view utf8) = 0;
   virtual void on_completion_field_end() = 0;  // one text field ended (a content, one delta)
   // A stream's pieces that follow belong to text `text` (0 .. kMaxTexts-1) until the next call:
-  // each choice (root.choices[*], by its `index`), Anthropic content block (`index`) and
-  // Responses output item (`output_index`) is its own text, so that interleaved choices cannot
-  // cut one another's phrases. `fresh`: the text slot was taken from an earlier one, whose text
-  // has ended. Never called for a plain body (its fields are separate texts anyway): text 0.
+  // each field path of a choice (root.choices[*], by its `index`; tool calls by theirs),
+  // Anthropic content block (`index`) and Responses output item (`output_index`) is its own
+  // text, so that interleaved choices, fields and tool calls cannot cut one another's phrases.
+  // `fresh`: the text slot was taken from an earlier one, whose text has ended. Never called for a
+  // plain body (its fields are separate texts anyway): text 0.
   virtual void on_completion_select(uint8_t /*text*/, bool /*fresh*/) {}
 };
 
@@ -127,8 +128,8 @@ class CompletionExtractor {
   // State per response, all inline: the object/array bit stack (64 levels), the roles of the
   // containers at depth 1..7 (deeper ones never have one), the 38-byte key/type buffer, a held
   // partial character (3 bytes) and its decoder state, a pending high surrogate and \u code
-  // unit, one-byte modes and flags, and the 4-byte event-stream framing reader;
-  // the 4-byte event-stream framing reader, and the texts of a stream: the field path of the
+  // unit, one-byte modes and flags, the 4-byte event-stream framing reader, and the texts of a
+  // stream: the field path of the
   // current choice (8-byte hash, element key and count per level: 80 bytes), 8 slots (identity,
   // owner, last use: 104 bytes) and 8 retired identities (72 bytes);
   // sizeof(CompletionExtractor) = 400 bytes on x86-64 (static_assert in the .cpp). Trivially

@@ -24,7 +24,8 @@ struct Admission::Request {
   // fields (before the tier is known: every rule of the field's name, judged at the head), the
   // prompt, and after admission the completion.
   RuleStream scan;
-  // A streamed answer's other texts (choices, blocks, items 1..kMaxTexts-1), each its own scan:
+  // A streamed answer's other texts (choices' fields and tool calls, blocks, items
+  // 1..kMaxTexts-1), each its own scan:
   // begun when first selected, kept with the request object (no allocation once they exist).
   std::array<RuleStream, CompletionExtractor::kMaxTexts - 1> texts;
   uint8_t texts_begun = 0;  // bit t-1: texts[t-1] is scanning this response

@@ -30,8 +30,8 @@ struct HttpStage::FlowState final : HttpRequestSink,
 
   // The response direction's chain: decoded body → usage scanner and completion extractor →
   // canonicaliser → observer. Its own sinks, apart from the request's. A stream's texts
-  // (choices, content blocks, output items: CompletionExtractor::kMaxTexts) each have their own
-  // canonicaliser, and the observer its own scan for each.
+  // (choices' fields and tool calls, content blocks, output items: CompletionExtractor::kMaxTexts)
+  // each have their own canonicaliser, and the observer its own scan for each.
   struct CompletionPath final : DecodedSink, CompletionSink, CanonicalSink {
     static constexpr std::size_t kTexts = CompletionExtractor::kMaxTexts;
     explicit CompletionPath(FlowState& flow_state) : state(flow_state) {}
