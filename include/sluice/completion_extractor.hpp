@@ -24,11 +24,13 @@
 // delta.tool_calls[0].function.arguments, [1]'s arguments, its name, audio.transcript … are texts
 // of their own, and choice.message.content joins choice.delta.content. Outside choices, one
 // content block (root `index`, Anthropic) or one output item (root `output_index`, Responses) is
-// one text, whatever its fields. Each text is told to the sink with on_completion_select so that
-// it is scanned on its own (n > 1 choices, fields and tool calls interleave). An index that comes
-// after text it names and differs from what the text was given to (its position, or an earlier
-// index) is malformed: that text went to the wrong scan. So is a text under an escaped key of a
-// choice (a client decodes it; Sluice does not, and would split the text it names).
+// one text, except the members of a root.delta or root.content_block object (Anthropic: text,
+// thinking, partial_json …), each a text of that block (content_block.text joins delta.text). Each
+// text is told to the sink with on_completion_select so that it is scanned on its own (n > 1
+// choices, fields and tool calls interleave). An index that comes after text it names and differs
+// from what the text was given to (its position, or an earlier index) is malformed: that text went
+// to the wrong scan. So is a text under an escaped key of a choice or block (a client decodes it;
+// Sluice does not, and would split the text it names).
 //
 // Decoding: every escape, \uXXXX included, surrogate pairs combined; a lone surrogate escape
 // becomes U+FFFD, and so does each maximal ill-formed subsequence of raw bytes (WHATWG Encoding

@@ -97,15 +97,17 @@ enum class CompletionExtractor::Role : uint8_t {
   kRoot,
   kChoices,  // root.choices: array of kChoice
   kChoice,
+  kBlockDelta,  // root.delta or root.content_block, an object (Anthropic): its members apart
 };
 
 // What the value after the current key is.
 enum class CompletionExtractor::Slot : uint8_t {
-  kText,      // any key not listed: a string value is completion text
-  kExcluded,  // a key whose string value no client shows as text (kExcludedKeys)
-  kTree,      // a key whose whole value no client shows (kExcludedTrees)
-  kChoices,   // root.choices
-  kIndex,     // choice.index, root.index, root.output_index: which text of a stream
+  kText,        // any key not listed: a string value is completion text
+  kExcluded,    // a key whose string value no client shows as text (kExcludedKeys)
+  kTree,        // a key whose whole value no client shows (kExcludedTrees)
+  kChoices,     // root.choices
+  kIndex,       // choice.index, root.index, root.output_index: which text of a stream
+  kBlockDelta,  // root.delta, root.content_block: text; an object is a block's fields
 };
 
 enum class CompletionExtractor::Dest : uint8_t {
@@ -127,7 +129,7 @@ constexpr uint32_t kMaxTextKey = 63;
 // path's, hashed (splitmix64's finaliser over each part; a 64-bit collision between two field
 // names of one choice would join their texts). An element's position or index is tagged apart
 // from a key's hash.
-constexpr uint64_t kRootTag = 0x726f6f74u, kChoiceTag = 0x63686f696365u;
+constexpr uint64_t kRootTag = 0x726f6f74u, kChoiceTag = 0x63686f696365u, kBlockTag = 0x626c6f636bu;
 constexpr uint64_t kElementTag = uint64_t{1} << 63;
 constexpr uint8_t kChoiceOwner = 0x80;
 constexpr uint64_t mix_path(uint64_t hash, uint64_t part) {
@@ -679,6 +681,7 @@ CompletionExtractor::Slot CompletionExtractor::key_slot(Role role, std::string_v
   if (role == Role::kRoot) {
     if (key == "choices") return Slot::kChoices;
     if (key == "index" || key == "output_index") return Slot::kIndex;
+    if (key == "delta" || key == "content_block") return Slot::kBlockDelta;
   } else if (role == Role::kChoice && key == "index") {
     return Slot::kIndex;
   }
@@ -743,6 +746,15 @@ bool CompletionExtractor::choose_text(Output& out) {
     owner = static_cast<uint8_t>(kChoiceOwner | key);
     const uint32_t levels = std::min<uint32_t>(depth_ - 3u, kPathDepth - 1) + 1;
     path_used_ |= static_cast<uint16_t>((1u << levels) - 1);
+  } else if (depth_ >= 2 && roles_[2] == Role::kBlockDelta) {
+    // A block's field: text_delta and thinking_delta of one index are texts apart, as a client
+    // accumulates them; content_block.text and delta.text are one.
+    if (key_hash_ == 0) {
+      fail(out);
+      return false;
+    }
+    id = mix_path(mix_path(kBlockTag, key), key_hash_);
+    owner = static_cast<uint8_t>(kChoiceOwner | key);
   }
   ++stamp_;
   for (uint8_t slot = 0; slot < slots_used_; ++slot) {
@@ -755,8 +767,9 @@ bool CompletionExtractor::choose_text(Output& out) {
     return true;
   }
   // A new text, or one whose slot was given up: that one cannot go on.
-  bool retired = choice ? (lost_choices_ >> key & 1) != 0 : (retired_ >> key & 1) != 0;
-  for (uint32_t r = 0; r < kRetiredTexts && choice && !retired; ++r)
+  const bool fields = (owner & kChoiceOwner) != 0;  // a choice's or a block's field
+  bool retired = fields ? (lost_choices_ >> key & 1) != 0 : (retired_ >> key & 1) != 0;
+  for (uint32_t r = 0; r < kRetiredTexts && fields && !retired; ++r)
     retired = retired_owners_[r] == owner && retired_ids_[r] == id;
   if (retired) {
     fail(out);
@@ -884,6 +897,8 @@ void CompletionExtractor::open(bool object, Slot slot, Output& out) {
     Role role = Role::kOther;
     if (depth_ == 1) {
       role = Role::kRoot;
+    } else if (object && slot == Slot::kBlockDelta && parent == Role::kRoot) {
+      role = Role::kBlockDelta;
     } else if (!object && slot == Slot::kChoices && parent == Role::kRoot) {
       role = Role::kChoices;
       choice_count_ = 0;
@@ -1127,6 +1142,15 @@ void CompletionExtractor::end_string(Output& out) {
     case Dest::kKey:
       // A key too long to keep, or escaped, is no excluded key: its value is text.
       slot_ = matchable ? key_slot(role(), text) : Slot::kText;
+      // An Anthropic block's field (root.delta.text, root.content_block.thinking …): the key
+      // below root.delta / root.content_block, kept while deeper containers are open.
+      if (streamed() && depth_ == 2 && roles_[2] == Role::kBlockDelta && skip_depth_ == 0) {
+        key_hash_ =
+            buffer_length_ == kEscaped
+                ? 0
+                : hash_key(std::string_view(buffer_, matchable ? buffer_length_ : kBufferBytes),
+                           !matchable);
+      }
       if (streamed() && inside_choice() && skip_depth_ == 0) {
         // The key names a field of the choice's path: escaped (0) it cannot be told; a longer
         // one is told by its first kBufferBytes (and its being longer).

@@ -210,7 +210,7 @@ class ReferenceJson {
   }
 
  private:
-  enum class Context { kText, kRoot, kChoices, kChoice, kIndex, kExcluded, kTree };
+  enum class Context { kText, kRoot, kChoices, kChoice, kIndex, kExcluded, kTree, kBlockDelta };
   struct TextKey {
     int value = 0;
     bool used = false;
@@ -268,6 +268,8 @@ class ReferenceJson {
   static Context member(Context object, std::string_view key) {
     if (key.find('\\') != std::string_view::npos) return Context::kText;  // never excluded
     if (object == Context::kRoot && key == "choices") return Context::kChoices;
+    if (object == Context::kRoot && (key == "delta" || key == "content_block"))
+      return Context::kBlockDelta;
     if ((object == Context::kRoot && (key == "index" || key == "output_index")) ||
         (object == Context::kChoice && key == "index"))
       return Context::kIndex;
@@ -351,7 +353,8 @@ class ReferenceJson {
 
   bool string_value(int depth, Context context, TextKey* key) {
     const bool field = context == Context::kText || context == Context::kChoices ||
-                       context == Context::kRoot || context == Context::kChoice;
+                       context == Context::kRoot || context == Context::kChoice ||
+                       context == Context::kBlockDelta;
     if (field && !hidden_) {
       if (slots_ != nullptr && choice_open_ && depth >= 3) {
         key->used = true;
@@ -366,6 +369,12 @@ class ReferenceJson {
         for (Level& level : levels_) level.element.used = true;
         if (path == "\x01") return false;  // an escaped key names the field
         if (!slots_->choose("c" + std::to_string(key->value) + "|" + path, 64 + key->value))
+          return false;
+      } else if (slots_ != nullptr && block_open_ && depth >= 2) {
+        // An Anthropic block's field: the key below root.delta / root.content_block.
+        key->used = true;
+        if (block_field_ == "\x01") return false;
+        if (!slots_->choose("b" + std::to_string(key->value) + "|" + block_field_, 64 + key->value))
           return false;
       } else if (slots_ != nullptr) {
         key->used = true;
@@ -402,6 +411,8 @@ class ReferenceJson {
       choice_open_ = true;
       levels_.clear();
     }
+    const bool block = depth == 2 && context == Context::kBlockDelta;
+    if (block) block_open_ = true;
     const bool element = choice_open_ && slots_ != nullptr && depth > 3 && depth - 3 < kLevels &&
                          levels_[depth - 4].array;
     const bool level = open_level(depth, false);
@@ -421,6 +432,7 @@ class ReferenceJson {
         if (!at(':')) return false;
         ++pos_;
         key_ = name;
+        if (block && !hidden_) block_field_ = with_key("", name);
         skip_whitespace();
         if (in_choice() && element && name == "index" && (at_digit() || at('-'))) {
           // A tool call's index names its element: checked as a choice's index is.
@@ -447,6 +459,7 @@ class ReferenceJson {
     }
     if (level) levels_.pop_back();
     if (role == Context::kChoice) choice_open_ = false;
+    if (block) block_open_ = false;
     if (tree) hidden_ = false;
     return valid;
   }
@@ -649,6 +662,8 @@ class ReferenceJson {
   int choice_count_ = 0;      // containers in root.choices so far
   bool hidden_ = false;       // inside an excluded tree
   bool choice_open_ = false;  // inside a choice (root.choices[*] object)
+  bool block_open_ = false;   // inside root.delta / root.content_block, an object
+  std::string block_field_;   // the key below it the strings belong to
   std::vector<Level> levels_;
   std::string_view key_;  // the last key read
   std::vector<std::string> fields_;

@@ -761,6 +761,19 @@ TEST(CompletionExtractorTexts, InterleavedFieldsOfOneChoiceAreTextsOfTheirOwn) {
                           false}));
 }
 
+// The anthropic SDK adds a text_delta to the block's text and a thinking_delta to its thinking:
+// apart, however they interleave; content_block.text and delta.text are one text.
+TEST(CompletionExtractorTexts, TheFieldsOfAnAnthropicBlockAreTextsOfTheirOwn) {
+  const Texts texts = texts_every_way(
+      "data: {\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"a\"}}\n\n"
+      "data: {\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"b\"}}\n\n"
+      "data: {\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"c\"}}\n\n"
+      "data: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"d\"}\n\n");
+  EXPECT_EQ(texts, (Texts{{"0:a", "1:b", "0:c", "2:d"}, {"1", "0", "2"}, false}));
+  EXPECT_TRUE(
+      texts_every_way("data: {\"index\":0,\"delta\":{\"t\\u0065xt\":\"x\"}}\n\n").malformed);
+}
+
 TEST(CompletionExtractorTexts, ToolCallsAreTextsByTheirIndex) {
   const auto call = [](int index, std::string_view function) {
     return choice_event(R"({"index":0,"delta":{"tool_calls":[{"index":)" + std::to_string(index) +
@@ -1239,7 +1252,14 @@ void add_texts(const Json& document, std::set<std::string>& texts) {
         }
         return false;
       };
-      if (has_text(member, name, false)) texts.insert("root");
+      if ((name == "delta" || name == "content_block") && member.is_object()) {
+        for (const auto& [field, value] : member.items())  // a block's fields apart
+          if (field != "usage" && field != "logprobs" && field != "top_logprobs" &&
+              has_text(value, field, false))
+            texts.insert("root|" + field);
+      } else if (has_text(member, name, false)) {
+        texts.insert("root");
+      }
     }
   }
 }
