@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/pcap/integrity_response_test.py --sluice build/src/sluice \
         --sluicectl build/tools/sluicectl --workdir /tmp/integrity_response [-v]
 
-Generates the capture with make_integrity_response_captures.py (13 sessions, free tier: fields a
+Generates the capture with make_integrity_response_captures.py (14 sessions, free tier: fields a
 client shows that were not read, interleaved choices, answers Sluice cannot read, a segment that
 ends right after the header's last letter), compiles the shipped rules (as scopes_replay_test.py
 does), runs `sluice replay --audit` twice and checks, with scopes_replay_test.py's checks:
@@ -55,7 +55,7 @@ def shown_texts(value, key: str, index: int, texts: dict, path: str = "") -> Non
         elif numbered:
             path += f"[{value['index']}]"  # a tool call
         for name, member in value.items():
-            wrapper = path == "" and name in ("delta", "message")
+            wrapper = path == "" and name in ("delta", "message", "content_block")
             shown_texts(member, name, index, texts, path if wrapper else f"{path}.{name}")
     elif isinstance(value, list):
         for position, member in enumerate(value):

@@ -481,7 +481,15 @@ std::vector<std::string> accumulated_texts(const std::string& bytes) {
     if (!line.starts_with("data:")) continue;
     const nlohmann::json document =
         nlohmann::json::parse(line.substr(line.starts_with("data: ") ? 6 : 5), nullptr, false);
-    if (document.is_discarded() || !document.contains("choices")) continue;
+    if (document.is_discarded() || !document.is_object()) continue;
+    // Anthropic: per block index, per field (text_delta to text, thinking_delta to thinking).
+    for (const char* wrapper : {"content_block", "delta"}) {
+      if (!document.contains(wrapper) || !document[wrapper].is_object()) continue;
+      for (const auto& [key, value] : document[wrapper].items())
+        if (value.is_string() && key != "type")
+          texts["block" + number_of(document) + "." + key] += value.get<std::string>();
+    }
+    if (!document.contains("choices")) continue;
     for (const nlohmann::json& choice : document["choices"]) {
       if (!choice.is_object() || !choice.contains("delta") || !choice["delta"].is_object())
         continue;
@@ -504,7 +512,7 @@ std::vector<std::string> accumulated_texts(const std::string& bytes) {
   return out;
 }
 
-TEST_F(RuleScopesTest, InterleavedFieldsAndToolCallsOfAChoiceAreScannedAsTextsOfTheirOwn) {
+TEST_F(RuleScopesTest, InterleavedFieldsToolCallsAndBlockFieldsAreScannedAsTextsOfTheirOwn) {
   // The live test's shapes (tests/e2e/fastapi_host.py): one character each in turn.
   const std::string secret = "Here: -----BEGIN RSA PRIVATE KEY-----";
   std::string fields = kStreamHead, tools = kStreamHead;
@@ -527,9 +535,22 @@ TEST_F(RuleScopesTest, InterleavedFieldsAndToolCallsOfAChoiceAreScannedAsTextsOf
     tools +=
         call(0, secret.substr(i, 1)) + call(1, std::string(1, static_cast<char>('a' + i % 26)));
   }
+  std::string blocks =
+      kStreamHead + event(R"({"type":"content_block_start","index":0,"content_block":)"
+                          R"({"type":"text","text":""}})");
+  for (std::size_t i = 0; i < secret.size(); ++i) {
+    blocks += event(R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta",)"
+                    R"("text":")" +
+                    secret.substr(i, 1) + R"("}})") +
+              event(R"({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta",)"
+                    R"("thinking":")" +
+                    std::string(1, static_cast<char>('a' + i % 26)) + R"("}})");
+  }
   uint32_t flow = 1500;
-  for (const auto& [name, body] : {std::pair{"sse_interleave_fields", fields + "0\r\n\r\n"},
-                                   std::pair{"sse_two_tools", tools + "0\r\n\r\n"}}) {
+  for (const auto& [name, body] :
+       {std::pair{"sse_interleave_fields", fields + "0\r\n\r\n"},
+        std::pair{"sse_two_tools", tools + "0\r\n\r\n"},
+        std::pair{"anthropic_text_and_thinking", blocks + "0\r\n\r\n"}}) {
     const std::string wire = body;
     const auto leaks = [](const std::string& bytes) {
       for (const std::string& text : accumulated_texts(bytes))
