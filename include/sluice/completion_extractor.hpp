@@ -16,12 +16,21 @@
 // (`"\u0069d"`) or one longer than kBufferBytes is never excluded — its value is text. Array
 // elements are text unless inside an excluded tree.
 //
-// Texts of a stream: in an event stream or NDJSON, the strings of one choice (root.choices[*],
-// named by its `index`, else its position), one content block (root `index`, Anthropic) or one
-// output item (root `output_index`, Responses) are deltas of one text; each such text is told to
-// the sink with on_completion_select so that it is scanned on its own (n > 1 choices interleave).
-// An index that comes after text it names and differs from what the text was given to (its
-// position, or an earlier index) is malformed: that text went to the wrong scan.
+// Texts of a stream: in an event stream or NDJSON, a text is what a client accumulates on its
+// own. Inside a choice (root.choices[*], named by its `index`, else its position) that is one
+// field path: the keys below the choice with the first object key dropped (delta / message, which
+// a client merges into one message), and the element of each array on the way, named by its
+// `index` key (tool_calls[].index), else its position — so delta.content, delta.reasoning_content,
+// delta.tool_calls[0].function.arguments, [1]'s arguments, its name, audio.transcript … are texts
+// of their own, and choice.message.content joins choice.delta.content. Outside choices, one
+// content block (root `index`, Anthropic) or one output item (root `output_index`, Responses) is
+// one text, except the members of a root.delta or root.content_block object (Anthropic: text,
+// thinking, partial_json …), each a text of that block (content_block.text joins delta.text). Each
+// text is told to the sink with on_completion_select so that it is scanned on its own (n > 1
+// choices, fields and tool calls interleave). An index that comes after text it names and differs
+// from what the text was given to (its position, or an earlier index) is malformed: that text went
+// to the wrong scan. So is a text under an escaped key of a choice or block (a client decodes it;
+// Sluice does not, and would split the text it names).
 //
 // Decoding: every escape, \uXXXX included, surrogate pairs combined; a lone surrogate escape
 // becomes U+FFFD, and so does each maximal ill-formed subsequence of raw bytes (WHATWG Encoding
@@ -59,10 +68,11 @@ class CompletionSink {
   virtual void on_completion_text(std::string_view utf8) = 0;
   virtual void on_completion_field_end() = 0;  // one text field ended (a content, one delta)
   // A stream's pieces that follow belong to text `text` (0 .. kMaxTexts-1) until the next call:
-  // each choice (root.choices[*], by its `index`), Anthropic content block (`index`) and
-  // Responses output item (`output_index`) is its own text, so that interleaved choices cannot
-  // cut one another's phrases. `fresh`: the text slot was taken from an earlier one, whose text
-  // has ended. Never called for a plain body (its fields are separate texts anyway): text 0.
+  // each field path of a choice (root.choices[*], by its `index`; tool calls by theirs),
+  // Anthropic content block (`index`) and Responses output item (`output_index`) is its own
+  // text, so that interleaved choices, fields and tool calls cannot cut one another's phrases.
+  // `fresh`: the text slot was taken from an earlier one, whose text has ended. Never called for a
+  // plain body (its fields are separate texts anyway): text 0.
   virtual void on_completion_select(uint8_t /*text*/, bool /*fresh*/) {}
 };
 
@@ -101,11 +111,18 @@ class CompletionExtractor {
 
   // Deepest nesting followed (the top-level object is depth 1); deeper is malformed.
   static constexpr uint32_t kMaxDepth = 64;
-  // Texts of a stream read at once (choices, blocks, output items interleaved): beyond it the
-  // slot of the text that went longest ago is given to the new one (sequential blocks, as
-  // Anthropic and Responses send them, never mind); a text whose slot was given up coming back
-  // (more than kMaxTexts interleaved), or an index above 63, makes the body malformed (cut).
-  static constexpr uint32_t kMaxTexts = 4;
+  // Texts of a stream read at once (choices, fields, tool calls, blocks, output items
+  // interleaved): content + reasoning + three tool calls (arguments and name) of one choice, or
+  // content + reasoning of four choices. Beyond it the slot of the text least recently fed is
+  // given to the new one (sequential blocks and tool calls, as hosts send them, never mind); a
+  // text whose slot was given up coming back (more than kMaxTexts interleaved), or an index
+  // above 63, makes the body malformed (cut). Given-up texts of a choice are remembered exactly,
+  // kRetiredTexts of them; beyond that a choice that lost one can start no new text (cut).
+  static constexpr uint32_t kMaxTexts = 8;
+  static constexpr uint32_t kRetiredTexts = 8;
+  // Levels of a choice's field path told apart (choice, delta, tool_calls, tool call, function
+  // …); deeper containers share the deepest one's path.
+  static constexpr uint32_t kPathDepth = 8;
   // Longest key worth keeping: "previous_response_id" (20). Longer keys are not buffered (and
   // are not excluded: their values are text).
   static constexpr std::size_t kBufferBytes = 24;
@@ -113,8 +130,11 @@ class CompletionExtractor {
   // State per response, all inline: the object/array bit stack (64 levels), the roles of the
   // containers at depth 1..7 (deeper ones never have one), the 38-byte key/type buffer, a held
   // partial character (3 bytes) and its decoder state, a pending high surrogate and \u code
-  // unit, one-byte modes and flags, and the 4-byte event-stream framing reader;
-  // sizeof(CompletionExtractor) = 88 bytes on x86-64 (static_assert in the .cpp). Trivially
+  // unit, one-byte modes and flags, the 4-byte event-stream framing reader, and the texts of a
+  // stream: the field path of the
+  // current choice (8-byte hash, element key and count per level: 80 bytes), 8 slots (identity,
+  // owner, last use: 104 bytes) and 8 retired identities (72 bytes);
+  // sizeof(CompletionExtractor) = 400 bytes on x86-64 (static_assert in the .cpp). Trivially
   // copyable: it owns nothing.
 
  private:
@@ -128,6 +148,10 @@ class CompletionExtractor {
 
   static Slot key_slot(Role role, std::string_view key);
   bool choose_text(Output& out);
+  uint64_t text_path() const;
+  void open_path(bool object);
+  bool set_element_key(uint64_t value);
+  void retire(uint8_t slot);
   void set_text_key(uint64_t value, Output& out);
   bool inside_choice() const;
 
@@ -167,14 +191,31 @@ class CompletionExtractor {
   uint8_t choice_key_, root_key_;
   bool choice_key_used_, root_key_used_;
   uint8_t choice_count_;  // elements of root.choices so far (a choice's key until its index)
-  // Text slots of the response (persist across events): the key each holds, how many are in
-  // use, the next to give up when all are, the keys whose text was ended that way (bit per key),
-  // and the slot the sink was last told.
-  uint8_t slot_keys_[4];
+  // The field path inside the current choice, level i = depth 3 + i (the choice itself is
+  // level 0): its hash (0: under an escaped key), the key its element has (position or
+  // `index`), the elements of an array at that level so far, and the levels under which text
+  // went out already (an element index that comes later may not differ).
+  uint64_t path_hashes_[kPathDepth];
+  uint8_t element_keys_[kPathDepth];
+  uint8_t element_counts_[kPathDepth];
+  uint64_t key_hash_;   // the last key read inside a choice (0: escaped)
+  uint16_t path_used_;  // bit per level
+  // Text slots of the response (persist across events): the identity each holds (choice key
+  // and field path, or root key), its owner (bit 7: a choice; low bits its key), when it was
+  // last fed, how many are in use, and the slot the sink was last told. Retired: root keys
+  // whose text was given up (bit per key); the last kRetiredTexts given-up identities of
+  // choices, and the choices that lost one beyond those (bit per key).
+  uint64_t slot_ids_[kMaxTexts];
+  uint32_t slot_stamps_[kMaxTexts];
+  uint8_t slot_owners_[kMaxTexts];
+  uint32_t stamp_;
   uint8_t slots_used_;
-  uint8_t next_evict_;
   uint8_t current_text_;
   uint64_t retired_;
+  uint64_t retired_ids_[kRetiredTexts];
+  uint8_t retired_owners_[kRetiredTexts];
+  uint8_t retired_next_;
+  uint64_t lost_choices_;
   uint8_t depth_;            // open containers
   uint8_t literal_;          // which of true/false/null/[DONE]
   uint8_t count_;            // literal bytes matched, or \u hex digits left

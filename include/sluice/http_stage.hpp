@@ -17,7 +17,7 @@
 // stream is a text of its own (on_completion_select); each segment's text is judged as if it
 // ended there (on_completion_segment_end); an answer that cannot be read is cut
 // (on_completion_end). docs/normalisation.md, "Responses", lists what Sluice reads and refuses.
-// Per-flow state (≈ 4 KiB without zlib, see flow_state_bytes; 4 completion canonicalisers) is
+// Per-flow state (≈ 5.5 KiB without zlib, see flow_state_bytes; 8 completion canonicalisers) is
 // allocated the first time a flow carries data and recycled through a free list when the flow
 // closes, so memory follows the number of concurrently active flows and the steady state allocates
 // nothing.
@@ -100,8 +100,9 @@ class RequestObserver {
   // other is reset both ways; the server is reset. No on_response_end follows it.
   virtual Refusal on_completion_text(uint32_t, std::string_view) { return {}; }
   // The completion text that follows (on_completion_text, on_completion_segment_end) is text
-  // `text`'s (0 .. CompletionExtractor::kMaxTexts-1): each choice, content block or output item
-  // of a stream is scanned as its own text. Text 0 is current after on_response_head.
+  // `text`'s (0 .. CompletionExtractor::kMaxTexts-1): each field and tool call of a choice,
+  // content block or output item of a stream is scanned as its own text. Text 0 is current after
+  // on_response_head.
   virtual void on_completion_select(uint32_t, uint8_t /*text*/) {}
   // The end of each segment while completion text is read: `held` is the text the canonicaliser
   // still holds back (Canonicalizer::flush_copy), so that the scan decides on everything the

@@ -24,11 +24,13 @@ struct Admission::Request {
   // fields (before the tier is known: every rule of the field's name, judged at the head), the
   // prompt, and after admission the completion.
   RuleStream scan;
-  // A streamed answer's other texts (choices, blocks, items 1..kMaxTexts-1), each its own scan:
+  // A streamed answer's other texts (choices' fields and tool calls, blocks, items
+  // 1..kMaxTexts-1), each its own scan:
   // begun when first selected, kept with the request object (no allocation once they exist).
   std::array<RuleStream, CompletionExtractor::kMaxTexts - 1> texts;
   uint8_t texts_begun = 0;  // bit t-1: texts[t-1] is scanning this response
-  uint8_t text = 0;         // the completion text being fed
+  static_assert(CompletionExtractor::kMaxTexts - 1 <= 8, "texts_begun has a bit per text");
+  uint8_t text = 0;  // the completion text being fed
   RuleStream& completion_scan() { return text == 0 ? scan : texts[text - 1]; }
   void cancel_texts() {
     for (std::size_t t = 0; t < texts.size(); ++t) {

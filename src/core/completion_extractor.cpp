@@ -97,15 +97,17 @@ enum class CompletionExtractor::Role : uint8_t {
   kRoot,
   kChoices,  // root.choices: array of kChoice
   kChoice,
+  kBlockDelta,  // root.delta or root.content_block, an object (Anthropic): its members apart
 };
 
 // What the value after the current key is.
 enum class CompletionExtractor::Slot : uint8_t {
-  kText,      // any key not listed: a string value is completion text
-  kExcluded,  // a key whose string value no client shows as text (kExcludedKeys)
-  kTree,      // a key whose whole value no client shows (kExcludedTrees)
-  kChoices,   // root.choices
-  kIndex,     // choice.index, root.index, root.output_index: which text of a stream
+  kText,        // any key not listed: a string value is completion text
+  kExcluded,    // a key whose string value no client shows as text (kExcludedKeys)
+  kTree,        // a key whose whole value no client shows (kExcludedTrees)
+  kChoices,     // root.choices
+  kIndex,       // choice.index, root.index, root.output_index: which text of a stream
+  kBlockDelta,  // root.delta, root.content_block: text; an object is a block's fields
 };
 
 enum class CompletionExtractor::Dest : uint8_t {
@@ -123,6 +125,26 @@ constexpr uint8_t kNotKept = CompletionExtractor::kBufferBytes + 1;
 constexpr uint8_t kEscaped = CompletionExtractor::kBufferBytes + 2;
 constexpr std::size_t kTrackedDepth = 4;  // roles_ entries: depth 0 (unused) .. 3
 constexpr uint32_t kMaxTextKey = 63;
+// Identities of a stream's texts (choose_text): a root key's, or a choice key's and its field
+// path's, hashed (splitmix64's finaliser over each part; a 64-bit collision between two field
+// names of one choice would join their texts). An element's position or index is tagged apart
+// from a key's hash.
+constexpr uint64_t kRootTag = 0x726f6f74u, kChoiceTag = 0x63686f696365u, kBlockTag = 0x626c6f636bu;
+constexpr uint64_t kElementTag = uint64_t{1} << 63;
+constexpr uint8_t kChoiceOwner = 0x80;
+constexpr uint64_t mix_path(uint64_t hash, uint64_t part) {
+  uint64_t z = hash ^ (part + 0x9e3779b97f4a7c15u + (hash << 6) + (hash >> 2));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  z ^= z >> 31;
+  return z == 0 ? 1 : z;
+}
+// FNV-1a over a key's bytes (never 0: 0 marks an escaped key).
+constexpr uint64_t hash_key(std::string_view key, bool longer) {
+  uint64_t h = 0xcbf29ce484222325u;
+  for (const char c : key) h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3u;
+  return (mix_path(h, longer ? 1 : 0) & ~kElementTag) | 1;
+}
 // sniff_: nothing of the body yet; only whitespace so far; decided.
 constexpr uint8_t kSniffStart = 0, kSniffAfterWhitespace = 1,
                   kSniffDone = 2;  // a stream's choice / block / item index
@@ -353,7 +375,7 @@ class CompletionExtractor::Output {
 };
 
 static_assert(std::is_trivially_copyable_v<CompletionExtractor>);
-static_assert(sizeof(CompletionExtractor) <= 112, "state per response grew: update the header");
+static_assert(sizeof(CompletionExtractor) <= 400, "state per response grew: update the header");
 
 CompletionExtractor::CompletionExtractor() {
   begin(false);
@@ -450,11 +472,17 @@ void CompletionExtractor::begin(bool event_stream, bool ndjson) {
   event_stream_ = event_stream && !ndjson;
   ndjson_ = ndjson;
   sniff_ = kSniffStart;
-  std::memset(slot_keys_, 0, sizeof(slot_keys_));
+  std::memset(slot_ids_, 0, sizeof(slot_ids_));
+  std::memset(slot_stamps_, 0, sizeof(slot_stamps_));
+  std::memset(slot_owners_, 0, sizeof(slot_owners_));
+  stamp_ = 0;
   slots_used_ = 0;
-  next_evict_ = 0;
   current_text_ = 0;
   retired_ = 0;
+  std::memset(retired_ids_, 0, sizeof(retired_ids_));
+  std::memset(retired_owners_, 0, sizeof(retired_owners_));
+  retired_next_ = 0;
+  lost_choices_ = 0;
   finished_ = false;
   malformed_ = false;
 }
@@ -472,6 +500,11 @@ void CompletionExtractor::reset_document() {
   choice_key_ = root_key_ = 0;
   choice_key_used_ = root_key_used_ = false;
   choice_count_ = 0;
+  std::memset(path_hashes_, 0, sizeof(path_hashes_));
+  std::memset(element_keys_, 0, sizeof(element_keys_));
+  std::memset(element_counts_, 0, sizeof(element_counts_));
+  key_hash_ = 0;
+  path_used_ = 0;
   depth_ = 0;
   literal_ = 0;
   count_ = 0;
@@ -648,6 +681,7 @@ CompletionExtractor::Slot CompletionExtractor::key_slot(Role role, std::string_v
   if (role == Role::kRoot) {
     if (key == "choices") return Slot::kChoices;
     if (key == "index" || key == "output_index") return Slot::kIndex;
+    if (key == "delta" || key == "content_block") return Slot::kBlockDelta;
   } else if (role == Role::kChoice && key == "index") {
     return Slot::kIndex;
   }
@@ -668,21 +702,76 @@ bool CompletionExtractor::inside_choice() const {
   return depth_ >= 3 && roles_[3] == Role::kChoice;
 }
 
+// The field path of the string that starts now, inside a choice: its container's path and its
+// key (object) or position (array). 0: an escaped key is on the way.
+uint64_t CompletionExtractor::text_path() const {
+  const uint32_t level = std::min<uint32_t>(depth_ - 3u, kPathDepth - 1);
+  const uint64_t container = path_hashes_[level];
+  if (container == 0) return 0;
+  if (depth_ - 3u >= kPathDepth) return container;  // deeper: the deepest level's path
+  if (in_array()) return mix_path(container, kElementTag | (element_counts_[level] - 1u));
+  return key_hash_ == 0 ? 0 : mix_path(container, key_hash_);
+}
+
+// A given-up text: a root key's is remembered by its key, a choice's by its identity (the
+// oldest of those forgotten marks its choice as one that can start no new text).
+void CompletionExtractor::retire(uint8_t slot) {
+  const uint8_t owner = slot_owners_[slot];
+  if ((owner & kChoiceOwner) == 0) {
+    retired_ |= uint64_t{1} << owner;
+    return;
+  }
+  const uint8_t oldest = retired_owners_[retired_next_];
+  if ((oldest & kChoiceOwner) != 0) lost_choices_ |= uint64_t{1} << (oldest & kMaxTextKey);
+  retired_ids_[retired_next_] = slot_ids_[slot];
+  retired_owners_[retired_next_] = owner;
+  retired_next_ = static_cast<uint8_t>((retired_next_ + 1) % kRetiredTexts);
+}
+
 // A stream's text string starts: the sink is told which text it belongs to. False: failed.
 bool CompletionExtractor::choose_text(Output& out) {
   if (!streamed()) return true;
   const bool choice = inside_choice();
   const uint8_t key = choice ? choice_key_ : root_key_;
   (choice ? choice_key_used_ : root_key_used_) = true;
+  uint64_t id = mix_path(kRootTag, key);
+  uint8_t owner = key;
+  if (choice) {
+    const uint64_t path = text_path();
+    if (path == 0) {  // an escaped key names the field: which text it is cannot be told
+      fail(out);
+      return false;
+    }
+    id = mix_path(mix_path(kChoiceTag, key), path);
+    owner = static_cast<uint8_t>(kChoiceOwner | key);
+    const uint32_t levels = std::min<uint32_t>(depth_ - 3u, kPathDepth - 1) + 1;
+    path_used_ |= static_cast<uint16_t>((1u << levels) - 1);
+  } else if (depth_ >= 2 && roles_[2] == Role::kBlockDelta) {
+    // A block's field: text_delta and thinking_delta of one index are texts apart, as a client
+    // accumulates them; content_block.text and delta.text are one.
+    if (key_hash_ == 0) {
+      fail(out);
+      return false;
+    }
+    id = mix_path(mix_path(kBlockTag, key), key_hash_);
+    owner = static_cast<uint8_t>(kChoiceOwner | key);
+  }
+  ++stamp_;
   for (uint8_t slot = 0; slot < slots_used_; ++slot) {
-    if (slot_keys_[slot] != key) continue;
+    if (slot_ids_[slot] != id) continue;
+    slot_stamps_[slot] = stamp_;
     if (slot != current_text_) {
       current_text_ = slot;
       out.select(slot, false);
     }
     return true;
   }
-  if ((retired_ >> key & 1) != 0) {  // its slot was given up: its text cannot go on
+  // A new text, or one whose slot was given up: that one cannot go on.
+  const bool fields = (owner & kChoiceOwner) != 0;  // a choice's or a block's field
+  bool retired = fields ? (lost_choices_ >> key & 1) != 0 : (retired_ >> key & 1) != 0;
+  for (uint32_t r = 0; r < kRetiredTexts && fields && !retired; ++r)
+    retired = retired_owners_[r] == owner && retired_ids_[r] == id;
+  if (retired) {
     fail(out);
     return false;
   }
@@ -691,21 +780,30 @@ bool CompletionExtractor::choose_text(Output& out) {
   if (slots_used_ < kMaxTexts) {
     ++slots_used_;
   } else {
-    slot = next_evict_;
-    next_evict_ = static_cast<uint8_t>((next_evict_ + 1) % kMaxTexts);
-    retired_ |= uint64_t{1} << slot_keys_[slot];
+    slot = 0;  // the least recently fed
+    for (uint8_t s = 1; s < kMaxTexts; ++s) {
+      if (slot_stamps_[s] < slot_stamps_[slot]) slot = s;
+    }
+    retire(slot);
     fresh = true;
   }
-  slot_keys_[slot] = key;
+  slot_ids_[slot] = id;
+  slot_owners_[slot] = owner;
+  slot_stamps_[slot] = stamp_;
   if (slot != current_text_ || fresh) out.select(slot, fresh);
   current_text_ = slot;
   return true;
 }
 
-// An index that names the text of the current choice (or of the event, at the root).
+// An index that names the text of the current choice (or of the event, at the root), or the
+// element of an array inside a choice (tool_calls[].index).
 void CompletionExtractor::set_text_key(uint64_t value, Output& out) {
   if (value > kMaxTextKey) return fail(out);
   const bool choice = inside_choice();
+  if (choice && depth_ > 3) {
+    if (!set_element_key(value)) fail(out);
+    return;
+  }
   uint8_t& key = choice ? choice_key_ : root_key_;
   const bool used = choice ? choice_key_used_ : root_key_used_;
   // Text already went out under the position (or an earlier index): it went to another text.
@@ -713,9 +811,50 @@ void CompletionExtractor::set_text_key(uint64_t value, Output& out) {
   key = static_cast<uint8_t>(value);
 }
 
+// The element at depth_ (an object in an array, inside a choice) is named by `value`. False:
+// text already went out under its position or an earlier index, and `value` differs.
+bool CompletionExtractor::set_element_key(uint64_t value) {
+  const uint32_t level = depth_ - 3u;
+  if (level >= kPathDepth) return true;  // not told apart (the deepest level's path)
+  if ((path_used_ >> level & 1) != 0 && element_keys_[level] != value) return false;
+  element_keys_[level] = static_cast<uint8_t>(value);
+  const uint64_t parent = path_hashes_[level - 1];
+  path_hashes_[level] = parent == 0 ? 0 : mix_path(parent, kElementTag | value);
+  return true;
+}
+
+// A container opens at depth_ inside a choice: its field path. An object under the choice
+// (delta, message) adds nothing: a client merges it into one message.
+void CompletionExtractor::open_path(bool object) {
+  const uint32_t level = depth_ - 3u;
+  if (level >= kPathDepth) return;
+  if (level == 0) {
+    path_hashes_[0] = kChoiceTag;
+  } else {
+    const uint64_t parent = path_hashes_[level - 1];
+    const bool element = (object_bits_ >> (depth_ - 2) & 1) == 0;  // the parent is an array
+    if (element) {
+      const uint8_t position = element_counts_[level - 1];
+      if (position < UINT8_MAX) ++element_counts_[level - 1];  // (beyond: the last position's)
+      element_keys_[level] = position;
+      path_hashes_[level] = parent == 0 ? 0 : mix_path(parent, kElementTag | position);
+    } else if (level == 1) {
+      path_hashes_[level] = parent;
+    } else {
+      path_hashes_[level] = parent == 0 || key_hash_ == 0 ? 0 : mix_path(parent, key_hash_);
+    }
+  }
+  path_used_ = static_cast<uint16_t>(path_used_ & ((1u << level) - 1));
+  if (!object) element_counts_[level] = 0;
+}
+
 void CompletionExtractor::start_value(uint8_t c, Output& out) {
   const Slot slot = in_array() ? Slot::kText : slot_;
   slot_ = Slot::kText;
+  // A scalar element of an array inside a choice takes its position (containers: open_path).
+  if (c != '{' && c != '[' && in_array() && depth_ >= 3 && depth_ - 3u < kPathDepth &&
+      inside_choice() && element_counts_[depth_ - 3] < UINT8_MAX)
+    ++element_counts_[depth_ - 3];
   const bool hidden = skip_depth_ != 0;  // inside an excluded tree
   switch (c) {
     case '{':
@@ -758,6 +897,8 @@ void CompletionExtractor::open(bool object, Slot slot, Output& out) {
     Role role = Role::kOther;
     if (depth_ == 1) {
       role = Role::kRoot;
+    } else if (object && slot == Slot::kBlockDelta && parent == Role::kRoot) {
+      role = Role::kBlockDelta;
     } else if (!object && slot == Slot::kChoices && parent == Role::kRoot) {
       role = Role::kChoices;
       choice_count_ = 0;
@@ -770,6 +911,7 @@ void CompletionExtractor::open(bool object, Slot slot, Output& out) {
     roles_[depth_] = role;
   }
   if (parent == Role::kChoices && choice_count_ < UINT8_MAX) ++choice_count_;
+  if (streamed() && inside_choice()) open_path(object);
   mode_ = object ? Mode::kObjectFirst : Mode::kArrayFirst;
 }
 
@@ -1000,6 +1142,28 @@ void CompletionExtractor::end_string(Output& out) {
     case Dest::kKey:
       // A key too long to keep, or escaped, is no excluded key: its value is text.
       slot_ = matchable ? key_slot(role(), text) : Slot::kText;
+      // An Anthropic block's field (root.delta.text, root.content_block.thinking …): the key
+      // below root.delta / root.content_block, kept while deeper containers are open.
+      if (streamed() && depth_ == 2 && roles_[2] == Role::kBlockDelta && skip_depth_ == 0) {
+        key_hash_ =
+            buffer_length_ == kEscaped
+                ? 0
+                : hash_key(std::string_view(buffer_, matchable ? buffer_length_ : kBufferBytes),
+                           !matchable);
+      }
+      if (streamed() && inside_choice() && skip_depth_ == 0) {
+        // The key names a field of the choice's path: escaped (0) it cannot be told; a longer
+        // one is told by its first kBufferBytes (and its being longer).
+        key_hash_ =
+            buffer_length_ == kEscaped
+                ? 0
+                : hash_key(std::string_view(buffer_, matchable ? buffer_length_ : kBufferBytes),
+                           !matchable);
+        // An array element's index names it (tool_calls[].index), as a client accumulates.
+        if (text == "index" && depth_ > 3 && depth_ - 3u < kPathDepth &&
+            (object_bits_ >> (depth_ - 2) & 1) == 0)
+          slot_ = Slot::kIndex;
+      }
       mode_ = Mode::kColon;
       return;
     case Dest::kText:

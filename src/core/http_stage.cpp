@@ -30,10 +30,11 @@ struct HttpStage::FlowState final : HttpRequestSink,
 
   // The response direction's chain: decoded body → usage scanner and completion extractor →
   // canonicaliser → observer. Its own sinks, apart from the request's. A stream's texts
-  // (choices, content blocks, output items: CompletionExtractor::kMaxTexts) each have their own
-  // canonicaliser, and the observer its own scan for each.
+  // (choices' fields and tool calls, content blocks, output items: CompletionExtractor::kMaxTexts)
+  // each have their own canonicaliser, and the observer its own scan for each.
   struct CompletionPath final : DecodedSink, CompletionSink, CanonicalSink {
     static constexpr std::size_t kTexts = CompletionExtractor::kMaxTexts;
+    static_assert(kTexts <= 8, "texts_fed has a bit per text");
     explicit CompletionPath(FlowState& flow_state) : state(flow_state) {}
     void on_decoded(std::span<const uint8_t> bytes) override { state.on_response_text(bytes); }
     void on_completion_select(uint8_t selected, bool fresh) override {

@@ -131,25 +131,56 @@ int hex_digit(char c) {
   return -1;
 }
 
-// The texts of a stream (choices, blocks, items) as the extractor gives them slots: kept across
-// the events of one stream.
+// The texts of a stream as the extractor gives them slots, kept across the events of one stream:
+// identities are strings here ("r<key>" at the root, "c<key>|<field path>" in a choice); the
+// least recently fed text gives up its slot; a given-up root key, or one of the last kRetiredTexts
+// given-up identities of choices, may not come back, nor may a choice that lost one beyond those
+// start a new text.
 struct TextSlots {
-  int keys[CompletionExtractor::kMaxTexts] = {};
-  std::size_t used = 0, next = 0;
-  uint64_t retired = 0;
-  // False: the key's slot was given up to another text, which cannot be told apart.
-  bool choose(int key) {
+  static constexpr std::size_t kSlots = CompletionExtractor::kMaxTexts;
+  std::string ids[kSlots];
+  int owners[kSlots] = {};  // root: key; choice: 64 + key
+  uint64_t stamps[kSlots] = {};
+  uint64_t stamp = 0;
+  std::size_t used = 0;
+  uint64_t retired = 0, lost = 0;
+  std::string ring[CompletionExtractor::kRetiredTexts];
+  int ring_owners[CompletionExtractor::kRetiredTexts] = {};  // 0: empty or root
+  std::size_t ring_next = 0;
+  // False: the text's slot was given up to another text, which cannot be told apart.
+  bool choose(const std::string& id, int owner) {
+    ++stamp;
     for (std::size_t i = 0; i < used; ++i) {
-      if (keys[i] == key) return true;
+      if (ids[i] != id) continue;
+      stamps[i] = stamp;
+      return true;
     }
-    if ((retired >> key & 1) != 0) return false;
-    if (used < CompletionExtractor::kMaxTexts) {
-      keys[used++] = key;
+    const bool choice = owner >= 64;
+    if (!choice && (retired >> owner & 1) != 0) return false;
+    if (choice) {
+      if ((lost >> (owner - 64) & 1) != 0) return false;
+      for (std::size_t r = 0; r < CompletionExtractor::kRetiredTexts; ++r)
+        if (ring_owners[r] == owner && ring[r] == id) return false;
+    }
+    std::size_t slot = used;
+    if (used < kSlots) {
+      ++used;
     } else {
-      retired |= uint64_t{1} << keys[next];
-      keys[next] = key;
-      next = (next + 1) % CompletionExtractor::kMaxTexts;
+      slot = 0;
+      for (std::size_t i = 1; i < kSlots; ++i)
+        if (stamps[i] < stamps[slot]) slot = i;
+      if (owners[slot] < 64) {
+        retired |= uint64_t{1} << owners[slot];
+      } else {
+        if (ring_owners[ring_next] >= 64) lost |= uint64_t{1} << (ring_owners[ring_next] - 64);
+        ring[ring_next] = ids[slot];
+        ring_owners[ring_next] = owners[slot];
+        ring_next = (ring_next + 1) % CompletionExtractor::kRetiredTexts;
+      }
     }
+    ids[slot] = id;
+    owners[slot] = owner;
+    stamps[slot] = stamp;
     return true;
   }
 };
@@ -179,13 +210,54 @@ class ReferenceJson {
   }
 
  private:
-  enum class Context { kText, kRoot, kChoices, kChoice, kIndex, kExcluded, kTree };
+  enum class Context { kText, kRoot, kChoices, kChoice, kIndex, kExcluded, kTree, kBlockDelta };
   struct TextKey {
     int value = 0;
     bool used = false;
   };
 
   ReferenceJson(std::string_view text, TextSlots* slots) : text_(text), slots_(slots) {}
+
+  // The field path of a container inside the current choice (completion_extractor.hpp), level
+  // = depth - 3; "\x01" once an escaped key is on it.
+  struct Level {
+    std::string path;
+    bool array = false;
+    int count = 0;    // elements so far (an array)
+    TextKey element;  // the element's key (position or `index`), when it is one
+  };
+  static constexpr int kLevels = CompletionExtractor::kPathDepth;
+  static std::string with_key(const std::string& path, std::string_view key) {
+    if (path == "\x01" || key.find('\\') != std::string_view::npos) return "\x01";
+    const std::size_t kept = CompletionExtractor::kBufferBytes;
+    return path + "." + std::string(key.substr(0, kept)) + (key.size() > kept ? "+" : "");
+  }
+  static std::string with_element(const std::string& path, int key) {
+    return path == "\x01" ? path : path + "[" + std::to_string(key) + "]";
+  }
+  bool in_choice() const { return slots_ != nullptr && choice_open_ && !hidden_; }
+  // A container opens at `depth` inside the choice: its level, when told apart. False: none.
+  bool open_level(int depth, bool array) {
+    if (!choice_open_ || slots_ == nullptr || depth < 3 || depth - 3 >= kLevels) return false;
+    Level level;
+    level.array = array;
+    if (depth == 3) {
+      level.path = "C";
+    } else {
+      Level& parent = levels_.back();
+      if (parent.array) {
+        level.element.value = parent.count;
+        if (parent.count < 255) ++parent.count;
+        level.path = with_element(parent.path, level.element.value);
+      } else if (depth == 4) {
+        level.path = parent.path;  // delta, message: merged into one message
+      } else {
+        level.path = with_key(parent.path, key_);
+      }
+    }
+    levels_.push_back(level);
+    return true;
+  }
 
   bool at(char c) const { return pos_ < text_.size() && text_[pos_] == c; }
   bool at_digit() const { return pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9'; }
@@ -196,6 +268,8 @@ class ReferenceJson {
   static Context member(Context object, std::string_view key) {
     if (key.find('\\') != std::string_view::npos) return Context::kText;  // never excluded
     if (object == Context::kRoot && key == "choices") return Context::kChoices;
+    if (object == Context::kRoot && (key == "delta" || key == "content_block"))
+      return Context::kBlockDelta;
     if ((object == Context::kRoot && (key == "index" || key == "output_index")) ||
         (object == Context::kChoice && key == "index"))
       return Context::kIndex;
@@ -248,14 +322,19 @@ class ReferenceJson {
       case '[':
         return array(depth + 1, context, key);
       case '"':
-        return string_value(context, key);
+        count_scalar(depth);
+        return string_value(depth, context, key);
       case 't':
+        count_scalar(depth);
         return word("true");
       case 'f':
+        count_scalar(depth);
         return word("false");
       case 'n':
+        count_scalar(depth);
         return word("null");
       default: {
+        count_scalar(depth);
         const std::size_t start = pos_;
         if (!number()) return false;
         if (context != Context::kIndex || slots_ == nullptr) return true;
@@ -272,13 +351,34 @@ class ReferenceJson {
     }
   }
 
-  bool string_value(Context context, TextKey* key) {
+  bool string_value(int depth, Context context, TextKey* key) {
     const bool field = context == Context::kText || context == Context::kChoices ||
-                       context == Context::kRoot || context == Context::kChoice;
+                       context == Context::kRoot || context == Context::kChoice ||
+                       context == Context::kBlockDelta;
     if (field && !hidden_) {
-      if (slots_ != nullptr) {
+      if (slots_ != nullptr && choice_open_ && depth >= 3) {
         key->used = true;
-        if (!slots_->choose(key->value)) return false;
+        std::string path;
+        if (depth - 3 >= kLevels) {
+          path = levels_[kLevels - 1].path;
+        } else {
+          const Level& container = levels_[depth - 3];
+          path = container.array ? with_element(container.path, container.count - 1)
+                                 : with_key(container.path, key_);
+        }
+        for (Level& level : levels_) level.element.used = true;
+        if (path == "\x01") return false;  // an escaped key names the field
+        if (!slots_->choose("c" + std::to_string(key->value) + "|" + path, 64 + key->value))
+          return false;
+      } else if (slots_ != nullptr && block_open_ && depth >= 2) {
+        // An Anthropic block's field: the key below root.delta / root.content_block.
+        key->used = true;
+        if (block_field_ == "\x01") return false;
+        if (!slots_->choose("b" + std::to_string(key->value) + "|" + block_field_, 64 + key->value))
+          return false;
+      } else if (slots_ != nullptr) {
+        key->used = true;
+        if (!slots_->choose("r" + std::to_string(key->value), key->value)) return false;
       }
       std::string text;
       const bool valid = decode(text);
@@ -287,6 +387,13 @@ class ReferenceJson {
     }
     std::string_view raw;
     return skip_string(raw);
+  }
+
+  // A scalar element of an array inside the choice takes its position.
+  void count_scalar(int depth) {
+    if (!choice_open_ || slots_ == nullptr || depth < 3 || depth - 3 >= kLevels) return;
+    Level& container = levels_[depth - 3];
+    if (container.array && container.count < 255) ++container.count;
   }
 
   bool object(int depth, Context context, TextKey* key) {
@@ -301,7 +408,14 @@ class ReferenceJson {
       if (choice_count_ > 63) return false;
       choice_key.value = choice_count_;
       key = &choice_key;
+      choice_open_ = true;
+      levels_.clear();
     }
+    const bool block = depth == 2 && context == Context::kBlockDelta;
+    if (block) block_open_ = true;
+    const bool element = choice_open_ && slots_ != nullptr && depth > 3 && depth - 3 < kLevels &&
+                         levels_[depth - 4].array;
+    const bool level = open_level(depth, false);
     if (context == Context::kChoice) ++choice_count_;
     ++pos_;
     skip_whitespace();
@@ -313,11 +427,25 @@ class ReferenceJson {
         skip_whitespace();
         std::string_view name;
         if (!at('"') || !skip_string(name)) return false;
-        const Context member_context = member(role, name);
+        Context member_context = member(role, name);
         skip_whitespace();
         if (!at(':')) return false;
         ++pos_;
-        if (!value(depth, member_context, key)) return false;
+        key_ = name;
+        if (block && !hidden_) block_field_ = with_key("", name);
+        skip_whitespace();
+        if (in_choice() && element && name == "index" && (at_digit() || at('-'))) {
+          // A tool call's index names its element: checked as a choice's index is.
+          Level& self = levels_[depth - 3];
+          TextKey checked = self.element;
+          if (!value(depth, Context::kIndex, &checked)) return false;
+          if (checked.value != self.element.value) {
+            self.element.value = checked.value;
+            self.path = with_element(levels_[depth - 4].path, checked.value);
+          }
+        } else if (!value(depth, member_context, key)) {
+          return false;
+        }
         skip_whitespace();
         if (at(',')) {
           ++pos_;
@@ -329,6 +457,9 @@ class ReferenceJson {
         }
       }
     }
+    if (level) levels_.pop_back();
+    if (role == Context::kChoice) choice_open_ = false;
+    if (block) block_open_ = false;
     if (tree) hidden_ = false;
     return valid;
   }
@@ -342,6 +473,7 @@ class ReferenceJson {
         context == Context::kChoices && depth == 2 ? Context::kChoice : Context::kText;
     if (items == Context::kChoice) choice_count_ = 0;
     if (context == Context::kChoice) ++choice_count_;
+    const bool level = open_level(depth, true);
     ++pos_;
     skip_whitespace();
     if (at(']')) {
@@ -360,6 +492,7 @@ class ReferenceJson {
         }
       }
     }
+    if (level) levels_.pop_back();
     if (tree) hidden_ = false;
     return true;
   }
@@ -526,8 +659,13 @@ class ReferenceJson {
   std::size_t pos_ = 0;
   TextSlots* slots_ = nullptr;
   TextKey root_key_;
-  int choice_count_ = 0;  // containers in root.choices so far
-  bool hidden_ = false;   // inside an excluded tree
+  int choice_count_ = 0;      // containers in root.choices so far
+  bool hidden_ = false;       // inside an excluded tree
+  bool choice_open_ = false;  // inside a choice (root.choices[*] object)
+  bool block_open_ = false;   // inside root.delta / root.content_block, an object
+  std::string block_field_;   // the key below it the strings belong to
+  std::vector<Level> levels_;
+  std::string_view key_;  // the last key read
   std::vector<std::string> fields_;
 };
 

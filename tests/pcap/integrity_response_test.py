@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/pcap/integrity_response_test.py --sluice build/src/sluice \
         --sluicectl build/tools/sluicectl --workdir /tmp/integrity_response [-v]
 
-Generates the capture with make_integrity_response_captures.py (11 sessions, free tier: fields a
+Generates the capture with make_integrity_response_captures.py (14 sessions, free tier: fields a
 client shows that were not read, interleaved choices, answers Sluice cannot read, a segment that
 ends right after the header's last letter), compiles the shipped rules (as scopes_replay_test.py
 does), runs `sluice replay --audit` twice and checks, with scopes_replay_test.py's checks:
@@ -14,8 +14,8 @@ does), runs `sluice replay --audit` twice and checks, with scopes_replay_test.py
   does not pass, nor anything after it; one RST to the server at its RCV.NXT;
 - a cut stream: one FIN|PSH|ACK segment from Sluice; appended to what the client got, a
   well-formed chunked body whose events all parse, the last `event: error` with the reason's
-  code; the text of each choice (every string a client shows: content, reasoning_content, …)
-  never holds a whole private key header;
+  code; the text a client accumulates apart (per choice, per field — content,
+  reasoning_content, … — and per tool call) never holds a whole private key header;
 - a cut plain answer: a bare RST to the client, and the body bytes it got never hold the header;
 - the audit trail: one record per request with the expected verdict, reason, status, rules.
 Prints `PASS name` / `FAIL name: details` per check, then `N passed, M failed`; exits 1 on
@@ -42,18 +42,27 @@ SHOWN = ("content", "text", "delta", "reasoning_content", "reasoning", "argument
          "partial_json", "thinking", "refusal")
 
 
-def shown_texts(value, key: str, index: int, texts: dict[int, str]) -> None:
-    """Adds the strings a client shows to texts[choice index]."""
+def shown_texts(value, key: str, index: int, texts: dict, path: str = "") -> None:
+    """Adds the strings a client shows to texts[(choice index, field path)]: what it accumulates
+    apart (the openai SDK: per choice, per delta field, per tool_calls[].index)."""
     if isinstance(value, str):
         if key in SHOWN:
-            texts[index] = texts.get(index, "") + value
+            texts[(index, path)] = texts.get((index, path), "") + value
     elif isinstance(value, dict):
-        index = value.get("index", index) if isinstance(value.get("index"), int) else index
+        numbered = isinstance(value.get("index"), int)
+        if numbered and path == "":
+            index = value["index"]  # a choice, or an Anthropic block
+        elif numbered:
+            path += f"[{value['index']}]"  # a tool call
         for name, member in value.items():
-            shown_texts(member, name, index, texts)
+            wrapper = path == "" and name in ("delta", "message", "content_block")
+            shown_texts(member, name, index, texts, path if wrapper else f"{path}.{name}")
     elif isinstance(value, list):
-        for member in value:
-            shown_texts(member, key, index, texts)
+        for position, member in enumerate(value):
+            if key == "choices":
+                shown_texts(member, key, position, texts, "")
+            else:
+                shown_texts(member, key, index, texts, path)
 
 
 def check_stream_end(got: bytes, sluice: bytes) -> list[str]:
@@ -68,7 +77,7 @@ def check_stream_end(got: bytes, sluice: bytes) -> list[str]:
         events, problems = srt.parse_sse(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         return [f"the event stream is not UTF-8: {e}"]
-    texts: dict[int, str] = {}
+    texts: dict = {}
     for n, (kind, payload) in enumerate(events):
         if payload == "[DONE]":
             problems.append(f"event {n}: [DONE] before the cut")
@@ -84,10 +93,11 @@ def check_stream_end(got: bytes, sluice: bytes) -> list[str]:
                     error.get("code") != "completion_policy_violation":
                 problems.append(f"the last event is {kind!r} {payload[:100]!r}, expected the error")
         else:
-            shown_texts(obj, "", 0, texts)
-    for index, text in sorted(texts.items()):
+            shown_texts(obj, "", 0, texts, "")
+    for (index, path), text in sorted(texts.items()):
         if msc.KEY_HEADER.search(text):
-            problems.append(f"choice {index} shows a whole private key header: {text[-80:]!r}")
+            problems.append(f"choice {index} {path} shows a whole private key header: "
+                            f"{text[-80:]!r}")
     if len(events) < 2:
         problems.append(f"{len(events)} events, expected the host's first ones and the error")
     return problems

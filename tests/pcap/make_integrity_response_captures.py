@@ -148,6 +148,82 @@ def interleaved_choices(rng, usage, leak: bool):
         cut_case("two_choices_interleaved", "stream_end")
 
 
+def one_character_each(rng, usage, name: str, first: dict | None, mine, other):
+    """A chat stream whose one choice streams two texts a client accumulates apart, one character
+    each in turn (tests/e2e/fastapi_host.py's shapes): MINE(c) and OTHER(c) build the deltas. The
+    header is in MINE's text only; the cut falls on its last dash."""
+    sid = "chatcmpl-%012x" % rng.getrandbits(48)
+    events = [delta_event(sid, 0, {"role": "assistant", "content": ""})]
+    if first is not None:
+        events.append(delta_event(sid, 0, first))
+    text = "Here: " + "".join(HEADER_DELTAS) + "\nMIIE"
+    noise = "abcdefghijklmnopqrstuvwxyz" * 2
+    last = len("Here: " + "".join(HEADER_DELTAS)) - 1  # the header's last dash
+    stop_event = 0
+    for n, (a, b) in enumerate(zip(text, noise)):
+        if n == last:
+            stop_event = len(events)
+        events += [delta_event(sid, 0, mine(a)), delta_event(sid, 0, other(b))]
+    head = response_head(SSE_TYPE, True)
+    wire = head + chunked(events + finish_events(sid, 1, usage))
+    offset = len(head) + sum(len(b"%x\r\n" % len(e)) + len(e) + 2 for e in events[:stop_event])
+    offset += len(b"%x\r\n" % len(events[stop_event]))
+    stop = wire.index(b'-"', offset)  # the dash, in the delta that holds it
+    return wire, msc.random_cuts(rng, 0, stop) + [stop - 20, stop + 30], stop, \
+        cut_case(name, "stream_end")
+
+
+def anthropic_text_and_thinking(rng, usage):
+    """One Anthropic block's text_delta and thinking_delta one character each in turn: the SDK
+    adds each to its own field; the header is in the text."""
+    def event(kind: str, data: dict) -> bytes:
+        return (f"event: {kind}\ndata: ".encode() + json.dumps(data, separators=(",", ":")).encode()
+                + b"\n\n")
+    events = [event("message_start", {"type": "message_start", "message": {
+                  "id": "msg_%012x" % rng.getrandbits(48), "type": "message",
+                  "role": "assistant", "content": [], "model": MODEL}}),
+              event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": {"type": "text", "text": ""}})]
+    text = "Here: " + "".join(HEADER_DELTAS) + "\nMIIE"
+    noise = "abcdefghijklmnopqrstuvwxyz" * 2
+    last = len("Here: " + "".join(HEADER_DELTAS)) - 1
+    stop_event = 0
+    for n, (a, b) in enumerate(zip(text, noise)):
+        if n == last:
+            stop_event = len(events)
+        events += [event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                 "delta": {"type": "text_delta", "text": a}}),
+                   event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                 "delta": {"type": "thinking_delta",
+                                                           "thinking": b}})]
+    events += [event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               event("message_stop", {"type": "message_stop"})]
+    head = response_head(SSE_TYPE, True)
+    wire = head + chunked(events)
+    offset = len(head) + sum(len(b"%x\r\n" % len(e)) + len(e) + 2 for e in events[:stop_event])
+    offset += len(b"%x\r\n" % len(events[stop_event]))
+    stop = wire.index(b'-"', offset)
+    return wire, msc.random_cuts(rng, 0, stop) + [stop - 20, stop + 30], stop, \
+        cut_case("anthropic_text_and_thinking_stream", "stream_end")
+
+
+def interleaved_fields(rng, usage):
+    return one_character_each(rng, usage, "interleaved_fields_stream", None,
+                              lambda c: {"content": c}, lambda c: {"reasoning_content": c})
+
+
+def two_tool_calls(rng, usage):
+    first = {"tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function",
+         "function": {"name": "save_key", "arguments": ""}},
+        {"index": 1, "id": "call_2", "type": "function",
+         "function": {"name": "search", "arguments": ""}}]}
+    return one_character_each(
+        rng, usage, "two_tool_calls_stream", first,
+        lambda c: {"tool_calls": [{"index": 0, "function": {"arguments": c}}]},
+        lambda c: {"tool_calls": [{"index": 1, "function": {"arguments": c}}]})
+
+
 def stream_sent_as_json(rng, usage):
     sid = "chatcmpl-%012x" % rng.getrandbits(48)
     events = [delta_event(sid, 0, {"role": "assistant", "content": ""})]
@@ -227,6 +303,8 @@ def held_back_json(rng, usage):
 
 SESSIONS = [
     ("fields", reasoning_field), ("fields", anthropic_tool_input),
+    ("fields", interleaved_fields), ("fields", two_tool_calls),
+    ("fields", anthropic_text_and_thinking),
     ("choices", lambda rng, usage: interleaved_choices(rng, usage, True)),
     ("choices", lambda rng, usage: interleaved_choices(rng, usage, False)),
     ("unreadable", stream_sent_as_json), ("unreadable", nan_before_content),

@@ -387,7 +387,11 @@ TEST(HttpStage, KeepsItsPerFlowStateSmall) {
   // The figure the README documents; a change that grows it should be a conscious one.
   RecordProperty("flow_state_bytes", static_cast<int>(HttpStage::flow_state_bytes()));
   std::printf("HttpStage flow state: %zu bytes\n", HttpStage::flow_state_bytes());
-  EXPECT_LE(HttpStage::flow_state_bytes(), 4096u);
+  // 5656 bytes on x86-64: 8 completion canonicalisers (192 bytes each: every text a client
+  // accumulates apart — content, reasoning, tool calls, choices — scanned on its own) and two
+  // completion extractors (400 bytes each: the reader and the copy taken before each segment
+  // for the error event). 6 KiB leaves room for one more field of a few dozen bytes.
+  EXPECT_LE(HttpStage::flow_state_bytes(), 6144u);
 }
 
 TEST(HttpStage, RecyclesFlowStates) {

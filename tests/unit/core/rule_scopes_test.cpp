@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -448,6 +449,140 @@ TEST_F(RuleScopesTest, NoSegmentBoundaryLetsTheClientShowAMatch) {
   }
 }
 
+// ---- Each field and tool call of a choice is its own text --------------------------------------
+
+// What the openai SDK accumulates from a chat stream: per choice, per delta field, per
+// tool_calls[].index — each text apart, as the client shows them.
+std::string number_of(const nlohmann::json& element) {
+  const bool numbered =
+      element.is_object() && element.contains("index") && element["index"].is_number_integer();
+  return numbered ? std::to_string(element["index"].get<int>()) : "0";
+}
+
+std::vector<std::string> accumulated_texts(const std::string& bytes) {
+  std::map<std::string, std::string> texts;
+  const std::size_t head_end = bytes.find("\r\n\r\n");
+  if (head_end == std::string::npos) return {};
+  std::string body = bytes.substr(head_end + 4), data;
+  for (std::size_t pos = 0;;) {  // chunked
+    const std::size_t eol = body.find("\r\n", pos);
+    if (eol == std::string::npos) break;
+    const std::size_t size = std::stoul(body.substr(pos, eol - pos), nullptr, 16);
+    if (size == 0) break;
+    data += body.substr(eol + 2, size);
+    pos = eol + 2 + size + 2;
+    if (pos > body.size()) break;
+  }
+  for (std::size_t pos = 0;;) {
+    const std::size_t end = data.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    const std::string line = data.substr(pos, end - pos);
+    pos = end + 2;
+    if (!line.starts_with("data:")) continue;
+    const nlohmann::json document =
+        nlohmann::json::parse(line.substr(line.starts_with("data: ") ? 6 : 5), nullptr, false);
+    if (document.is_discarded() || !document.is_object()) continue;
+    // Anthropic: per block index, per field (text_delta to text, thinking_delta to thinking).
+    for (const char* wrapper : {"content_block", "delta"}) {
+      if (!document.contains(wrapper) || !document[wrapper].is_object()) continue;
+      for (const auto& [key, value] : document[wrapper].items())
+        if (value.is_string() && key != "type")
+          texts["block" + number_of(document) + "." + key] += value.get<std::string>();
+    }
+    if (!document.contains("choices")) continue;
+    for (const nlohmann::json& choice : document["choices"]) {
+      if (!choice.is_object() || !choice.contains("delta") || !choice["delta"].is_object())
+        continue;
+      const std::string c = number_of(choice) + ".";
+      const nlohmann::json& changes = choice["delta"];
+      for (const auto& [key, value] : changes.items())
+        if (value.is_string()) texts[c + key] += value.get<std::string>();
+      if (!changes.contains("tool_calls")) continue;
+      for (const nlohmann::json& call : changes["tool_calls"]) {
+        const std::string t = c + "tool" + number_of(call) + ".";
+        if (!call.is_object() || !call.contains("function") || !call["function"].is_object())
+          continue;
+        for (const auto& [key, value] : call["function"].items())
+          if (value.is_string()) texts[t + key] += value.get<std::string>();
+      }
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& [path, text] : texts) out.push_back(text);
+  return out;
+}
+
+TEST_F(RuleScopesTest, InterleavedFieldsToolCallsAndBlockFieldsAreScannedAsTextsOfTheirOwn) {
+  // The live test's shapes (tests/e2e/fastapi_host.py): one character each in turn.
+  const std::string secret = "Here: -----BEGIN RSA PRIVATE KEY-----";
+  std::string fields = kStreamHead, tools = kStreamHead;
+  for (std::size_t i = 0; i < secret.size(); ++i) {
+    fields +=
+        event(R"({"choices":[{"index":0,"delta":{"content":")" + secret.substr(i, 1) + R"("}}]})") +
+        event(R"({"choices":[{"index":0,"delta":{"reasoning_content":")" +
+              std::string(1, static_cast<char>('a' + i % 26)) + R"("}}]})");
+  }
+  tools += event(R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1",)"
+                 R"("type":"function","function":{"name":"save_key","arguments":""}},)"
+                 R"({"index":1,"id":"c2","type":"function","function":{"name":"search",)"
+                 R"("arguments":""}}]}}]})");
+  for (std::size_t i = 0; i < secret.size(); ++i) {
+    const auto call = [](int index, std::string_view c) {
+      return event(R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":)" +
+                   std::to_string(index) + R"(,"function":{"arguments":")" + std::string(c) +
+                   R"("}}]}}]})");
+    };
+    tools +=
+        call(0, secret.substr(i, 1)) + call(1, std::string(1, static_cast<char>('a' + i % 26)));
+  }
+  std::string blocks =
+      kStreamHead + event(R"({"type":"content_block_start","index":0,"content_block":)"
+                          R"({"type":"text","text":""}})");
+  for (std::size_t i = 0; i < secret.size(); ++i) {
+    blocks += event(R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta",)"
+                    R"("text":")" +
+                    secret.substr(i, 1) + R"("}})") +
+              event(R"({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta",)"
+                    R"("thinking":")" +
+                    std::string(1, static_cast<char>('a' + i % 26)) + R"("}})");
+  }
+  uint32_t flow = 1500;
+  for (const auto& [name, body] :
+       {std::pair{"sse_interleave_fields", fields + "0\r\n\r\n"},
+        std::pair{"sse_two_tools", tools + "0\r\n\r\n"},
+        std::pair{"anthropic_text_and_thinking", blocks + "0\r\n\r\n"}}) {
+    const std::string wire = body;
+    const auto leaks = [](const std::string& bytes) {
+      for (const std::string& text : accumulated_texts(bytes))
+        if (std::regex_search(text, kForbidden)) return true;
+      return false;
+    };
+    ASSERT_TRUE(leaks(wire)) << name;
+    ASSERT_FALSE(std::regex_search(displayed(wire), kForbidden)) << name << ": not interleaved";
+    // Split in two at every byte, and one byte per segment.
+    std::vector<std::vector<std::string>> splits;
+    for (std::size_t cut = 1; cut < wire.size(); cut += 1)
+      splits.push_back({wire.substr(0, cut), wire.substr(cut)});
+    std::vector<std::string> bytes;
+    for (const char c : wire) bytes.emplace_back(1, c);
+    splits.push_back(bytes);
+    for (const std::vector<std::string>& pieces : splits) {
+      now_ += kSecond;
+      ASSERT_EQ(send_request(flow, request("k-acme")), StreamVerdict::kContinue);
+      denial_.clear();
+      const std::vector<StreamVerdict> verdicts = send(flow, Direction::kToClient, pieces);
+      std::string forwarded;
+      for (std::size_t i = 0; i < verdicts.size(); ++i)
+        if (verdicts[i] == StreamVerdict::kContinue) forwarded += pieces[i];
+      EXPECT_NE(verdicts.back(), StreamVerdict::kContinue)
+          << name << ": not cut, first piece " << pieces[0].size() << " bytes";
+      EXPECT_FALSE(leaks(forwarded + denial_))
+          << name << ", first piece " << pieces[0].size() << " bytes: the client shows it";
+      close(flow++);
+    }
+  }
+}
+
 // ---- Each choice of a stream is its own text ---------------------------------------------------
 
 std::string choice_delta(int index, std::string_view content) {
@@ -471,9 +606,9 @@ TEST_F(RuleScopesTest, InterleavedChoicesAreScannedAsTextsOfTheirOwn) {
         R"({"type":"content_block_delta","index":6,"delta":{"type":"text_delta","text":")" +
         std::string(text) + R"("}})");
   };
-  std::string five;  // five choices interleaved: more than the texts read at once
+  std::string nine;  // nine choices interleaved: more than the texts read at once
   for (int round = 0; round < 2; ++round)
-    for (int i = 0; i < 5; ++i) five += choice_delta(i, "word ");
+    for (int i = 0; i < 9; ++i) nine += choice_delta(i, "word ");
   const std::vector<Case> cases = {
       {"TwoChoices",
        choice_delta(0, "BEGIN RSA ") + choice_delta(1, "Sure, ") + choice_delta(0, "PRIVATE") +
@@ -493,7 +628,7 @@ TEST_F(RuleScopesTest, InterleavedChoicesAreScannedAsTextsOfTheirOwn) {
        "completion_policy_violation"},
       {"SequentialBlocksBeyondTheTextsReadAtOnce",
        blocks + block("BEGIN RSA PRIV") + block("ATE KEY"), "completion_policy_violation"},
-      {"FiveChoicesInterleavedAreUnreadable", five, "completion_unreadable"},
+      {"NineChoicesInterleavedAreUnreadable", nine, "completion_unreadable"},
       {"AnIndexAfterTheTextOfAnotherPositionIsUnreadable",
        event(R"({"choices":[{"delta":{"content":"x"}},{"delta":{"content":"y"},"index":0}]})"),
        "completion_unreadable"},
