@@ -106,7 +106,8 @@ class CompletionExtractor {
   // the open containers closed, in a new data line when the current line is not one — and then
   // a blank line that dispatches it. Writes nothing when the stream stands between events.
   // Returns the length, or -1 when it cannot (not an event stream, the event's data already
-  // malformed, `out` too small): the caller then resets the connection instead.
+  // malformed or made malformed by its completion — an `index` cut after a digit that, ended,
+  // contradicts the text before it — `out` too small): the caller then resets the connection.
   long write_event_end(std::span<char> out) const;
 
   // Deepest nesting followed (the top-level object is depth 1); deeper is malformed.

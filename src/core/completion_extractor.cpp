@@ -302,6 +302,13 @@ inline const uint8_t* find_text_run_end(const uint8_t* p, const uint8_t* end) {
   }
 }
 
+// Reads an event end through a copy of the extractor: its text is not scanned.
+class DiscardSink final : public CompletionSink {
+ public:
+  void on_completion_text(std::string_view) override {}
+  void on_completion_field_end() override {}
+};
+
 }  // namespace
 
 // Decoded pieces on their way to the sink. Everything appended is whole characters, so a piece
@@ -463,7 +470,16 @@ long CompletionExtractor::write_event_end(std::span<char> out) const {
     const bool object = (object_bits_ >> (depth - 1) & 1) != 0;
     if (!put(object ? "}" : "]")) return -1;
   }
-  return put("\n\n") ? static_cast<long>(n) : -1;
+  if (!put("\n\n")) return -1;
+  // Invariant: the event end reads on without a failure. Completing a value can still fail the
+  // event where the value was only cut before: an `index` number whose last digit makes it
+  // contradict the text it names (`"text":"…","index":5` cut after the 5, the text already went
+  // to the position). Then there is no well-formed end: the caller resets the connection.
+  CompletionExtractor after = *this;
+  after.malformed_ = false;
+  DiscardSink ignore;
+  after.feed({reinterpret_cast<const uint8_t*>(out.data()), n}, ignore);
+  return after.malformed_ ? -1 : static_cast<long>(n);
 }
 
 void CompletionExtractor::begin(bool event_stream, bool ndjson) {

@@ -1533,5 +1533,27 @@ TEST(CompletionExtractorEventEnd, CompletesEscapesLiteralsAndMissingValues) {
   EXPECT_EQ(plain.write_event_end(out), -1) << "not an event stream";
 }
 
+TEST(CompletionExtractorEventEnd, RefusesAnEndWhoseCompletedIndexContradictsTheText) {
+  const auto end_of = [](std::string_view prefix) {
+    CompletionExtractor extractor;
+    extractor.begin(true);
+    Recorder sink;
+    extractor.feed({reinterpret_cast<const uint8_t*>(prefix.data()), prefix.size()}, sink);
+    EXPECT_FALSE(extractor.malformed()) << "the index is not read until a byte ends it";
+    char out[64];
+    const long length = extractor.write_event_end(out);
+    return length < 0 ? std::string("<none>") : std::string(out, static_cast<std::size_t>(length));
+  };
+  // The text went to block 0 (its position); ending the number would make it index 5.
+  EXPECT_EQ(end_of(R"(data: {"x":"hi","index":5)"), "<none>");
+  // (the fuzzer's input: a garbage event name, an invalid UTF-8 text, index 5)
+  EXPECT_EQ(end_of("event: c\x02\ndata: {\"typ~\":\"a\x9e\x95"
+                   "b\", \"index\":5"),
+            "<none>");
+  // An index that agrees with the text, or comes before any text, ends as usual.
+  EXPECT_EQ(end_of(R"(data: {"x":"hi","index":0)"), "}\n\n");
+  EXPECT_EQ(end_of(R"(data: {"index":5)"), "}\n\n");
+}
+
 }  // namespace
 }  // namespace sluice
