@@ -25,7 +25,9 @@
 // of their own, and choice.message.content joins choice.delta.content. Outside choices, one
 // content block (root `index`, Anthropic) or one output item (root `output_index`, Responses) is
 // one text, except the members of a root.delta or root.content_block object (Anthropic: text,
-// thinking, partial_json …), each a text of that block (content_block.text joins delta.text). Each
+// thinking, partial_json …), each a text of that block (content_block.text joins delta.text);
+// NDJSON (Ollama): each member of root.message (content, thinking …) and each root string
+// (/api/generate's response, thinking) is a text of its own. Each
 // text is told to the sink with on_completion_select so that it is scanned on its own (n > 1
 // choices, fields and tool calls interleave). An index that comes after text it names and differs
 // from what the text was given to (its position, or an earlier index) is malformed: that text went
@@ -147,7 +149,7 @@ class CompletionExtractor {
   enum class Dest : uint8_t;
   class Output;  // batches decoded pieces for the sink; lives on feed()'s stack
 
-  static Slot key_slot(Role role, std::string_view key);
+  static Slot key_slot(Role role, std::string_view key, bool ndjson);
   bool choose_text(Output& out);
   uint64_t text_path() const;
   void open_path(bool object);

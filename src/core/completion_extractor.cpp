@@ -693,11 +693,14 @@ void CompletionExtractor::structural(uint8_t c, Output& out) {
   }
 }
 
-CompletionExtractor::Slot CompletionExtractor::key_slot(Role role, std::string_view key) {
+CompletionExtractor::Slot CompletionExtractor::key_slot(Role role, std::string_view key,
+                                                        bool ndjson) {
   if (role == Role::kRoot) {
     if (key == "choices") return Slot::kChoices;
     if (key == "index" || key == "output_index") return Slot::kIndex;
     if (key == "delta" || key == "content_block") return Slot::kBlockDelta;
+    // Ollama's message: content and thinking are accumulated apart, as a block's fields.
+    if (ndjson && key == "message") return Slot::kBlockDelta;
   } else if (role == Role::kChoice && key == "index") {
     return Slot::kIndex;
   }
@@ -770,6 +773,14 @@ bool CompletionExtractor::choose_text(Output& out) {
       return false;
     }
     id = mix_path(mix_path(kBlockTag, key), key_hash_);
+    owner = static_cast<uint8_t>(kChoiceOwner | key);
+  } else if (ndjson_ && depth_ == 1) {
+    // An NDJSON root string (Ollama /api/generate's response, thinking): a text per key.
+    if (key_hash_ == 0) {
+      fail(out);
+      return false;
+    }
+    id = mix_path(mix_path(kRootTag, key), key_hash_);
     owner = static_cast<uint8_t>(kChoiceOwner | key);
   }
   ++stamp_;
@@ -1157,10 +1168,13 @@ void CompletionExtractor::end_string(Output& out) {
   switch (dest_) {
     case Dest::kKey:
       // A key too long to keep, or escaped, is no excluded key: its value is text.
-      slot_ = matchable ? key_slot(role(), text) : Slot::kText;
+      slot_ = matchable ? key_slot(role(), text, ndjson_) : Slot::kText;
       // An Anthropic block's field (root.delta.text, root.content_block.thinking …): the key
       // below root.delta / root.content_block, kept while deeper containers are open.
-      if (streamed() && depth_ == 2 && roles_[2] == Role::kBlockDelta && skip_depth_ == 0) {
+      // NDJSON (Ollama /api/generate): a root string (response, thinking) by its key.
+      if (streamed() &&
+          ((depth_ == 2 && roles_[2] == Role::kBlockDelta) || (ndjson_ && depth_ == 1)) &&
+          skip_depth_ == 0) {
         key_hash_ =
             buffer_length_ == kEscaped
                 ? 0

@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/pcap/integrity_response_test.py --sluice build/src/sluice \
         --sluicectl build/tools/sluicectl --workdir /tmp/integrity_response [-v]
 
-Generates the capture with make_integrity_response_captures.py (14 sessions, free tier: fields a
+Generates the capture with make_integrity_response_captures.py (15 sessions, free tier: fields a
 client shows that were not read, interleaved choices, answers Sluice cannot read, a segment that
 ends right after the header's last letter), compiles the shipped rules (as scopes_replay_test.py
 does), runs `sluice replay --audit` twice and checks, with scopes_replay_test.py's checks:

@@ -281,6 +281,33 @@ def ollama_ndjson(rng, usage):
     return wire, msc.random_cuts(rng, 0, len(wire)), stop, cut_case("ollama_ndjson", "reset")
 
 
+def ollama_content_and_thinking(rng, usage):
+    """Ollama's /api/chat stream with message.content and message.thinking one character each in
+    turn: its clients accumulate each apart; the header is in the content."""
+    def line(message: dict) -> bytes:
+        return json.dumps({"model": MODEL, "created_at": "2026-12-07T10:00:00Z",
+                           "message": {"role": "assistant", **message}, "done": False},
+                          separators=(",", ":")).encode() + b"\n"
+    text = "Here: " + "".join(HEADER_DELTAS) + "\nMIIE"
+    noise = "abcdefghijklmnopqrstuvwxyz" * 2
+    last = len("Here: " + "".join(HEADER_DELTAS)) - 1  # the header's last dash
+    lines, stop_line = [], 0
+    for n, (a, b) in enumerate(zip(text, noise)):
+        if n == last:
+            stop_line = len(lines)
+        lines += [line({"content": a}), line({"content": "", "thinking": b})]
+    lines.append(json.dumps({"model": MODEL, "created_at": "2026-12-07T10:00:01Z",
+                             "message": {"role": "assistant", "content": ""}, "done": True,
+                             "done_reason": "stop"}, separators=(",", ":")).encode() + b"\n")
+    head = response_head(b"Content-Type: application/x-ndjson\r\n", True)
+    wire = head + chunked(lines)
+    offset = len(head) + sum(len(b"%x\r\n" % len(e)) + len(e) + 2 for e in lines[:stop_line])
+    offset += len(b"%x\r\n" % len(lines[stop_line]))
+    stop = wire.index(b'-"', offset)  # the dash, in the line that holds it
+    return wire, msc.random_cuts(rng, 0, stop) + [stop - 20, stop + 30], stop, \
+        cut_case("ollama_content_and_thinking", "reset")
+
+
 def held_back_stream(rng, usage):
     sid = "chatcmpl-%012x" % rng.getrandbits(48)
     events = [delta_event(sid, 0, {"role": "assistant", "content": ""})]
@@ -305,6 +332,7 @@ SESSIONS = [
     ("fields", reasoning_field), ("fields", anthropic_tool_input),
     ("fields", interleaved_fields), ("fields", two_tool_calls),
     ("fields", anthropic_text_and_thinking),
+    ("fields", ollama_content_and_thinking),
     ("choices", lambda rng, usage: interleaved_choices(rng, usage, True)),
     ("choices", lambda rng, usage: interleaved_choices(rng, usage, False)),
     ("unreadable", stream_sent_as_json), ("unreadable", nan_before_content),

@@ -877,6 +877,20 @@ TEST(CompletionExtractorTexts, OllamaNdjsonLinesAreDeltasOfOneText) {
   EXPECT_TRUE(texts_every_way("{\"a\":\"x\"}\nnot json\n", false, true).malformed);
 }
 
+// Ollama's clients accumulate message.content and message.thinking apart (and /api/generate's
+// response and thinking): a thinking piece between two content pieces cannot split them.
+TEST(CompletionExtractorTexts, OllamaMessageFieldsAreTextsOfTheirOwn) {
+  const Texts texts = texts_every_way(
+      "{\"message\":{\"role\":\"assistant\",\"content\":\"a\"}}\n"
+      "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"b\"}}\n"
+      "{\"message\":{\"role\":\"assistant\",\"content\":\"c\"}}\n"
+      "{\"response\":\"d\",\"thinking\":\"e\"}\n{\"response\":\"f\"}\n",
+      false, true);
+  EXPECT_EQ(
+      texts,
+      (Texts{{"0:a", "0:", "1:b", "0:c", "2:d", "3:e", "2:f"}, {"1", "0", "2", "3", "2"}, false}));
+}
+
 // ---- Differential test against nlohmann::json ---------------------------------------------
 
 using Json = nlohmann::ordered_json;  // members keep the order they are written in
