@@ -156,6 +156,7 @@ class CompletionExtractor {
   bool set_element_key(uint64_t value);
   void retire(uint8_t slot);
   void set_text_key(uint64_t value, Output& out);
+  void set_content_index(uint64_t value, Output& out);
   bool inside_choice() const;
 
   void scan_json(const uint8_t* p, const uint8_t* end, Output& out);
@@ -241,6 +242,9 @@ class CompletionExtractor {
   uint8_t sniff_;  // how far the body's first bytes have said how it is read (sniff())
   bool finished_;
   bool malformed_;
+  bool content_number_;   // the index number being read is a root.content_index
+  uint8_t content_item_;  // output_index + 1 of the last content_index read; 0: none
+  uint8_t content_part_;  // the highest content_index of that item so far
 };
 
 }  // namespace sluice

@@ -102,12 +102,13 @@ enum class CompletionExtractor::Role : uint8_t {
 
 // What the value after the current key is.
 enum class CompletionExtractor::Slot : uint8_t {
-  kText,        // any key not listed: a string value is completion text
-  kExcluded,    // a key whose string value no client shows as text (kExcludedKeys)
-  kTree,        // a key whose whole value no client shows (kExcludedTrees)
-  kChoices,     // root.choices
-  kIndex,       // choice.index, root.index, root.output_index: which text of a stream
-  kBlockDelta,  // root.delta, root.content_block: text; an object is a block's fields
+  kText,          // any key not listed: a string value is completion text
+  kExcluded,      // a key whose string value no client shows as text (kExcludedKeys)
+  kTree,          // a key whose whole value no client shows (kExcludedTrees)
+  kChoices,       // root.choices
+  kIndex,         // choice.index, root.index, root.output_index: which text of a stream
+  kContentIndex,  // root.content_index (Responses): the part of the output item
+  kBlockDelta,    // root.delta, root.content_block: text; an object is a block's fields
 };
 
 enum class CompletionExtractor::Dest : uint8_t {
@@ -499,6 +500,8 @@ void CompletionExtractor::begin(bool event_stream, bool ndjson) {
   std::memset(retired_owners_, 0, sizeof(retired_owners_));
   retired_next_ = 0;
   lost_choices_ = 0;
+  content_item_ = 0;
+  content_part_ = 0;
   finished_ = false;
   malformed_ = false;
 }
@@ -512,6 +515,7 @@ void CompletionExtractor::reset_document() {
   dest_ = Dest::kDiscard;
   skip_depth_ = 0;
   index_number_ = false;
+  content_number_ = false;
   number_value_ = 0;
   choice_key_ = root_key_ = 0;
   choice_key_used_ = root_key_used_ = false;
@@ -614,7 +618,11 @@ void CompletionExtractor::scan_json(const uint8_t* p, const uint8_t* const end, 
             index_number_ = false;
             // An index is a whole number: anything else cannot name a text.
             if (step_ != Step::kZero && step_ != Step::kInt) return fail(out);
-            set_text_key(number_value_, out);
+            if (content_number_) {
+              set_content_index(number_value_, out);
+            } else {
+              set_text_key(number_value_, out);
+            }
             if (mode_ == Mode::kFailed) return;
           }
           end_scalar();  // *p is read again in the mode that follows
@@ -698,6 +706,7 @@ CompletionExtractor::Slot CompletionExtractor::key_slot(Role role, std::string_v
   if (role == Role::kRoot) {
     if (key == "choices") return Slot::kChoices;
     if (key == "index" || key == "output_index") return Slot::kIndex;
+    if (key == "content_index") return Slot::kContentIndex;
     if (key == "delta" || key == "content_block") return Slot::kBlockDelta;
     // Ollama's message: content and thinking are accumulated apart, as a block's fields.
     if (ndjson && key == "message") return Slot::kBlockDelta;
@@ -838,6 +847,22 @@ void CompletionExtractor::set_text_key(uint64_t value, Output& out) {
   key = static_cast<uint8_t>(value);
 }
 
+// A Responses event's content part (root.content_index) of the output item named so far
+// (root_key_: output_index, read before it as OpenAI writes them). A client's item takes a part's
+// text from its deltas and content_part.added alike, so the item is read as one text: a part
+// that comes back after a later one of the same item began (0, 1, 0) would join what the
+// client keeps apart — cut.
+void CompletionExtractor::set_content_index(uint64_t value, Output& out) {
+  if (value > kMaxTextKey) return fail(out);
+  const uint8_t item = static_cast<uint8_t>(root_key_ + 1);
+  if (content_item_ == item) {
+    if (value < content_part_) return fail(out);
+  } else {
+    content_item_ = item;
+  }
+  content_part_ = static_cast<uint8_t>(value);
+}
+
 // The element at depth_ (an object in an array, inside a choice) is named by `value`. False:
 // text already went out under its position or an earlier index, and `value` differs.
 bool CompletionExtractor::set_element_key(uint64_t value) {
@@ -889,7 +914,8 @@ void CompletionExtractor::start_value(uint8_t c, Output& out) {
     case '[':
       return open(false, slot, out);
     case '"': {
-      if (hidden || slot == Slot::kExcluded || slot == Slot::kTree || slot == Slot::kIndex)
+      if (hidden || slot == Slot::kExcluded || slot == Slot::kTree || slot == Slot::kIndex ||
+          slot == Slot::kContentIndex)
         return start_string(Dest::kDiscard);
       if (!choose_text(out)) return;
       return start_string(Dest::kText);
@@ -905,7 +931,9 @@ void CompletionExtractor::start_value(uint8_t c, Output& out) {
       if (c != '-' && !is_digit(c)) return fail(out);
       mode_ = Mode::kNumber;
       step_ = c == '-' ? Step::kMinus : c == '0' ? Step::kZero : Step::kInt;
-      index_number_ = slot == Slot::kIndex && !hidden && streamed();
+      index_number_ =
+          (slot == Slot::kIndex || slot == Slot::kContentIndex) && !hidden && streamed();
+      content_number_ = slot == Slot::kContentIndex;
       number_value_ = is_digit(c) ? static_cast<uint64_t>(c - '0') : UINT64_MAX;  // - : no index
   }
 }

@@ -147,6 +147,7 @@ struct TextSlots {
   std::string ring[CompletionExtractor::kRetiredTexts];
   int ring_owners[CompletionExtractor::kRetiredTexts] = {};  // 0: empty or root
   std::size_t ring_next = 0;
+  int content_item = 0, content_part = 0;  // Responses: output_index + 1 and its content_index
   // False: the text's slot was given up to another text, which cannot be told apart.
   bool choose(const std::string& id, int owner) {
     ++stamp;
@@ -210,7 +211,17 @@ class ReferenceJson {
   }
 
  private:
-  enum class Context { kText, kRoot, kChoices, kChoice, kIndex, kExcluded, kTree, kBlockDelta };
+  enum class Context {
+    kText,
+    kRoot,
+    kChoices,
+    kChoice,
+    kIndex,
+    kContentIndex,
+    kExcluded,
+    kTree,
+    kBlockDelta
+  };
   struct TextKey {
     int value = 0;
     bool used = false;
@@ -273,6 +284,7 @@ class ReferenceJson {
     if ((object == Context::kRoot && (key == "index" || key == "output_index")) ||
         (object == Context::kChoice && key == "index"))
       return Context::kIndex;
+    if (object == Context::kRoot && key == "content_index") return Context::kContentIndex;
     for (std::string_view tree : {"usage", "logprobs", "top_logprobs"}) {
       if (key == tree) return Context::kTree;
     }
@@ -337,13 +349,22 @@ class ReferenceJson {
         count_scalar(depth);
         const std::size_t start = pos_;
         if (!number()) return false;
-        if (context != Context::kIndex || slots_ == nullptr) return true;
+        if ((context != Context::kIndex && context != Context::kContentIndex) || slots_ == nullptr)
+          return true;
         // An index names a text: a whole number up to 63 that does not contradict the text
         // that went out before it.
         const std::string_view digits = text_.substr(start, pos_ - start);
         if (digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
         if (digits.size() > 2 || std::stoi(std::string(digits)) > 63) return false;
         const int index = std::stoi(std::string(digits));
+        if (context == Context::kContentIndex) {
+          // A part of the output item read so far that comes back after a later one: cut.
+          const int item = root_key_.value + 1;
+          if (slots_->content_item == item && index < slots_->content_part) return false;
+          slots_->content_item = item;
+          slots_->content_part = index;
+          return true;
+        }
         if (key->used && key->value != index) return false;
         key->value = index;
         return true;

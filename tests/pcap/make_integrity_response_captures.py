@@ -308,6 +308,24 @@ def ollama_content_and_thinking(rng, usage):
         cut_case("ollama_content_and_thinking", "reset")
 
 
+def responses_part_comes_back(rng, usage):
+    """A Responses stream whose item's content part 0 comes back after part 1 began: a client
+    keeps the parts apart (the header is whole in part 0), Sluice reads the item as one text."""
+    def event(data: dict) -> bytes:
+        return (f"event: {data['type']}\ndata: ".encode()
+                + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
+    def delta(part: int, text: str) -> bytes:
+        return event({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+                      "content_index": part, "delta": text})
+    events = [delta(0, "Here: -----BEGIN RSA "), delta(1, "zz"), delta(0, "PRIVATE KEY-----"),
+              delta(0, "\nMIIEfake"), event({"type": "response.completed"})]
+    wire = response_head(SSE_TYPE, True) + chunked(events)
+    # The part comes back at the byte that ends its content_index.
+    stop = wire.index(b'"content_index":0,', wire.index(b'"zz"')) + len(b'"content_index":0')
+    return wire, msc.random_cuts(rng, 0, len(wire)), stop, \
+        cut_case("responses_part_comes_back_stream", "stream_end", "completion_unreadable")
+
+
 def held_back_stream(rng, usage):
     sid = "chatcmpl-%012x" % rng.getrandbits(48)
     events = [delta_event(sid, 0, {"role": "assistant", "content": ""})]
@@ -338,6 +356,7 @@ SESSIONS = [
     ("unreadable", stream_sent_as_json), ("unreadable", nan_before_content),
     ("unreadable", long_chunk_sizes), ("unreadable", two_content_types),
     ("unreadable", ollama_ndjson),
+    ("unreadable", responses_part_comes_back),
     ("hold_back", held_back_stream), ("hold_back", held_back_json),
 ]
 

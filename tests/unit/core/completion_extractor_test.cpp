@@ -877,6 +877,24 @@ TEST(CompletionExtractorTexts, OllamaNdjsonLinesAreDeltasOfOneText) {
   EXPECT_TRUE(texts_every_way("{\"a\":\"x\"}\nnot json\n", false, true).malformed);
 }
 
+// A Responses item is one text (a client takes a part's text from its deltas and
+// content_part.added alike): a part that comes back after a later one of the item began would
+// join what the client keeps apart.
+TEST(CompletionExtractorTexts, AResponsesContentPartComingBackIsMalformed) {
+  const auto delta = [](int item, int part, std::string_view text) {
+    return "data: {\"type\":\"response.output_text.delta\",\"output_index\":" +
+           std::to_string(item) + ",\"content_index\":" + std::to_string(part) + ",\"delta\":\"" +
+           std::string(text) + "\"}\n\n";
+  };
+  EXPECT_FALSE(
+      texts_every_way(delta(0, 0, "a") + delta(0, 0, "b") + delta(0, 1, "c") + delta(1, 0, "d"))
+          .malformed)
+      << "parts in order, a new item from its part 0";
+  const Texts back = texts_every_way(delta(0, 0, "a") + delta(0, 1, "b") + delta(0, 0, "c"));
+  EXPECT_TRUE(back.malformed);
+  EXPECT_EQ(back.fields, (std::vector<std::string>{"0:a", "0:b"})) << "cut before the text";
+}
+
 // Ollama's clients accumulate message.content and message.thinking apart (and /api/generate's
 // response and thinking): a thinking piece between two content pieces cannot split them.
 TEST(CompletionExtractorTexts, OllamaMessageFieldsAreTextsOfTheirOwn) {
