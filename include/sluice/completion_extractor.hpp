@@ -31,8 +31,10 @@
 // text is told to the sink with on_completion_select so that it is scanned on its own (n > 1
 // choices, fields and tool calls interleave). An index that comes after text it names and differs
 // from what the text was given to (its position, or an earlier index) is malformed: that text went
-// to the wrong scan. So is a text under an escaped key of a choice or block (a client decodes it;
-// Sluice does not, and would split the text it names).
+// to the wrong scan. So is a Responses content_index below the highest one its output item had
+// (parts 0, 1, 0: a client keeps them apart; the item is one text here), while no other item's
+// content_index came between. So is a text under an escaped key of a choice or block (a client
+// decodes it; Sluice does not, and would split the text it names).
 //
 // Decoding: every escape, \uXXXX included, surrogate pairs combined; a lone surrogate escape
 // becomes U+FFFD, and so does each maximal ill-formed subsequence of raw bytes (WHATWG Encoding
