@@ -30,8 +30,9 @@ enum class PromptField : uint8_t {
   kMessageContent,   // messages[]: content in every form (parts of any type, nested tool_result
                      // content, tool_use input, documents) and a message's other keys
   kMessageName,      // messages[].name
-  kToolArguments,    // messages[].tool_calls[]: function name and arguments; input[] items'
-                     // name and arguments (Responses function_call)
+  kToolArguments,    // messages[].tool_calls[] and the legacy messages[].function_call: function
+                     // name and arguments; input[] items' name and arguments (Responses
+                     // function_call). Arguments are unescaped twice (JsonStringUnescaper).
   kToolDescription,  // tools[]: name, description (OpenAI function and Anthropic tool)
   kPrompt,           // prompt (string or array of strings)
   kInput,            // input (string, array of strings, or items' content, output, summary)
@@ -94,12 +95,13 @@ class PromptExtractor {
   // Parser state per flow: the object/array bit stack (128 levels), the roles and seen-key sets
   // of the at most 8 tracked containers, a 24-byte key buffer (the longest known key is 21; it
   // also holds an enum value being read, whose longest standard value is 20: a longer value is
-  // not standard), a held partial UTF-8 character and escape, the untracked subtree's kind; 116
-  // bytes used, 120 with padding.
-  // sizeof(PromptExtractor) = 224 bytes on x86-64 (state_, fields_, limits_), plus the model
+  // not standard), a held partial UTF-8 character and escape, the untracked subtree's kind, the
+  // second unescape of a tool call's arguments (JsonStringUnescaper, 10 bytes); 126 bytes used,
+  // 128 with padding.
+  // sizeof(PromptExtractor) = 232 bytes on x86-64 (state_, fields_, limits_), plus the model
   // string's heap buffer of max_scalar_bytes + 1, reserved once by the constructor: feed() and
   // finish() never allocate.
-  static constexpr std::size_t kStateBytes = 120;
+  static constexpr std::size_t kStateBytes = 128;
 
  private:
   // Implementation state: see src/core/prompt_extractor.cpp.

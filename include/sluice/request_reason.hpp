@@ -53,6 +53,7 @@ namespace sluice {
   X(json_lone_surrogate, 400, "lone UTF-16 surrogate in a string")                               \
   X(json_invalid_utf8, 400, "invalid UTF-8")                                                     \
   X(json_field_too_long, 400, "a scalar field (model, ...) over its length limit")               \
+  X(json_request_chat_template, 400, "a chat template in the request, which the host would run") \
   /* admission: identity, tier, limits (admission.hpp) */                                        \
   X(missing_api_key, 401, "no API key (Authorization: Bearer, x-api-key or api-key)")            \
   X(invalid_api_key, 401, "API key not recognised")                                              \

@@ -37,6 +37,8 @@
 // JsonLimits::max_scalar_bytes, and a model longer than that, is json_field_too_long.
 #include "sluice/prompt_extractor.hpp"
 
+#include "sluice/json_string_unescaper.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cassert>
@@ -86,7 +88,9 @@ enum class StringStep : uint8_t {
 // the key buffer and emitted as it comes (a key of a tools object: every one is text). kEnum: an
 // enum value, read into the key buffer (free while a value is read) and emitted at its end unless
 // standard; one longer than the buffer is emitted as it comes.
-enum class Dest : uint8_t { kDiscard, kEmit, kKey, kKeyText, kEnum, kModel };
+// kJson: text whose bytes go through a second JSON-string unescape (JsonStringUnescaper) before
+// the sink: a string holding a JSON document that the host decodes again (Role::kJsonText).
+enum class Dest : uint8_t { kDiscard, kEmit, kKey, kKeyText, kEnum, kModel, kJson };
 
 enum class NumberStep : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };
 
@@ -95,6 +99,10 @@ enum class NumberStep : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSi
 enum class Role : uint8_t {
   kText,              // strings are text; a container is free-form: its keys are text too
   kExcluded,          // nothing in it is text (a documented exclusion: ids, enums, binary)
+  kJsonText,          // a string holding a JSON document the host json.loads and a template
+                      // prints decoded (tool-call arguments): text, its escapes decoded twice;
+                      // any other value is text as kText
+  kRefused,           // a key whose presence refuses the request (chat_template)
   kRoot,              // the top-level object
   kMessages,          // messages: array of kMessage
   kMessage,           // messages[i]
@@ -179,6 +187,8 @@ constexpr KnownKey kMessageKeys[] = {
     {"name", Role::kText, PromptField::kMessageName},
     {"tool_calls", Role::kToolCalls, PromptField::kToolArguments},
     {"tool_call_id", Role::kText, PromptField{}, true},  // a call id: text (kToolCallKeys)
+    // Legacy OpenAI function calling: {"name", "arguments"}, as a tool call's function.
+    {"function_call", Role::kToolCallFunction, PromptField::kToolArguments},
 };
 constexpr KnownKey kPartKeys[] = {
     {"type", Role::kTypeValue, PromptField{}, true},
@@ -217,7 +227,7 @@ constexpr KnownKey kInputItemKeys[] = {
     {"role", Role::kRoleValue, PromptField{}, true},
     {"content", Role::kContent, PromptField::kInput},
     {"output", Role::kContent, PromptField::kInput},
-    {"arguments", Role::kText, PromptField::kToolArguments},
+    {"arguments", Role::kJsonText, PromptField::kToolArguments},
     {"name", Role::kText, PromptField::kToolArguments},
     {"summary", Role::kContent, PromptField::kInput},
     {"id", Role::kText, PromptField{}, true},
@@ -231,7 +241,7 @@ constexpr KnownKey kToolCallKeys[] = {
 };
 constexpr KnownKey kToolCallFunctionKeys[] = {
     {"name", Role::kText, PromptField::kToolArguments},
-    {"arguments", Role::kText, PromptField::kToolArguments},
+    {"arguments", Role::kJsonText, PromptField::kToolArguments},
 };
 // Tools are free-form (Qwen2.5/Hermes and Llama 3.1 templates dump each tool as JSON): every key
 // of these objects is text and nothing in them is excluded; the tables only catch duplicates.
@@ -293,6 +303,10 @@ constexpr KnownKey kRootParameterKeys[] = {
     {"metadata", Role::kText},
     {"store", Role::kText},
     {"reasoning_effort", Role::kText},
+    // A Jinja template the host would run (vLLM ChatCompletionRequest.chat_template): what it
+    // renders is computed, not read, so it cannot be inspected: json_request_chat_template,
+    // whatever its value. (kRootKeys is full: 15 keys and the base64 bit.)
+    {"chat_template", Role::kRefused},
 };
 
 // A one-word filter in front of kExcludedKeys, so that an unknown key costs a few instructions,
@@ -757,6 +771,7 @@ struct PromptExtractor::State {
   uint8_t literal_size = 0;
   uint8_t key_size = 0;       // kKeyTooLong: longer than any known key or standard value
   char key[kKeyBuffer] = {};  // a key, or an enum value; zero after key_size
+  JsonStringUnescaper inner;  // Dest::kJson: the second unescape of the string being read
 };
 
 void PromptExtractor::State::run(const uint8_t* p, const uint8_t* end, Context& cx) {
@@ -885,6 +900,10 @@ void PromptExtractor::State::start_value(uint8_t c, Context& cx) {
         scalar_role = role;  // which standard values apply (end_enum)
         return begin_string(Dest::kEnum, slot_field, false);
       }
+      if (role == Role::kJsonText) {
+        inner.reset();
+        return begin_string(Dest::kJson, slot_field, false);
+      }
       // Every string is text unless its path excludes it.
       return begin_string(role == Role::kExcluded ? Dest::kDiscard : Dest::kEmit, slot_field,
                           false);
@@ -983,6 +1002,9 @@ void PromptExtractor::State::end_key(Context& cx) {
   next_role = Role::kText;  // unknown keys: text, in the object's field
   next_field = level.field;
   const bool known = is_known_key(level);
+  // A chat template in the request: the host would run it, whatever its value (null too).
+  if (known && next_role == Role::kRefused)
+    return reject(RequestReason::json_request_chat_template);
   if (reason != RequestReason::ok || known || dest == Dest::kKeyText) return;  // tools: emitted
   if (key_size != kKeyTooLong && key_size > 0) {
     cx.out.append(field, reinterpret_cast<const uint8_t*>(key), key_size);
@@ -1027,7 +1049,8 @@ bool PromptExtractor::State::is_known_key(Level& level) {
           reject(RequestReason::json_escaped_known_key);
           return false;
         }
-        return true;  // next_role: kText, the root's field
+        next_role = parameter.role;  // kText, the root's field, or kRefused
+        return true;
       }
     }
   }
@@ -1066,6 +1089,10 @@ template <Dest kTo>
 bool PromptExtractor::State::append(const uint8_t* bytes, std::size_t size, Context& cx) {
   if constexpr (kTo == Dest::kEmit) {
     cx.out.append(field, bytes, size);
+  } else if constexpr (kTo == Dest::kJson) {
+    inner.feed(bytes, size, [&](const uint8_t* text, std::size_t text_size) {
+      cx.out.append(field, text, text_size);
+    });
   } else if constexpr (kTo == Dest::kKey || kTo == Dest::kKeyText) {
     if constexpr (kTo == Dest::kKeyText) cx.out.append(field, bytes, size);
     if (key_size == kKeyTooLong) {
@@ -1129,6 +1156,8 @@ const uint8_t* PromptExtractor::State::string_bytes(const uint8_t* p, const uint
       return string_bytes<Dest::kEnum>(p, end, cx);
     case Dest::kModel:
       return string_bytes<Dest::kModel>(p, end, cx);
+    case Dest::kJson:
+      return string_bytes<Dest::kJson>(p, end, cx);
   }
   return p;
 }
@@ -1302,7 +1331,14 @@ const uint8_t* PromptExtractor::State::plain_bytes(const uint8_t* p, const uint8
     }
     if (!append<kTo>(run, static_cast<std::size_t>(p - run), cx)) return p;
     if (c == '"') {
-      if constexpr (kTo == Dest::kEmit || kTo == Dest::kKeyText) cx.out.end_field(field);
+      if constexpr (kTo == Dest::kJson) {
+        inner.finish([&](const uint8_t* text, std::size_t text_size) {
+          cx.out.append(field, text, text_size);
+        });
+      }
+      if constexpr (kTo == Dest::kEmit || kTo == Dest::kKeyText || kTo == Dest::kJson) {
+        cx.out.end_field(field);
+      }
       if (in_key) {
         end_key(cx);
         return p + 1;

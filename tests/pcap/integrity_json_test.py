@@ -6,18 +6,22 @@ and checks that Sluice reads every one of them (docs/normalisation.md, "JSON req
         --sluicectl build/tools/sluicectl --workdir /tmp/integrity_json [-v]
 
 Compiles the shipped rules (`sluicectl rules compile <repo>/rules -o WORKDIR/rules.db`),
-generates the capture with make_integrity_json_captures.py (25 sessions, one request each: 20
+generates the capture with make_integrity_json_captures.py (29 sessions, one request each: 23
 forbidden prompts in an unknown part type, a single-object content, a tool parameter's
 description and name, tool_use input, a text document, a Responses reasoning item,
 chat_template_kwargs, a response_format schema, a word split across two parts, two messages'
 roles, a part's type, a key of a tool and of its function, a tool call's id and a tool_call_id,
-the name of an unknown key of a message, of a single-object content and of the root; 5 clean
+the name of an unknown key of a message, of a single-object content and of the root, an escape
+inside a tool call's arguments (tool_calls, legacy function_call, Responses item) that the host
+decodes twice; a chat_template in the request, refused 400 json_request_chat_template; 5 clean
 controls), runs `sluice replay --audit` on it twice and checks, with the checks of
 rules_replay_test.py:
 - both runs exit 0 with `mbufs_in_use_after_run 0`; byte-identical to_client/to_server, and the
   same audit trail apart from `key_id`;
-- requests_content_policy_violation and requests_ok are the expected counts (20 and 5);
-- every forbidden request is answered by one 403 content_policy_violation segment from Sluice,
+- requests_content_policy_violation, requests_json_request_chat_template and requests_ok are
+  the expected counts (23, 1 and 5);
+- every forbidden request is answered by one 403 content_policy_violation segment from Sluice
+  (the chat template: one 400 json_request_chat_template),
   the server gets one RST and not the request's last segment; the client frames before it pass;
 - every clean request's bytes reach the server intact, with no answer or RST from Sluice;
 - the audit trail: one record per request with the expected verdict, status, reason, tier,

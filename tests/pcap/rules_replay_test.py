@@ -144,16 +144,19 @@ def check_packets(expected: dict, inputs: list[Frame], to_client: list[Frame],
         if mine:
             status_line, headers, body, hp = at.parse_answer(mine[0].payload)
             p += hp
-            if not status_line.startswith("HTTP/1.1 403 "):
-                p.append(f"status line {status_line!r}, expected HTTP/1.1 403 …")
+            # A refusal by a rule is 403 content_policy_violation; one by an earlier layer (a
+            # JSON body Sluice will not read) has its own status and reason.
+            status, code = req["status"], req["reason"]
+            if not status_line.startswith(f"HTTP/1.1 {status} "):
+                p.append(f"status line {status_line!r}, expected HTTP/1.1 {status} …")
             try:
                 error = json.loads(body)["error"]
-                if error.get("code") != "content_policy_violation":
+                if error.get("code") != code:
                     p.append(f"body code {error.get('code')!r}")
             except (ValueError, KeyError, TypeError) as e:
                 p.append(f"body {body[:120]!r} is not an OpenAI error object ({e!r})")
-            if b'"code":"content_policy_violation"' not in body:
-                p.append('the body lacks "code":"content_policy_violation"')
+            if f'"code":"{code}"'.encode() not in body:
+                p.append(f'the body lacks "code":"{code}"')
             leaked = sorted(i for i in ids if i.encode() in mine[0].payload)
             if leaked:
                 p.append(f"the answer names rule ids {leaked} (disclose_rule_id is off)")

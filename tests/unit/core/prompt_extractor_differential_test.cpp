@@ -1,6 +1,9 @@
 // Differential test of the streaming prompt extractor against nlohmann::json: the extractor must
 // emit every string of the document — and every key of a free-form value — minus the documented
 // exclusions (docs/normalisation.md, "JSON request bodies"), in document order.
+// Tool-call arguments (tool_calls[].function, the legacy function_call, Responses items) are
+// expected unescaped once more, by unescape_again below, written apart from the extractor's
+// streaming JsonStringUnescaper; a chat_template at the root is json_request_chat_template.
 //
 // Random request-shaped documents (seeded, reproducible) are serialised four ways: nlohmann's
 // compact dump, its indented dump, its ASCII-only dump (every non-ASCII character as \u escapes,
@@ -121,6 +124,7 @@ constexpr uint32_t kMaxTracked = 8;  // the extractor's bound on known paths, as
 
 enum class Shape {
   kText,      // free-form: every key and string is text
+  kJsonText,  // tool-call arguments: a string is text unescaped once more; anything else kText
   kExcluded,  // nothing is text
   kRoot,
   kMessages,
@@ -224,8 +228,9 @@ bool is_structural_key(Shape object, const std::string& key) {
         "response_format",
         "metadata",
         "store",
-        "reasoning_effort"}},
-      {Shape::kMessage, {"role", "content", "name", "tool_calls", "tool_call_id"}},
+        "reasoning_effort",
+        "chat_template"}},
+      {Shape::kMessage, {"role", "content", "name", "tool_calls", "tool_call_id", "function_call"}},
       {Shape::kPart,
        {"type", "text", "content", "source", "file", "filename", "id", "name", "input",
         "tool_use_id", "thinking", "refusal", "title", "context"}},
@@ -244,6 +249,78 @@ const std::set<std::string>* standard_values(const std::string& key) {
   if (key == "type") return &kStandardTypes;
   if (key == "status") return &kStandardStatuses;
   return nullptr;
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xc0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xe0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+}
+
+// The \uXXXX unit at s[i] (a backslash, 'u', four hex digits), or -1.
+long unit_at(const std::string& s, std::size_t i) {
+  if (i + 6 > s.size() || s[i] != '\\' || s[i + 1] != 'u') return -1;
+  long unit = 0;
+  for (std::size_t k = i + 2; k < i + 6; ++k) {
+    const char c = s[k];
+    const int d = c >= '0' && c <= '9'   ? c - '0'
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                         : -1;
+    if (d < 0) return -1;
+    unit = unit * 16 + d;
+  }
+  return unit;
+}
+
+// The documented second unescape of tool-call arguments (docs/normalisation.md), written apart
+// from the extractor's streaming one: the whole text at once, every JSON escape decoded where it
+// stands (a surrogate pair combined, a lone surrogate U+FFFD), any other backslash kept.
+std::string unescape_again(const std::string& s) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i++];
+      continue;
+    }
+    const char c = s[i + 1];
+    const std::string_view shorts = "\"\\/bfnrt";
+    const std::string_view decoded = "\"\\/\b\f\n\r\t";
+    if (const std::size_t k = shorts.find(c); k != std::string_view::npos) {
+      out += decoded[k];
+      i += 2;
+      continue;
+    }
+    const long unit = unit_at(s, i);
+    if (unit < 0) {
+      out += s[i++];
+      continue;
+    }
+    if (unit >= 0xd800 && unit <= 0xdbff) {
+      const long low = unit_at(s, i + 6);
+      if (low >= 0xdc00 && low <= 0xdfff) {
+        append_utf8(out, 0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00));
+        i += 12;
+        continue;
+      }
+    }
+    append_utf8(out, unit >= 0xd800 && unit <= 0xdfff ? 0xfffd : static_cast<uint32_t>(unit));
+    i += 6;
+  }
+  return out;
 }
 
 class Oracle {
@@ -300,8 +377,11 @@ class Oracle {
       }
       return;
     }
-    if (shape == Shape::kExcluded || shape == Shape::kText) {
-      return untracked(v, shape == Shape::kText, field, depth);
+    if (shape == Shape::kJsonText && v.is_string()) {
+      return emit(field, unescape_again(v.get<std::string>()));
+    }
+    if (shape == Shape::kExcluded || shape == Shape::kText || shape == Shape::kJsonText) {
+      return untracked(v, shape != Shape::kExcluded, field, depth);
     }
     if (v.is_number() && (shape == Shape::kTextListItem || shape == Shape::kTokenIds)) {
       outcome_.fields.prompt_token_ids = true;
@@ -370,6 +450,10 @@ class Oracle {
     const bool tool = container == Shape::kTool || container == Shape::kToolFunction;
     bool base64 = false;
     for (const auto& [key, child] : v.items()) {
+      // A chat template the host would run: refused at its name.
+      if (container == Shape::kRoot && key == "chat_template") {
+        return fail(R::json_request_chat_template);
+      }
       // Tools: every key is text; elsewhere, a key the shape does not name, nor an excluded one.
       if (tool || (!is_structural_key(container, key) && kExcluded.count(key) == 0 &&
                    standard_values(key) == nullptr)) {
@@ -445,7 +529,8 @@ class Oracle {
     static const std::map<std::string, Member> kMessage = {
         {"content", {Shape::kContent, F::kMessageContent}},
         {"name", {Shape::kText, F::kMessageName}},
-        {"tool_calls", {Shape::kToolCalls, F::kToolArguments}}};
+        {"tool_calls", {Shape::kToolCalls, F::kToolArguments}},
+        {"function_call", {Shape::kToolCallFunction, F::kToolArguments}}};
     static const std::map<std::string, Member> kPart = {{"text", {Shape::kText, {}}},
                                                         {"content", {Shape::kContent, {}}},
                                                         {"source", {Shape::kSource, {}}},
@@ -457,10 +542,12 @@ class Oracle {
         {"content", {Shape::kContent, F::kInput}},
         {"output", {Shape::kContent, F::kInput}},
         {"summary", {Shape::kContent, F::kInput}},
-        {"arguments", {Shape::kText, F::kToolArguments}},
+        {"arguments", {Shape::kJsonText, F::kToolArguments}},
         {"name", {Shape::kText, F::kToolArguments}}};
     static const std::map<std::string, Member> kToolCall = {
         {"function", {Shape::kToolCallFunction, F::kToolArguments}}};
+    static const std::map<std::string, Member> kToolCallFunction = {
+        {"arguments", {Shape::kJsonText, F::kToolArguments}}};
     static const std::map<std::string, Member> kTool = {
         {"function", {Shape::kToolFunction, F::kToolDescription}},
         {"input_schema", {Shape::kText, F::kToolSchema}}};
@@ -479,6 +566,8 @@ class Oracle {
         return kInputItem;
       case Shape::kToolCall:
         return kToolCall;
+      case Shape::kToolCallFunction:
+        return kToolCallFunction;
       case Shape::kTool:
         return kTool;
       case Shape::kToolFunction:
@@ -554,6 +643,8 @@ constexpr std::string_view kKnownNames[] = {"messages",
                                             "content",
                                             "name",
                                             "tool_calls",
+                                            "function_call",
+                                            "chat_template",
                                             "type",
                                             "text",
                                             "id",
@@ -751,6 +842,13 @@ class Generator {
     return s;
   }
 
+  // Tool-call arguments: half the time a JSON document as the host reads it, its strings written
+  // with escapes (\u, surrogate pairs) that the second unescape decodes.
+  json arguments() {
+    if (chance(0.5)) return maybe_wrong(string());
+    return json(json{{string(), string()}, {"n", below(10)}}.dump(-1, ' ', chance(0.5)));
+  }
+
   std::string key() {
     if (chance(0.4)) return std::string(kKnownNames[below(std::size(kKnownNames))]);
     if (chance(0.2)) return string();
@@ -921,12 +1019,13 @@ class Generator {
         for (std::size_t k = below(3); k > 0; --k) {
           json call = {{"id", chance(0.8) ? json("call_1") : json(string())},
                        {"type", chance(0.8) ? json("function") : enum_value()}};
-          call["function"] = json{{"name", "f"}, {"arguments", maybe_wrong(string())}};
+          call["function"] = json{{"name", "f"}, {"arguments", arguments()}};
           if (chance(0.2)) call[key()] = value(2);
           calls.push_back(std::move(call));
         }
         m["tool_calls"] = std::move(calls);
       }
+      if (chance(0.05)) m["function_call"] = json{{"name", "f"}, {"arguments", arguments()}};
       if (chance(0.3)) m[key()] = value(3);
       a.push_back(std::move(m));
     }

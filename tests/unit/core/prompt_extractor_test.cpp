@@ -588,14 +588,13 @@ TEST(PromptExtractor, ExtractsEveryStringAHostCanRender) {
         {F::kInput, "custom_item"},
         {F::kInput, "payload"},
         {F::kInput, "p"}}},
-      {"server extensions: templates, kwargs, documents, schemas, guided decoding",
-       R"({"chat_template":"{{ x }}","chat_template_kwargs":{"persona":"pirate"},)"
+      // (A chat_template is refused: RefusesAChatTemplateInTheRequest.)
+      {"server extensions: template kwargs, documents, schemas, guided decoding",
+       R"({"chat_template_kwargs":{"persona":"pirate"},)"
        R"("documents":[{"title":"t","text":"u"}],"guided_choice":["yes"],)"
        R"("response_format":{"type":"json_schema","json_schema":{"schema":{"enum":["v"]}}}})",
        R::ok,
-       {{F::kOther, "chat_template"},
-        {F::kOther, "{{ x }}"},
-        {F::kOther, "chat_template_kwargs"},
+       {{F::kOther, "chat_template_kwargs"},
         {F::kOther, "persona"},
         {F::kOther, "pirate"},
         {F::kOther, "documents"},
@@ -833,6 +832,77 @@ TEST(PromptExtractor, DecodesEscapesAndKeepsUtf8) {
        R"({"prompt":")" + std::string(5000, 'x') + R"(\n)" + std::string(3000, 'y') + R"("})",
        R::ok,
        {{F::kPrompt, std::string(5000, 'x') + "\n" + std::string(3000, 'y')}}},
+  });
+}
+
+// vLLM json.loads every tool call's arguments and the template prints the decoded value with
+// tojson (ensure_ascii=False): the escapes of the inner document reach the model decoded.
+TEST(PromptExtractor, DecodesToolArgumentsTwiceAsTheHostDoes) {
+  check_all({
+      {"tool_calls[].function.arguments: an inner escape is decoded",
+       R"({"messages":[{"role":"assistant","tool_calls":[{"type":"function","function":)"
+       R"({"name":"f","arguments":"{\"city\": \"no \\u0065thical\"}"}}]}]})",
+       R::ok,
+       {{F::kToolArguments, "f"}, {F::kToolArguments, R"({"city": "no ethical"})"}}},
+      {"surrogate pairs are combined, a lone surrogate is U+FFFD",
+       R"({"messages":[{"tool_calls":[{"function":{"arguments":)"
+       R"("[\"\\ud83d\\ude00\",\"\\ud83dx\",\"\\ude00\",\"\\ud83d\\u0041\"]"}}]}]})",
+       R::ok,
+       {{F::kToolArguments,
+         "[\"\xf0\x9f\x98\x80\",\"\xef\xbf\xbdx\",\"\xef\xbf\xbd\",\"\xef\xbf\xbd"
+         "A\"]"}}},
+      {"short escapes are decoded",
+       R"({"messages":[{"tool_calls":[{"function":{"arguments":)"
+       R"("{\"a\":\"q\\\"\\\\\\/\\b\\f\\n\\r\\t.\"}"}}]}]})",
+       R::ok,
+       {{F::kToolArguments, "{\"a\":\"q\"\\/\b\f\n\r\t.\"}"}}},
+      {"what is not an escape stays as it is",
+       R"({"messages":[{"tool_calls":[{"function":{"arguments":"\\x41 \\u12G \\u00e9\\"}}]}]})",
+       R::ok,
+       {{F::kToolArguments, "\\x41 \\u12G \xc3\xa9\\"}}},
+      {"legacy function_call arguments",
+       R"({"messages":[{"role":"assistant","function_call":{"name":"f",)"
+       R"("arguments":"{\"q\":\"\\u0065\"}"}}]})",
+       R::ok,
+       {{F::kToolArguments, "f"}, {F::kToolArguments, R"({"q":"e"})"}}},
+      {"Responses function_call item arguments",
+       R"({"input":[{"type":"function_call","call_id":"c","name":"f",)"
+       R"("arguments":"{\"q\":\"\\u0065\"}"}]})",
+       R::ok,
+       {{F::kInput, "c"}, {F::kToolArguments, "f"}, {F::kToolArguments, R"({"q":"e"})"}}},
+      {"arguments given as an object are free-form text, decoded once",
+       R"({"messages":[{"tool_calls":[{"function":{"arguments":{"q":"\\u0065"}}}]}]})",
+       R::ok,
+       {{F::kToolArguments, "q"}, {F::kToolArguments, R"(\u0065)"}}},
+      {"other strings are decoded once: a name, content, an argument outside a call",
+       R"({"messages":[{"role":"user","content":"\\u0065","tool_calls":[{"function":)"
+       R"({"name":"\\u0065"}}]}],"arguments":"\\u0065"})",
+       R::ok,
+       {{F::kMessageContent, R"(\u0065)"},
+        {F::kToolArguments, R"(\u0065)"},
+        {F::kOther, "arguments"},
+        {F::kOther, R"(\u0065)"}}},
+      {"duplicate function_call", R"({"messages":[{"function_call":{},"function_call":{}}]})",
+       R::json_duplicate_key},
+  });
+}
+
+// vLLM renders a chat_template sent in the request as Jinja: what reaches the model is computed.
+TEST(PromptExtractor, RefusesAChatTemplateInTheRequest) {
+  check_all({
+      {"a string", R"({"messages":[],"chat_template":"{{ 'no \\x65thical' }}"})",
+       R::json_request_chat_template},
+      {"null all the same", R"({"chat_template":null,"messages":[]})",
+       R::json_request_chat_template},
+      {"escaped name", R"({"chat_t\u0065mplate":"x"})", R::json_escaped_known_key},
+      {"template kwargs are data, scanned",
+       R"({"chat_template_kwargs":{"enable_thinking":"x"}})",
+       R::ok,
+       {{F::kOther, "chat_template_kwargs"}, {F::kOther, "enable_thinking"}, {F::kOther, "x"}}},
+      {"the name below the root is text",
+       R"({"messages":[{"role":"user","chat_template":"x"}]})",
+       R::ok,
+       {{F::kMessageContent, "chat_template"}, {F::kMessageContent, "x"}}},
   });
 }
 
