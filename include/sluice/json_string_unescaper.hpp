@@ -22,6 +22,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "sluice/utf8.hpp"
+
 namespace sluice {
 
 class JsonStringUnescaper {
@@ -133,23 +135,7 @@ class JsonStringUnescaper {
   template <typename Out>
   static void emit_code_point(uint32_t cp, Out& out) {
     uint8_t bytes[4];
-    std::size_t size = 0;
-    if (cp < 0x80) {
-      bytes[size++] = static_cast<uint8_t>(cp);
-    } else if (cp < 0x800) {
-      bytes[size++] = static_cast<uint8_t>(0xc0 | (cp >> 6));
-      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      bytes[size++] = static_cast<uint8_t>(0xe0 | (cp >> 12));
-      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
-      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    } else {
-      bytes[size++] = static_cast<uint8_t>(0xf0 | (cp >> 18));
-      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3f));
-      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
-      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    }
-    out(bytes, size);
+    out(bytes, encode_utf8(cp, bytes));
   }
 
   static constexpr uint8_t short_escape(uint8_t c) {

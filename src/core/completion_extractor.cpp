@@ -55,6 +55,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "sluice/utf8.hpp"
+
 namespace sluice {
 
 enum class CompletionExtractor::Mode : uint8_t {
@@ -333,23 +335,7 @@ class CompletionExtractor::Output {
   // A scalar value (never a surrogate) as UTF-8.
   void code_point(uint32_t cp) {
     uint8_t bytes[4];
-    std::size_t size = 0;
-    if (cp < 0x80) {
-      bytes[size++] = static_cast<uint8_t>(cp);
-    } else if (cp < 0x800) {
-      bytes[size++] = static_cast<uint8_t>(0xc0 | (cp >> 6));
-      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      bytes[size++] = static_cast<uint8_t>(0xe0 | (cp >> 12));
-      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
-      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    } else {
-      bytes[size++] = static_cast<uint8_t>(0xf0 | (cp >> 18));
-      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3f));
-      bytes[size++] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
-      bytes[size++] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    }
-    text(bytes, size);
+    text(bytes, encode_utf8(cp, bytes));
   }
 
   void replacement() {

@@ -38,6 +38,7 @@
 #include "sluice/prompt_extractor.hpp"
 
 #include "sluice/json_string_unescaper.hpp"
+#include "sluice/utf8.hpp"
 
 #include <algorithm>
 #include <array>
@@ -587,30 +588,6 @@ constexpr bool is_low_surrogate(uint32_t unit) {
 }
 constexpr uint32_t combine_surrogates(uint32_t high, uint32_t low) {
   return 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00);
-}
-
-// Encodes a scalar value (never a surrogate) as UTF-8; returns the length.
-inline std::size_t encode_utf8(uint32_t cp, uint8_t* out) {
-  if (cp < 0x80) {
-    out[0] = static_cast<uint8_t>(cp);
-    return 1;
-  }
-  if (cp < 0x800) {
-    out[0] = static_cast<uint8_t>(0xc0 | (cp >> 6));
-    out[1] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    out[0] = static_cast<uint8_t>(0xe0 | (cp >> 12));
-    out[1] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
-    out[2] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-    return 3;
-  }
-  out[0] = static_cast<uint8_t>(0xf0 | (cp >> 18));
-  out[1] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3f));
-  out[2] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3f));
-  out[3] = static_cast<uint8_t>(0x80 | (cp & 0x3f));
-  return 4;
 }
 
 constexpr std::string_view kLiterals[] = {"true", "false", "null"};
